@@ -1,0 +1,1 @@
+"""anyecg_edge/io"""

@@ -1,0 +1,139 @@
+"""Record-level prediction on the device side: read -> windows -> quality -> preprocess -> model.
+
+Pure numpy; the model is any `anyecg_edge.runtime.Model` (ONNX Runtime, LiteRT, or the torch
+adapter used on a workstation).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from anyecg_edge import RESEARCH_USE_NOTE
+from anyecg_edge.io import Record
+from anyecg_edge.labs import load_catalog
+from anyecg_edge.runtime import Model
+from anyecg_edge.signal import assess_quality, extract_windows, preprocess
+
+
+@dataclass
+class WindowQuality:
+    start_s: float
+    ok: bool
+    reasons: list[str]
+    heart_rate_bpm: float | None
+
+
+@dataclass
+class RecordPrediction:
+    record: str
+    lead: str
+    fs: float
+    duration_s: float
+    windows: list[WindowQuality]
+    labs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    model: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def n_used(self) -> int:
+        return sum(w.ok for w in self.windows)
+
+    def to_dict(self) -> dict[str, Any]:
+        reasons = sorted({r for w in self.windows for r in w.reasons})
+        return {
+            "record": self.record,
+            "lead": self.lead,
+            "fs": self.fs,
+            "duration_s": round(self.duration_s, 3),
+            "status": "ok" if self.n_used else "rejected",
+            "quality": {
+                "windows_total": len(self.windows),
+                "windows_used": self.n_used,
+                "reasons": reasons,
+                "windows": [w.__dict__ for w in self.windows],
+            },
+            "labs": self.labs,
+            "model": self.model,
+            "note": RESEARCH_USE_NOTE,
+        }
+
+
+def predict_record(
+    record: Record,
+    model: Model,
+    *,
+    hop_s: float | None = None,
+    mains_hz: float | None | str = "model",
+) -> RecordPrediction:
+    """Estimate per-lab abnormality probabilities for one record.
+
+    Each 10 s window is gated on raw mV, preprocessed exactly like the training corpus
+    (window by window), and scored; the record estimate is the mean over accepted windows,
+    with the spread across windows as a simple uncertainty.
+    """
+    meta = model.metadata
+    mains = meta.mains_hz if mains_hz == "model" else mains_hz
+    raw_windows, starts = extract_windows(record.signal_mv, record.fs, meta.window_s, hop_s)
+    qualities: list[WindowQuality] = []
+    accepted: list[np.ndarray] = []
+    for raw, start in zip(raw_windows, starts, strict=True):
+        report = assess_quality(raw, record.fs)
+        hr = report.metrics.get("heart_rate_bpm")
+        qualities.append(
+            WindowQuality(
+                start_s=round(float(start) / record.fs, 3),
+                ok=report.ok,
+                reasons=list(report.reasons),
+                heart_rate_bpm=None if hr is None or not np.isfinite(hr) else round(float(hr), 1),
+            )
+        )
+        if report.ok:
+            accepted.append(preprocess(raw, record.fs, mains_hz=mains, target_fs=int(meta.fs)))
+
+    result = RecordPrediction(
+        record=record.source,
+        lead=record.lead,
+        fs=record.fs,
+        duration_s=record.duration_s,
+        windows=qualities,
+        model={
+            "source": model.source,
+            "backend": model.backend,
+            "precision": model.precision,
+            "calibrated": meta.calibrated,
+        },
+    )
+    if not accepted:
+        return result
+
+    probs = model.predict(np.stack(accepted)[:, None, :])
+    mean = probs.mean(axis=0)
+    thresholds = model.thresholds()
+    catalog = load_catalog()
+    for j, name in enumerate(model.labs):
+        lab = catalog.lookup(name) or _by_key(catalog, name)
+        column = probs[:, j]
+        result.labs[name] = {
+            "probability": round(float(mean[j]), 4),
+            "abnormal": bool(mean[j] >= thresholds[j]),
+            "threshold": float(thresholds[j]),
+            "display_name": lab.display_name if lab else name,
+            "unit": meta.units.get(name) or (lab.unit if lab else None),
+            "reference_range": [lab.low, lab.high] if lab else None,
+            "uncertainty": {
+                "n_windows": int(column.size),
+                "std": round(float(column.std()), 4),
+                "min": round(float(column.min()), 4),
+                "max": round(float(column.max()), 4),
+            },
+        }
+    return result
+
+
+def _by_key(catalog: Any, name: str) -> Any:
+    try:
+        return catalog.by_key(name)
+    except KeyError:
+        return None

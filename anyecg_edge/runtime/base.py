@@ -1,0 +1,139 @@
+"""The one `Model` interface every inference backend implements (no torch here).
+
+A backend turns preprocessed windows (n, 1, samples) float32 into raw logits; this base
+class owns what is common: metadata from the manifest, calibration and thresholds.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from abc import ABC, abstractmethod
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+class ModelError(ValueError):
+    """A model file or its manifest is missing, malformed or inconsistent."""
+
+
+@dataclass
+class ModelMetadata:
+    """What the device needs to run a model: read from the manifest next to it."""
+
+    labs: list[str]
+    fs: float = 500.0
+    window_s: float = 10.0
+    mains_hz: float | None = 50.0
+    units: dict[str, str] = field(default_factory=dict)
+    # Probability above which a lab is flagged abnormal (per lab; default 0.5).
+    thresholds: dict[str, float] = field(default_factory=dict)
+    # Platt scaling per lab: p = sigmoid(a * logit + b). Missing -> identity (uncalibrated).
+    calibration: dict[str, list[float]] = field(default_factory=dict)
+    arch: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def window_samples(self) -> int:
+        return int(round(self.fs * self.window_s))
+
+    @property
+    def calibrated(self) -> bool:
+        return bool(self.calibration) and all(lab in self.calibration for lab in self.labs)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], *, source: str = "manifest") -> ModelMetadata:
+        if not isinstance(data, dict):
+            raise ModelError(f"{source}: expected a JSON object, got {type(data).__name__}")
+        labs = data.get("labs")
+        if not isinstance(labs, list) or not labs or not all(isinstance(x, str) for x in labs):
+            raise ModelError(f"{source}: field 'labs' must be a non-empty list of lab names")
+        known = {f for f in cls.__dataclass_fields__}
+        kwargs = {k: v for k, v in data.items() if k in known}
+        kwargs["extra"] = {k: v for k, v in data.items() if k not in known}
+        meta = cls(**kwargs)
+        if not (isinstance(meta.fs, (int, float)) and meta.fs > 0):
+            raise ModelError(f"{source}: field 'fs' must be a positive number, got {meta.fs!r}")
+        for lab, ab in meta.calibration.items():
+            if not (isinstance(ab, list) and len(ab) == 2 and all(math.isfinite(v) for v in ab)):
+                raise ModelError(f"{source}: calibration[{lab!r}] must be [a, b], got {ab!r}")
+        return meta
+
+    @classmethod
+    def load(cls, path: str | Path) -> ModelMetadata:
+        path = Path(path)
+        try:
+            data = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise ModelError(f"{path}: manifest not found") from None
+        except json.JSONDecodeError as exc:
+            raise ModelError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+        return cls.from_dict(data, source=str(path))
+
+
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    # Numerically stable for large |x| (no overflow warnings).
+    out = np.empty_like(x, dtype=np.float64)
+    pos = x >= 0
+    out[pos] = 1.0 / (1.0 + np.exp(-x[pos]))
+    ex = np.exp(x[~pos])
+    out[~pos] = ex / (1.0 + ex)
+    return out
+
+
+class Model(ABC):
+    """A loaded model: `predict(windows) -> calibrated probabilities (n, n_labs)`."""
+
+    backend: str = "abstract"
+    precision: str = "fp32"
+
+    def __init__(self, metadata: ModelMetadata, source: str) -> None:
+        self.metadata = metadata
+        self.source = source
+
+    @property
+    def labs(self) -> list[str]:
+        return self.metadata.labs
+
+    @abstractmethod
+    def predict_logits(self, windows: np.ndarray) -> np.ndarray:
+        """Raw logits (n, n_labs) for preprocessed windows (n, 1, window_samples)."""
+
+    def _check_windows(self, windows: np.ndarray) -> np.ndarray:
+        windows = np.asarray(windows, dtype=np.float32)
+        if windows.ndim == 2:
+            windows = windows[:, None, :]
+        n_samples = self.metadata.window_samples
+        if windows.ndim != 3 or windows.shape[1] != 1 or windows.shape[2] != n_samples:
+            raise ModelError(
+                f"{self.source}: expected windows shaped (n, 1, {n_samples}), got {windows.shape}"
+            )
+        if not np.isfinite(windows).all():
+            raise ModelError(f"{self.source}: input windows contain NaN or inf")
+        return windows
+
+    def calibrate(self, logits: np.ndarray) -> np.ndarray:
+        logits = np.asarray(logits, dtype=np.float64)
+        if self.metadata.calibration:
+            a = np.array([self.metadata.calibration.get(lab, [1.0, 0.0])[0] for lab in self.labs])
+            b = np.array([self.metadata.calibration.get(lab, [1.0, 0.0])[1] for lab in self.labs])
+            logits = logits * a + b
+        return sigmoid(logits)
+
+    def predict(self, windows: np.ndarray) -> np.ndarray:
+        logits = self.predict_logits(self._check_windows(windows))
+        if logits.shape[-1] != len(self.labs):
+            raise ModelError(
+                f"{self.source}: model has {logits.shape[-1]} outputs but the manifest lists "
+                f"{len(self.labs)} labs"
+            )
+        return self.calibrate(logits).astype(np.float32)
+
+    def thresholds(self) -> np.ndarray:
+        return np.array([self.metadata.thresholds.get(lab, 0.5) for lab in self.labs])

@@ -1,0 +1,1 @@
+"""MC-MED reading, synthetic cohorts and the segment corpus."""
