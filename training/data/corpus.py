@@ -1,0 +1,944 @@
+"""Build the segment corpus: standardized 10 s lead-II windows with lab targets, sharded.
+
+``build_corpus(mcmed_dir, out_dir)`` turns an MC-MED tree (or a synthetic one in the same
+layout) into::
+
+    out_dir/
+      config.json        build configuration + input fingerprint (checked on resume)
+      shards/u{unit}_{k}.npy   float16 (n, window_samples), np.load(mmap_mode='r')-able
+      parts/u{unit}.parquet    the index rows of one work unit
+      done/u{unit}.json        done marker of one work unit (written last)
+      index.parquet      one row per window (see INDEX_COLUMNS + 2 columns per lab)
+      manifest.json      counts, per-lab prevalence, skips with reasons, config, version
+
+Alignment (DESIGN.md section 4). ``policy='order'``: a window [t, t+window_s] is kept
+for a lab result when it lies in [Order_time - before_s, min(Order_time + after_s,
+Result_time)] -- never after the result exists; a result without Result_time cannot be
+bounded and is not used. ``policy='visit'``: every window of the visit's recording is
+kept, labelled with the visit's results. In both, a window gets, per lab, the result
+whose order is nearest to the window start (ties: the earlier order); labs without a
+usable result are NaN. Windows come from a grid starting at each segment's start with
+hop ``stride_s`` (default: window_s, no overlap) and never cross a segment gap.
+
+Each window runs through :func:`anyecg_edge.signal.assess_quality` on the raw mV samples
+and :func:`anyecg_edge.signal.preprocess` (the ECGFounder chain, the same code the
+device runs). Rejected windows are counted by reason (and dropped unless
+``keep_rejected``).
+
+Splits are by patient: MC-MED's ``split_{scheme}_*.csv`` when present (a patient whose
+visits sit in several splits is kept in the highest of test > val > train and the
+other visits are dropped and counted -- MC-MED's chrono split does this), else a seeded
+80/10/10 split of MRNs.
+
+Resumability: visits (sorted by CSN) are cut into fixed work units of
+``visits_per_unit``; a unit writes its shards and its index part atomically (tmp file +
+``os.replace``) and then its done marker. Re-running skips units with a marker and
+produces the identical corpus (index + shard bytes), whatever ``workers`` is.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import re
+import subprocess
+import time
+from collections import Counter
+from collections.abc import Iterable
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from anyecg_edge.training.data.mcmed import (
+    ECG_FS_HZ,
+    MCMEDError,
+    iter_lab_chunks,
+    list_segments,
+    read_segment,
+    read_splits,
+    read_visits,
+)
+
+__all__ = [
+    "CorpusError",
+    "CorpusConfig",
+    "INDEX_COLUMNS",
+    "build_corpus",
+    "parse_duration_s",
+    "lab_columns",
+]
+
+FORMAT = "anyecg-edge-corpus/1"
+INDEX_COLUMNS = (
+    "segment_id",
+    "csn",
+    "mrn",
+    "split",
+    "shard",
+    "offset",
+    "start_time",
+    "quality",
+    "quality_ok",
+    "heart_rate_bpm",
+    "record",
+    "sample_offset",
+)
+SPLIT_ORDER = ("train", "val", "test")
+_SPLIT_PRIORITY = {"train": 0, "val": 1, "test": 2}
+_MAX_LISTED_SKIPS = 1000  # per unit and in the manifest; counts are always complete
+_MISSING = np.iinfo(np.int64).min
+
+
+class CorpusError(MCMEDError):
+    """The corpus cannot be built as asked (bad option, incompatible existing out_dir)."""
+
+
+@dataclass(frozen=True)
+class CorpusConfig:
+    """Everything that decides the corpus content (the resume check compares it)."""
+
+    window_s: float = 10.0
+    stride_s: float = 10.0
+    before_s: float = 1800.0
+    after_s: float = 900.0
+    policy: str = "order"
+    split_scheme: str = "random"
+    mains_hz: float | None = 50.0
+    target_fs: float = 500.0
+    expected_fs: float = ECG_FS_HZ
+    shard_size: int = 4096
+    visits_per_unit: int = 16
+    seed: int = 0
+    keep_rejected: bool = False
+    dtype: str = "float16"
+    lab_keys: tuple[str, ...] = ()
+
+    @property
+    def window_samples(self) -> int:
+        return int(round(self.window_s * self.target_fs))
+
+
+def parse_duration_s(text: str | float | int) -> float:
+    """'30m' / '15min' / '1h' / '90s' / '1800' -> seconds (for the CLI's --before/--after)."""
+    if isinstance(text, (int, float)):
+        v = float(text)
+    else:
+        m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*(s|sec|m|min|h|hr)?\s*", str(text).lower())
+        if m is None:
+            raise CorpusError(f"duration {text!r} not understood (expected e.g. 90s, 30m, 1h)")
+        v = (
+            float(m.group(1))
+            * {None: 1, "s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "hr": 3600}[m.group(2)]
+        )
+    if not math.isfinite(v) or v < 0:
+        raise CorpusError(f"duration must be >= 0 seconds, got {text!r}")
+    return v
+
+
+def lab_columns(lab_keys: Iterable[str]) -> list[str]:
+    """Index columns of the labs: ``<key>`` (abnormal 1/0/NaN) then ``<key>_value`` each."""
+    cols = []
+    for k in lab_keys:
+        cols += [k, f"{k}_value"]
+    return cols
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def _csn_sort_key(csn: str) -> tuple[int, int, str]:
+    return (0, int(csn), "") if csn.isdigit() else (1, 0, csn)
+
+
+def _atomic_write_bytes(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+    os.replace(tmp, path)
+
+
+def _atomic_write_json(path: Path, obj: Any) -> None:
+    _atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode())
+
+
+def _atomic_save_npy(path: Path, arr: np.ndarray) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        np.save(f, arr, allow_pickle=False)
+    os.replace(tmp, path)
+
+
+def _git_hash() -> str | None:
+    here = Path(__file__).resolve().parent
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(here), "rev-parse", "--short=12", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def _input_fingerprint(root: Path) -> dict[str, list[int]]:
+    """Size and mtime of the tabular inputs: a resumed build must read the same files."""
+    fp = {}
+    for p in sorted(root.glob("*.csv")):
+        st = p.stat()
+        fp[p.name] = [st.st_size, int(st.st_mtime)]
+    return fp
+
+
+def _unit_name(unit: int) -> str:
+    return f"u{unit:06d}"
+
+
+# ----------------------------------------------------------------------------- labels
+
+
+def _select_labels(
+    t_ms: np.ndarray,
+    labs: dict[str, np.ndarray],
+    n_labs: int,
+    cfg: CorpusConfig,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per window: keep mask, chosen abnormal flags (W, L) and values (W, L), NaN if none.
+
+    ``t_ms`` are window starts (ms since epoch); ``labs`` holds a visit's result rows
+    sorted by (lab, order time): lab (int), order_ms, result_ms (_MISSING if none),
+    value, abnormal.
+    """
+    w = t_ms.size
+    abn = np.full((w, n_labs), np.nan, dtype=np.float32)
+    val = np.full((w, n_labs), np.nan, dtype=np.float32)
+    if w == 0 or labs["lab"].size == 0:
+        return np.zeros(w, dtype=bool), abn, val
+    order = labs["order_ms"].astype(np.float64)
+    dist = np.abs(t_ms[:, None].astype(np.float64) - order[None, :])  # (W, R)
+    if cfg.policy == "order":
+        win_ms = cfg.window_s * 1000.0
+        lo = order - cfg.before_s * 1000.0
+        hi = order + cfg.after_s * 1000.0
+        res = labs["result_ms"]
+        hi = np.where(res != _MISSING, np.minimum(hi, res.astype(np.float64)), -np.inf)
+        ok = (t_ms[:, None] >= lo[None, :]) & (t_ms[:, None] + win_ms <= hi[None, :])
+        dist = np.where(ok, dist, np.inf)
+    lab = labs["lab"]
+    bounds = np.flatnonzero(np.diff(lab, prepend=-1, append=-2))  # run starts (sorted by lab)
+    for a, b in zip(bounds[:-1], bounds[1:], strict=True):
+        sub = dist[:, a:b]
+        best = np.argmin(sub, axis=1)  # first minimum = earliest order on ties
+        has = np.isfinite(sub[np.arange(w), best])
+        rows = a + best
+        k = int(lab[a])
+        abn[has, k] = labs["abnormal"][rows[has]]
+        val[has, k] = labs["value"][rows[has]]
+    keep = np.isfinite(abn).any(axis=1)
+    return keep, abn, val
+
+
+def _candidates(n_samples: int, fs: float, cfg: CorpusConfig) -> tuple[int, int, int]:
+    """(number of windows, window samples, hop samples) of a segment at its own rate."""
+    win = int(round(cfg.window_s * fs))
+    hop = max(1, int(round(cfg.stride_s * fs)))
+    n = 0 if n_samples < win else (n_samples - win) // hop + 1
+    return n, win, hop
+
+
+# ----------------------------------------------------------------------------- worker
+
+_WORKER: dict[str, Any] = {}
+
+
+def _worker_init(cfg_dict: dict, mcmed_dir: str, out_dir: str) -> None:
+    cfg = dict(cfg_dict)
+    cfg["lab_keys"] = tuple(cfg["lab_keys"])
+    _WORKER.update(
+        cfg=CorpusConfig(**cfg),
+        mcmed_dir=mcmed_dir,
+        out_dir=Path(out_dir),
+        order_cfg=CorpusConfig(**{**cfg, "policy": "order"}),
+    )
+
+
+def _classify(msg: str) -> str:
+    low = msg.lower()
+    if "expected" in low and " fs " in f" {low}" and "hz" in low:
+        return "wrong fs"
+    if "truncat" in low or "samples were not loaded" in low or "header says" in low:
+        return "truncated or short data file"
+    if "not found" in low or "no such file" in low:
+        return "missing file"
+    if "header" in low or "record line" in low or "base" in low:
+        return "bad header"
+    return "unreadable record"
+
+
+def _process_unit(unit: int, visits: list[tuple]) -> dict[str, Any]:
+    """Cut, gate, preprocess and write one work unit; returns its done-marker dict."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from anyecg_edge.signal import assess_quality, preprocess
+
+    cfg: CorpusConfig = _WORKER["cfg"]
+    root = Path(_WORKER["mcmed_dir"])
+    out: Path = _WORKER["out_dir"]
+    t0 = time.perf_counter()
+    n_labs = len(cfg.lab_keys)
+    name = _unit_name(unit)
+    counts: Counter = Counter()
+    rejected: Counter = Counter()
+    skipped: Counter = Counter()
+    skipped_list: list[dict[str, str]] = []
+    cand = {"order": 0, "visit": 0}
+    cols: dict[str, list] = {
+        c: []
+        for c in (
+            "csn",
+            "mrn",
+            "split",
+            "start_ms",
+            "quality",
+            "quality_ok",
+            "hr",
+            "record",
+            "sample_offset",
+        )
+    }
+    abn_parts: list[np.ndarray] = []
+    val_parts: list[np.ndarray] = []
+    buf: list[np.ndarray] = []
+    buffered = 0
+    shard_files: list[str] = []
+    shard_col: list[str] = []
+    offset_col: list[int] = []
+
+    def flush(final: bool) -> None:
+        nonlocal buf, buffered
+        while buffered >= cfg.shard_size or (final and buffered > 0):
+            arr = np.concatenate(buf, axis=0) if len(buf) > 1 else buf[0]
+            take = min(cfg.shard_size, arr.shape[0])
+            fname = f"{name}_{len(shard_files):03d}.npy"
+            _atomic_save_npy(out / "shards" / fname, np.ascontiguousarray(arr[:take]))
+            shard_files.append(fname)
+            rest = arr[take:]
+            buf = [rest] if rest.shape[0] else []
+            buffered = rest.shape[0]
+
+    def skip(record: str, reason_kind: str, message: str) -> None:
+        skipped[reason_kind] += 1
+        if len(skipped_list) < _MAX_LISTED_SKIPS:
+            skipped_list.append({"record": record, "reason": reason_kind, "detail": message})
+
+    for csn, mrn, split, labs in visits:
+        counts["visits"] += 1
+        segs, errs = list_segments(root, csn)
+        for rec, msg in errs:
+            skip(os.path.relpath(rec, root), _classify(msg), msg)
+        if not segs and not errs:
+            counts["visits_without_waveforms"] += 1
+            continue
+        counts["visits_with_waveforms"] += 1
+        visit_windows = 0
+        for seg in segs:
+            counts["segments"] += 1
+            rel = os.path.relpath(seg.record, root)
+            n_win, win, hop = _candidates(seg.n_samples, seg.fs, cfg)
+            start_ms = seg.start.astype("datetime64[ms]").astype(np.int64)
+            k = np.arange(n_win, dtype=np.int64)
+            t_ms = start_ms + np.round(k * hop * 1000.0 / seg.fs).astype(np.int64)
+            keep, abn, val = _select_labels(t_ms, labs, n_labs, cfg)
+            if cfg.policy == "order":
+                cand["order"] += int(keep.sum())
+                cand["visit"] += n_win if labs["lab"].size else 0
+            else:
+                cand["visit"] += int(keep.sum())
+                ocfg = _WORKER["order_cfg"]
+                cand["order"] += int(_select_labels(t_ms, labs, n_labs, ocfg)[0].sum())
+            sel = np.flatnonzero(keep)
+            if sel.size == 0:
+                continue  # nothing to cut here: do not even read the samples
+            try:
+                x = read_segment(seg, expected_fs=cfg.expected_fs)
+            except MCMEDError as e:
+                skip(rel, _classify(str(e)), str(e))
+                continue
+            counts["segments_read"] += 1
+            kept_rows, raw = [], []
+            for i in sel.tolist():
+                w = x[i * hop : i * hop + win]
+                q = assess_quality(w, seg.fs)
+                if not q.ok:
+                    rejected.update(q.reasons)
+                    counts["windows_rejected"] += 1
+                    if not cfg.keep_rejected:
+                        continue
+                kept_rows.append((i, q))
+                raw.append(w)
+            if not raw:
+                continue
+            z = preprocess(np.stack(raw), seg.fs, mains_hz=cfg.mains_hz, target_fs=cfg.target_fs)
+            buf.append(z.astype(cfg.dtype))
+            rows = np.array([i for i, _ in kept_rows], dtype=np.int64)
+            n_new = rows.size
+            for j in range(n_new):
+                shard_col.append(
+                    f"{name}_{(buffered + j) // cfg.shard_size + len(shard_files):03d}.npy"
+                )
+                offset_col.append((buffered + j) % cfg.shard_size)
+            buffered += n_new
+            cols["csn"] += [csn] * n_new
+            cols["mrn"] += [mrn] * n_new
+            cols["split"] += [split] * n_new
+            cols["start_ms"].append(t_ms[rows])
+            cols["quality"] += [q.metrics.get("beat_prominence", math.nan) for _, q in kept_rows]
+            cols["quality_ok"] += [q.ok for _, q in kept_rows]
+            cols["hr"] += [q.metrics.get("heart_rate_bpm", math.nan) for _, q in kept_rows]
+            cols["record"] += [rel] * n_new
+            cols["sample_offset"].append(rows * hop)
+            abn_parts.append(abn[rows])
+            val_parts.append(val[rows])
+            visit_windows += n_new
+            flush(final=False)
+        if visit_windows:
+            counts["visits_with_windows"] += 1
+    flush(final=True)
+    n = len(cols["csn"])
+    counts["windows"] = n
+    arrays = {
+        "csn": pa.array(cols["csn"], type=pa.string()),
+        "mrn": pa.array(cols["mrn"], type=pa.string()),
+        "split": pa.array(cols["split"], type=pa.string()),
+        "shard": pa.array(shard_col, type=pa.string()),
+        "offset": pa.array(np.asarray(offset_col, dtype=np.int32)),
+        "start_time": pa.array(
+            (np.concatenate(cols["start_ms"]) if n else np.zeros(0, np.int64)).astype(
+                "datetime64[ms]"
+            ),
+            type=pa.timestamp("ms"),
+        ),
+        "quality": pa.array(np.asarray(cols["quality"], dtype=np.float32)),
+        "quality_ok": pa.array(np.asarray(cols["quality_ok"], dtype=bool)),
+        "heart_rate_bpm": pa.array(np.asarray(cols["hr"], dtype=np.float32)),
+        "record": pa.array(cols["record"], type=pa.string()),
+        "sample_offset": pa.array(
+            np.concatenate(cols["sample_offset"]) if n else np.zeros(0, np.int64)
+        ),
+    }
+    abn_all = np.concatenate(abn_parts) if n else np.zeros((0, n_labs), np.float32)
+    val_all = np.concatenate(val_parts) if n else np.zeros((0, n_labs), np.float32)
+    for j, key in enumerate(cfg.lab_keys):
+        arrays[key] = pa.array(abn_all[:, j])
+        arrays[f"{key}_value"] = pa.array(val_all[:, j])
+    table = pa.table(arrays)
+    part = out / "parts" / f"{name}.parquet"
+    tmp = part.with_name(part.name + ".tmp")
+    pq.write_table(table, tmp, compression="zstd")
+    os.replace(tmp, part)
+    marker = {
+        "unit": unit,
+        "windows": n,
+        "shards": shard_files,
+        "part": f"parts/{name}.parquet",
+        "counts": dict(sorted(counts.items())),
+        "candidate_windows": cand,
+        "rejected_by_reason": dict(sorted(rejected.items())),
+        "skipped_records_by_reason": dict(sorted(skipped.items())),
+        "skipped_records": skipped_list,
+        "seconds": round(time.perf_counter() - t0, 4),
+    }
+    _atomic_write_json(out / "done" / f"{name}.json", marker)
+    return marker
+
+
+# ----------------------------------------------------------------------------- main side
+
+
+def _assign_splits(visits, csn_split: dict[str, str] | None, seed: int, skipped: Counter):
+    """CSN -> split for every visit that can be placed (patient-level, no MRN in two)."""
+    csns = visits["CSN"].tolist()
+    mrns = visits["MRN"].tolist()
+    out: dict[str, str] = {}
+    if csn_split is None:
+        uniq = sorted(set(mrns), key=_csn_sort_key)
+        perm = np.random.default_rng(seed).permutation(len(uniq))
+        n_tr = int(round(0.8 * len(uniq)))
+        n_va = int(round(0.1 * len(uniq)))
+        side = {}
+        for rank, i in enumerate(perm.tolist()):
+            side[uniq[i]] = "train" if rank < n_tr else ("val" if rank < n_tr + n_va else "test")
+        return {c: side[m] for c, m in zip(csns, mrns, strict=True)}, 0
+    # Patient's split = highest-priority split among its listed visits.
+    patient: dict[str, str] = {}
+    for c, m in zip(csns, mrns, strict=True):
+        s = csn_split.get(c)
+        if s is not None and (m not in patient or _SPLIT_PRIORITY[s] > _SPLIT_PRIORITY[patient[m]]):
+            patient[m] = s
+    conflicts = 0
+    for c, m in zip(csns, mrns, strict=True):
+        s = csn_split.get(c)
+        if s is None:
+            if m in patient:
+                out[c] = patient[m]  # unlisted visit of a placed patient: follow the patient
+            else:
+                skipped["visit not in any split file"] += 1
+            continue
+        if s != patient[m]:
+            conflicts += 1
+            skipped[f"visit's patient is in the {patient[m]} split"] += 1
+            continue
+        out[c] = s
+    return out, conflicts
+
+
+def _load_labs(
+    root: Path, catalog, visit_index: dict[str, int], cfg: CorpusConfig, skipped: Counter
+):
+    """Compact per-visit lab arrays: (visit_idx, lab, order_ms, result_ms, value, abnormal)."""
+    from anyecg_edge.training.data.mcmed import LabReadStats
+
+    key_index = {k: i for i, k in enumerate(cfg.lab_keys)}
+    stats = LabReadStats()
+    parts = []
+    for chunk in iter_lab_chunks(root, catalog, stats=stats):
+        vidx = np.array([visit_index.get(c, -1) for c in chunk["CSN"].tolist()], dtype=np.int64)
+        unknown_visit = vidx < 0
+        skipped["lab row of a CSN not in visits.csv"] += int(unknown_visit.sum())
+        res = chunk["Result_time"].to_numpy()
+        res_ms = np.where(np.isnat(res), _MISSING, res.astype("datetime64[ms]").astype(np.int64))
+        keep = ~unknown_visit
+        if cfg.policy == "order":
+            no_res = keep & (res_ms == _MISSING)
+            skipped["lab row without Result_time (order policy)"] += int(no_res.sum())
+            keep &= ~no_res
+        lab = np.array([key_index[k] for k in chunk["lab_key"].tolist()], dtype=np.int16)
+        parts.append(
+            (
+                vidx[keep],
+                lab[keep],
+                chunk["Order_time"].to_numpy().astype("datetime64[ms]").astype(np.int64)[keep],
+                res_ms[keep],
+                chunk["value"].to_numpy(np.float32)[keep],
+                chunk["abnormal"].to_numpy(bool)[keep].astype(np.float32),
+            )
+        )
+    if parts:
+        cat = [np.concatenate([p[i] for p in parts]) for i in range(6)]
+    else:
+        cat = [
+            np.zeros(0, t) for t in (np.int64, np.int16, np.int64, np.int64, np.float32, np.float32)
+        ]
+    vidx, lab, order_ms, result_ms, value, abnormal = cat
+    # Sort by visit, lab, order time, then result time/value so ties are deterministic.
+    perm = np.lexsort((value, result_ms, order_ms, lab, vidx))
+    vidx, lab, order_ms, result_ms, value, abnormal = (a[perm] for a in cat)
+    return (vidx, lab, order_ms, result_ms, value, abnormal), stats
+
+
+def _check_or_write_config(out: Path, config_doc: dict) -> None:
+    path = out / "config.json"
+    if path.is_file():
+        try:
+            old = json.loads(path.read_text())
+        except json.JSONDecodeError:
+            old = None
+        if old != config_doc:
+            diff = "unreadable config.json"
+            if isinstance(old, dict):
+                for key in sorted(set(old) | set(config_doc)):
+                    if old.get(key) != config_doc.get(key):
+                        diff = f"{key}: {old.get(key)!r} -> {config_doc.get(key)!r}"
+                        break
+            raise CorpusError(
+                f"{out}: holds a corpus built with other settings or inputs ({diff}); "
+                "use a new output folder or delete this one to rebuild"
+            )
+        return
+    _atomic_write_json(path, config_doc)
+
+
+def build_corpus(
+    mcmed_dir: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    *,
+    workers: int = 1,
+    window_s: float = 10.0,
+    stride_s: float | None = None,
+    before_s: float = 1800.0,
+    after_s: float = 900.0,
+    policy: str = "order",
+    shard_size: int = 4096,
+    visits_per_unit: int = 16,
+    split_scheme: str = "random",
+    mains_hz: float | None = 50.0,
+    seed: int = 0,
+    keep_rejected: bool = False,
+    progress: bool = True,
+    catalog: Any = None,
+) -> dict[str, Any]:
+    """Build (or resume) the segment corpus of ``mcmed_dir`` in ``out_dir``; returns the manifest.
+
+    See the module docstring for the layout and the alignment rules. ``workers`` > 1
+    processes work units in parallel (spawned processes). ``shard_size``: windows per
+    shard file (a unit's last shard may be smaller). ``visits_per_unit``: visits per
+    resumable work unit. ``mains_hz``: notch of the preprocessing (50 = the authors'
+    chain, what the device runs; None skips it). Bad records (unreadable, truncated, wrong
+    fs) and unusable lab rows are skipped and reported in the manifest; the build goes on.
+    """
+    from anyecg_edge import __version__
+    from anyecg_edge.labs import load_catalog
+
+    root = Path(mcmed_dir)
+    out = Path(out_dir)
+    if not root.is_dir():
+        raise CorpusError(f"{root}: MC-MED folder not found")
+    if policy not in ("order", "visit"):
+        raise CorpusError(f"policy must be 'order' or 'visit', got {policy!r}")
+    if split_scheme not in ("random", "chrono"):
+        raise CorpusError(f"split_scheme must be 'random' or 'chrono', got {split_scheme!r}")
+    if not (isinstance(workers, int) and workers >= 1):
+        raise CorpusError(f"workers must be an integer >= 1, got {workers!r}")
+    if not window_s > 0:
+        raise CorpusError(f"window_s must be > 0 seconds, got {window_s!r}")
+    stride = float(window_s if stride_s is None else stride_s)
+    if not stride > 0:
+        raise CorpusError(f"stride_s must be > 0 seconds, got {stride_s!r}")
+    if before_s < 0 or after_s < 0:
+        raise CorpusError(f"before_s/after_s must be >= 0, got {before_s!r}/{after_s!r}")
+    if shard_size < 1 or visits_per_unit < 1:
+        raise CorpusError("shard_size and visits_per_unit must be >= 1")
+    catalog = load_catalog() if catalog is None else catalog
+    lab_keys = tuple(lab.key for lab in catalog)
+    cfg = CorpusConfig(
+        window_s=float(window_s),
+        stride_s=stride,
+        before_s=float(before_s),
+        after_s=float(after_s),
+        policy=policy,
+        split_scheme=split_scheme,
+        mains_hz=None if mains_hz is None else float(mains_hz),
+        shard_size=int(shard_size),
+        visits_per_unit=int(visits_per_unit),
+        seed=int(seed),
+        keep_rejected=bool(keep_rejected),
+        lab_keys=lab_keys,
+    )
+    t_start = time.perf_counter()
+    for sub in ("shards", "parts", "done"):
+        (out / sub).mkdir(parents=True, exist_ok=True)
+    cfg_doc = {"format": FORMAT, "config": asdict(cfg), "inputs": _input_fingerprint(root)}
+    cfg_doc["config"]["lab_keys"] = list(lab_keys)
+    _check_or_write_config(out, cfg_doc)
+
+    # --- tables (main process): visits, splits, labs ---
+    skipped_rows: Counter = Counter()
+    visits = read_visits(root)
+    csn_split = read_splits(root, split_scheme)
+    split_of, conflicts = _assign_splits(visits, csn_split, cfg.seed, skipped_rows)
+    order_idx = sorted(range(len(visits)), key=lambda i: _csn_sort_key(visits["CSN"].iat[i]))
+    csns = [visits["CSN"].iat[i] for i in order_idx]
+    mrns = [visits["MRN"].iat[i] for i in order_idx]
+    visit_index = {c: i for i, c in enumerate(csns)}
+    (vidx, lab, order_ms, result_ms, value, abnormal), lab_stats = _load_labs(
+        root, catalog, visit_index, cfg, skipped_rows
+    )
+    starts = np.searchsorted(vidx, np.arange(len(csns) + 1))
+
+    eligible = []
+    n_no_labs = 0
+    for i, csn in enumerate(csns):
+        a, b = int(starts[i]), int(starts[i + 1])
+        if a == b:
+            n_no_labs += 1
+            continue
+        if csn not in split_of:
+            continue
+        eligible.append(i)
+    units = [
+        eligible[j : j + cfg.visits_per_unit] for j in range(0, len(eligible), cfg.visits_per_unit)
+    ]
+
+    def payload(unit_visits: list[int]) -> list[tuple]:
+        items = []
+        for i in unit_visits:
+            a, b = int(starts[i]), int(starts[i + 1])
+            items.append(
+                (
+                    csns[i],
+                    mrns[i],
+                    split_of[csns[i]],
+                    {
+                        "lab": lab[a:b].astype(np.int64),
+                        "order_ms": order_ms[a:b],
+                        "result_ms": result_ms[a:b],
+                        "value": value[a:b],
+                        "abnormal": abnormal[a:b],
+                    },
+                )
+            )
+        return items
+
+    pending = [
+        u for u in range(len(units)) if not (out / "done" / f"{_unit_name(u)}.json").is_file()
+    ]
+    n_resumed = len(units) - len(pending)
+    cfg_dict = asdict(cfg)
+    with _progress_bar(progress, len(units), n_resumed) as advance:
+        if workers == 1 or len(pending) <= 1:
+            _worker_init(cfg_dict, str(root), str(out))
+            for u in pending:
+                advance(_process_unit(u, payload(units[u]))["windows"])
+        else:
+            import multiprocessing as mp
+
+            ctx = mp.get_context("spawn")  # no fork: safe with threads (rich) and any BLAS
+            with ProcessPoolExecutor(
+                max_workers=workers,
+                mp_context=ctx,
+                initializer=_worker_init,
+                initargs=(cfg_dict, str(root), str(out)),
+            ) as ex:
+                todo = list(pending)
+                running = set()
+                while todo or running:
+                    while todo and len(running) < 2 * workers:  # bounded: flat memory
+                        u = todo.pop(0)
+                        running.add(ex.submit(_process_unit, u, payload(units[u])))
+                    done, running = wait(running, return_when=FIRST_COMPLETED)
+                    for f in done:
+                        advance(f.result()["windows"])
+
+    manifest = _finalize(
+        out,
+        units,
+        cfg,
+        {
+            "visits_total": len(csns),
+            "visits_without_labs": n_no_labs,
+            "visits_eligible": len(eligible),
+            "patients_total": len(set(mrns)),
+            "split_conflicts_dropped": conflicts,
+        },
+        lab_stats,
+        skipped_rows,
+        csn_split is not None,
+    )
+    manifest["code_version"] = {"anyecg_edge": __version__, "git": _git_hash()}
+    manifest["run"] = {
+        "workers": workers,
+        "units_total": len(units),
+        "units_resumed": n_resumed,
+        "units_built": len(pending),
+        "seconds": round(time.perf_counter() - t_start, 3),
+    }
+    _atomic_write_json(out / "manifest.json", manifest)
+    return manifest
+
+
+class _progress_bar:
+    """rich progress over work units (a no-op when disabled); yields advance(n_windows)."""
+
+    def __init__(self, enabled: bool, total: int, done: int) -> None:
+        self.enabled, self.total, self.done = enabled, total, done
+        self.windows = 0
+
+    def __enter__(self):
+        if not self.enabled:
+            return lambda n: None
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+
+        self.p = Progress(
+            TextColumn("corpus"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("units  {task.fields[windows]} windows"),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+        )
+        self.p.__enter__()
+        self.task = self.p.add_task("build", total=self.total, completed=self.done, windows=0)
+
+        def advance(n: int) -> None:
+            self.windows += n
+            self.p.update(self.task, advance=1, windows=self.windows)
+
+        return advance
+
+    def __exit__(self, *exc) -> None:
+        if self.enabled:
+            self.p.__exit__(*exc)
+
+
+def _finalize(
+    out: Path,
+    units: list,
+    cfg: CorpusConfig,
+    counts: dict,
+    lab_stats,
+    skipped_rows: Counter,
+    from_files: bool,
+) -> dict[str, Any]:
+    """Concatenate the unit parts into index.parquet and aggregate the manifest."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    n_labs = len(cfg.lab_keys)
+    agg: Counter = Counter()
+    cand: Counter = Counter()
+    rejected: Counter = Counter()
+    skipped_by: Counter = Counter()
+    skipped_list: list = []
+    shards: list[str] = []
+    split_windows: Counter = Counter()
+    split_visits: dict[str, set] = {s: set() for s in SPLIT_ORDER}
+    split_patients: dict[str, set] = {s: set() for s in SPLIT_ORDER}
+    measured = {s: np.zeros(n_labs, np.int64) for s in SPLIT_ORDER}
+    positive = {s: np.zeros(n_labs, np.int64) for s in SPLIT_ORDER}
+    index_path = out / "index.parquet"
+    tmp = index_path.with_name(index_path.name + ".tmp")
+    writer = None
+    next_id = 0
+    try:
+        for u in range(len(units)):
+            marker = json.loads((out / "done" / f"{_unit_name(u)}.json").read_text())
+            agg.update(marker["counts"])
+            cand.update(marker["candidate_windows"])
+            rejected.update(marker["rejected_by_reason"])
+            skipped_by.update(marker["skipped_records_by_reason"])
+            room = _MAX_LISTED_SKIPS - len(skipped_list)
+            skipped_list += marker["skipped_records"][: max(0, room)]
+            shards += [f"shards/{s}" for s in marker["shards"]]
+            table = pq.read_table(out / marker["part"])
+            n = table.num_rows
+            if n == 0:
+                continue
+            ids = pa.array(np.arange(next_id, next_id + n, dtype=np.int64))
+            next_id += n
+            table = table.add_column(0, "segment_id", ids)
+            if writer is None:
+                writer = pq.ParquetWriter(tmp, table.schema, compression="zstd")
+            writer.write_table(table)
+            split = np.asarray(table.column("split").to_numpy(zero_copy_only=False), dtype=object)
+            csn = np.asarray(table.column("csn").to_numpy(zero_copy_only=False), dtype=object)
+            mrn = np.asarray(table.column("mrn").to_numpy(zero_copy_only=False), dtype=object)
+            abn = (
+                np.stack([table.column(k).to_numpy() for k in cfg.lab_keys], axis=1)
+                if n_labs
+                else np.zeros((n, 0))
+            )
+            for s in SPLIT_ORDER:
+                m = split == s
+                if not m.any():
+                    continue
+                split_windows[s] += int(m.sum())
+                split_visits[s].update(csn[m].tolist())
+                split_patients[s].update(mrn[m].tolist())
+                a = abn[m]
+                measured[s] += np.isfinite(a).sum(axis=0)
+                positive[s] += (a == 1).sum(axis=0)
+        if writer is None:  # an empty corpus still gets a well-formed index
+            empty = _empty_index_schema(cfg)
+            writer = pq.ParquetWriter(tmp, empty, compression="zstd")
+            writer.write_table(empty.empty_table())
+    finally:
+        if writer is not None:
+            writer.close()
+    os.replace(tmp, index_path)
+
+    tr, va, te = (split_patients[s] for s in SPLIT_ORDER)
+    leaked = (tr & va) | (tr & te) | (va & te)
+    if leaked:  # cannot happen by construction; refuse to hand out a leaking corpus
+        raise CorpusError(f"{out}: {len(leaked)} patient(s) in more than one split")
+    prevalence = {}
+    tot_m = sum(measured.values())
+    tot_p = sum(positive.values())
+    for j, key in enumerate(cfg.lab_keys):
+        if tot_m[j] == 0:
+            continue
+        prevalence[key] = {
+            "n_measured": int(tot_m[j]),
+            "n_abnormal": int(tot_p[j]),
+            "prevalence": round(float(tot_p[j] / tot_m[j]), 6),
+            "by_split": {
+                s: {"n_measured": int(measured[s][j]), "n_abnormal": int(positive[s][j])}
+                for s in SPLIT_ORDER
+            },
+        }
+    return {
+        "format": FORMAT,
+        "config": {**asdict(cfg), "lab_keys": list(cfg.lab_keys)},
+        "window_samples": cfg.window_samples,
+        "counts": {
+            **counts,
+            **dict(sorted(agg.items())),
+            "candidate_windows_by_policy": dict(sorted(cand.items())),
+            "shards": len(shards),
+        },
+        "splits": {
+            "source": (
+                f"split_{cfg.split_scheme}_*.csv"
+                if from_files
+                else f"seeded MRN split 80/10/10 (seed {cfg.seed})"
+            ),
+            **{
+                s: {
+                    "windows": split_windows[s],
+                    "visits": len(split_visits[s]),
+                    "patients": len(split_patients[s]),
+                }
+                for s in SPLIT_ORDER
+            },
+        },
+        "prevalence": prevalence,
+        "quality_rejections": dict(sorted(rejected.items())),
+        "skipped_records": {"by_reason": dict(sorted(skipped_by.items())), "records": skipped_list},
+        "skipped_visits_and_rows": {k: v for k, v in sorted(skipped_rows.items()) if v},
+        "labs_csv": lab_stats.as_dict(),
+        "shards": shards,
+        "index_sha256": _sha256(index_path),
+    }
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _empty_index_schema(cfg: CorpusConfig):
+    import pyarrow as pa
+
+    fields = [
+        ("segment_id", pa.int64()),
+        ("csn", pa.string()),
+        ("mrn", pa.string()),
+        ("split", pa.string()),
+        ("shard", pa.string()),
+        ("offset", pa.int32()),
+        ("start_time", pa.timestamp("ms")),
+        ("quality", pa.float32()),
+        ("quality_ok", pa.bool_()),
+        ("heart_rate_bpm", pa.float32()),
+        ("record", pa.string()),
+        ("sample_offset", pa.int64()),
+    ]
+    for k in cfg.lab_keys:
+        fields += [(k, pa.float32()), (f"{k}_value", pa.float32())]
+    return pa.schema(fields)
