@@ -1,0 +1,1 @@
+"""Reference implementations used only as test oracles (never imported by the package)."""
