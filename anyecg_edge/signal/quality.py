@@ -174,13 +174,14 @@ def detect_r_peaks(x_mv: np.ndarray, fs: float) -> np.ndarray:
 
     Band-pass 5-25 Hz, squared slope, 120 ms moving integration, Pan-Tompkins adaptive
     threshold with a 250 ms refractory period, then the R sample is the largest
-    band-passed deflection within +-75 ms. Returns an empty array when the candidate
-    beats do not stand out from the energy between them (``MIN_BEAT_PROMINENCE``):
-    noise has no beats. NaN samples are bridged by interpolation for detection.
+    band-passed deflection within +-75 ms. Returns an empty array when fewer than two
+    beats are found or they do not stand out from the energy between them
+    (``MIN_BEAT_PROMINENCE``): noise has no beats. NaN samples are bridged by interpolation for detection.
     """
     fs = check_fs(fs)
     peaks, prominence = _detect(_finite_1d(x_mv), fs)
-    if peaks.size >= 2 and prominence < MIN_BEAT_PROMINENCE:
+    # One lone peak cannot be told from an artefact: beats come at least in pairs.
+    if peaks.size < 2 or prominence < MIN_BEAT_PROMINENCE:
         return np.empty(0, dtype=np.int64)
     return peaks
 
