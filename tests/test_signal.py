@@ -476,3 +476,22 @@ def test_quality_report_and_errors():
         assess_quality(np.zeros((2, 5000)), 500)
     with pytest.raises(SignalError, match="plausible"):
         assess_quality(np.zeros(5000), 1e9)
+
+
+# --- benchmark smoke test -------------------------------------------------------------------
+
+
+@needs_data
+def test_bench_preprocess_runs(capsys):
+    import json
+
+    from anyecg_edge.benchmarks.bench_preprocess import main
+
+    assert main(["--iterations", "1", "--json", "--data-dir", str(DATA)]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["windows_500hz"] == 50 and res["windows_360hz"] == 60
+    assert res["max_abs_diff_z"] < 1e-3
+    for key in ("fast", "authors", "quality_gate", "fast_from_360hz"):
+        assert res[key]["calls"] > 0 and 0 < res[key]["p50_ms"] <= res[key]["p95_ms"]
+    assert main(["--iterations", "1", "--data-dir", str(DATA)]) == 0
+    assert "authors_preprocess" in capsys.readouterr().out

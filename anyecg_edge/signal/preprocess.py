@@ -149,24 +149,28 @@ def _resample_plan(fs: float, target_fs: float) -> tuple[int, int, np.ndarray]:
     return up, down, h
 
 
+def _resample64(arr: np.ndarray, fs: float, target_fs: float) -> np.ndarray:
+    """float64 polyphase resampling along the last axis (rates already validated)."""
+    if fs == target_fs:
+        return arr
+    up, down, h = _resample_plan(fs, target_fs)
+    if up == down:
+        return arr
+    return scipy.signal.resample_poly(arr, up, down, axis=-1, window=h, padtype="line")
+
+
 def resample(x: np.ndarray, fs: float, target_fs: float = TARGET_FS) -> np.ndarray:
     """Polyphase-resample ``x`` (1-D, or 2-D batch along the last axis) from fs to target_fs.
 
     The up/down factors are the exact rational ratio target_fs/fs (denominator capped at
-    1000). Edges are padded by a fitted line (``padtype='line'``) so an ECG offset of a few
-    mV does not ring at the window ends. Returns float32; the input is copied when the
-    rates are equal.
+    1000); the output has ceil(len(x) * up / down) samples, e.g. 3600 at 360 Hz -> 5000
+    at 500 Hz. Edges are padded by a fitted line (``padtype='line'``) so an ECG offset of
+    a few mV does not ring at the window ends. Returns a new float32 array (a copy when
+    the rates are equal).
     """
     fs = check_fs(fs)
     target_fs = check_fs(target_fs, what="target_fs")
-    arr = _as_signal(x)
-    if fs == target_fs:
-        return arr.astype(np.float32)
-    up, down, h = _resample_plan(fs, target_fs)
-    if up == down:
-        return arr.astype(np.float32)
-    y = scipy.signal.resample_poly(arr, up, down, axis=-1, window=h, padtype="line")
-    return y.astype(np.float32)
+    return _resample64(_as_signal(x), fs, target_fs).astype(np.float32)
 
 
 @lru_cache(maxsize=32)
@@ -238,9 +242,9 @@ def preprocess(
     """Resample ``x`` (raw ECG, any unit) to ``target_fs`` and apply the authors' chain.
 
     ``x`` is one lead (1-D) or a batch of equally long leads (2-D, samples last).
-    ``mains_hz``: 50 or 60 for the notch, None to skip it. Returns float32 z-scores
-    with ``len == round(len(x) * target_fs / fs)`` along the last axis. Short NaN gaps
-    are interpolated, longer ones raise SignalError (see the module docstring).
+    ``mains_hz``: 50 or 60 for the notch, None to skip it. Returns float32 z-scores,
+    as many samples as :func:`resample` gives (5000 for 10 s at any rate). Short NaN
+    gaps are interpolated, longer ones raise SignalError (see the module docstring).
     """
     fs = check_fs(fs)
     target_fs = check_fs(target_fs, what="target_fs")
@@ -251,8 +255,7 @@ def preprocess(
             arr = fill_short_gaps(arr, fs)
         else:
             arr = np.stack([fill_short_gaps(row, fs) for row in arr])
-    if fs != target_fs:
-        arr = resample(arr, fs, target_fs).astype(np.float64)
+    arr = _resample64(arr, fs, target_fs)
     stages = _filter_stages(target_fs, mains)
     min_len = max(s[3] for s in stages) + 1
     if arr.shape[-1] < min_len:
