@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Run the full-size ECGFounder LoRA throughput benchmark on a CUDA machine that has torch
+# (and optionally peft wheels in .whl/) but no install of this project: the package is
+# assembled under /tmp/ns with the namespace mapping pyproject.toml declares.
+# Usage: bash benchmarks/run_gpu_bench.sh [OUT_DIR] [extra args for gpu_lora_throughput]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+out=${1:-${OUT:-runs/gpu}}; shift || true
+mkdir -p "$out" /tmp/ns
+rm -rf /tmp/ns/anyecg_edge && cp -r anyecg_edge /tmp/ns/
+for pkg in training quantization firmware_bridge benchmarks; do ln -sfn "$PWD/$pkg" "/tmp/ns/anyecg_edge/$pkg"; done
+if ls .whl/*.whl >/dev/null 2>&1; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl
+  export PYTHONPATH=/tmp/ns:/tmp/site
+else
+  export PYTHONPATH=/tmp/ns
+fi
+export PYTHONUNBUFFERED=1
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv || true
+python3 -m anyecg_edge.benchmarks.gpu_lora_throughput --json "$out/gpu_lora.json" "$@" 2>&1 | tee "$out/gpu_lora.log"
