@@ -56,6 +56,7 @@ import numpy as np
 from anyecg_edge.training.data.mcmed import (
     ECG_FS_HZ,
     MCMEDError,
+    check_segment,
     iter_lab_chunks,
     list_segments,
     read_segment,
@@ -351,6 +352,10 @@ def _process_unit(unit: int, visits: list[tuple]) -> dict[str, Any]:
         for seg in segs:
             counts["segments"] += 1
             rel = os.path.relpath(seg.record, root)
+            problem = check_segment(seg, expected_fs=cfg.expected_fs)
+            if problem is not None:  # reported even when no window would come from it
+                skip(rel, _classify(problem), problem)
+                continue
             n_win, win, hop = _candidates(seg.n_samples, seg.fs, cfg)
             start_ms = seg.start.astype("datetime64[ms]").astype(np.int64)
             k = np.arange(n_win, dtype=np.int64)

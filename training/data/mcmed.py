@@ -49,6 +49,7 @@ __all__ = [
     "waveform_dir",
     "read_segment_header",
     "list_segments",
+    "check_segment",
     "read_segment",
 ]
 
@@ -625,6 +626,30 @@ def list_segments(
             errors.append((str(hea.with_suffix("")), str(e)))
     segs.sort(key=lambda s: s.seg)
     return segs, errors
+
+
+def check_segment(info: SegmentInfo, *, expected_fs: float | None = ECG_FS_HZ) -> str | None:
+    """Cheap checks without reading samples: None if fine, else a one-line problem.
+
+    The header's fs must be ``expected_fs``; a single-signal format-16 data file must
+    hold at least the header's number of samples (a truncated download fails here).
+    """
+    if expected_fs is not None and abs(info.fs - expected_fs) > 1e-6:
+        return (
+            f"{info.record}.hea: fs {info.fs:g} Hz, expected {expected_fs:g} Hz "
+            f"for MC-MED lead {ECG_LEAD}"
+        )
+    if len(info.signal_lines) == 1:
+        f = info.signal_lines[0].split()
+        if len(f) >= 2 and f[1] == "16":
+            dat = info.record.parent / f[0]
+            try:
+                size = dat.stat().st_size
+            except OSError:
+                return f"{dat}: data file not found (header {info.record}.hea names it)"
+            if size < 2 * info.n_samples:
+                return f"{dat}: truncated: holds {size // 2} samples, header says {info.n_samples}"
+    return None
 
 
 def read_segment(info: SegmentInfo, *, expected_fs: float | None = ECG_FS_HZ) -> np.ndarray:

@@ -501,7 +501,7 @@ def synth_cohort(
         )
     visit_rows, lab_rows = [], []
     n_segments = 0
-    wf_visits: list[tuple[str, int]] = []  # (csn, n segments)
+    wf_visits: list[tuple[str, int, bool]] = []  # (csn, n segments, has lab results)
     visit_seeds = ss.spawn(n_visits + 1)[1:]
     for v in range(n_visits):
         rng = np.random.default_rng(visit_seeds[v])
@@ -540,6 +540,7 @@ def synth_cohort(
         )
         state = {s.component_name: _draw_state(rng, s, *lab_range[s.component_name]) for s in specs}
         has_labs = rng.random() >= _P_NO_LABS
+        panels: list[str] = []
         order0 = roomed + int(rng.uniform(0, 30) * 60)
         if has_labs:
             orders = [order0]
@@ -627,7 +628,7 @@ def synth_cohort(
             t_seg += n // FS_HZ + int(rng.uniform(20, 240))
             if late and seg == n_seg - 1:
                 t_seg = order0 + int(rng.uniform(60, 150) * 60)
-        wf_visits.append((csn, n_seg))
+        wf_visits.append((csn, n_seg, bool(has_labs and panels)))
 
     import pandas as pd
 
@@ -704,9 +705,10 @@ def _write_splits(out: Path, visit_rows: list[dict], rng: np.random.Generator) -
             f.writelines(r["CSN"] + "\n" for r in visit_rows if chrono[r["CSN"]] == name)
 
 
-def _plant_defects(out: Path, wf_visits: list[tuple[str, int]]) -> list[dict]:
+def _plant_defects(out: Path, wf_visits: list[tuple[str, int, bool]]) -> list[dict]:
     """Truncate one .dat and mislabel one header's fs, in two different visits."""
-    multi = [c for c, n in wf_visits if n >= 2]
+    # Visits with labs, so that a corpus build looks at (and reports) these records.
+    multi = [c for c, n, labs in wf_visits if n >= 2 and labs]
     if len(multi) < 2:
         return []
     defects = []
