@@ -131,7 +131,7 @@ def run_config(
         "trainable_params": trainable,
         "total_params": total,
         "trainable_pct": round(100 * trainable / total, 2),
-        "final_loss": round(float(loss), 4),
+        "final_loss": round(float(loss.detach()), 4),
     }
     del model, fwd, opt
     if use_cuda:
@@ -159,7 +159,7 @@ class ShardBatches(torch.utils.data.Dataset):
             self._mm[s] = (np.load(self.shards[s], mmap_mode="r"), np.load(self.labels[s], mmap_mode="r"))
         x, y = self._mm[s]
         sl = slice(b * self.batch, (b + 1) * self.batch)
-        return torch.from_numpy(np.ascontiguousarray(x[sl])), torch.from_numpy(np.ascontiguousarray(y[sl]))
+        return torch.from_numpy(np.array(x[sl])), torch.from_numpy(np.array(y[sl]))
 
 
 def make_shards(root: Path, n_shards: int, per_shard: int, n_labs: int) -> tuple[list[Path], list[Path]]:

@@ -17,4 +17,6 @@ else
 fi
 export PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv || true
-python3 -m anyecg_edge.benchmarks.gpu_lora_throughput --json "$out/gpu_lora.json" "$@" 2>&1 | tee "$out/gpu_lora.log"
+out=$(cd "$out" && pwd)
+# Run from /tmp: with the repo root as cwd, `python -m` would import the unmapped source tree.
+(cd /tmp && python3 -m anyecg_edge.benchmarks.gpu_lora_throughput --json "$out/gpu_lora.json" "$@") 2>&1 | tee "$out/gpu_lora.log"
