@@ -11,7 +11,7 @@ import pytest
 from anyecg_edge.training.data import mcmed
 from anyecg_edge.training.data.mcmed import MCMEDError
 
-from anyecg_edge.io.records import read_record
+from anyecg_edge.io import read_record
 
 EPOCH = dt.datetime(1970, 1, 1)
 

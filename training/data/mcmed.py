@@ -659,7 +659,7 @@ def read_segment(info: SegmentInfo, *, expected_fs: float | None = ECG_FS_HZ) ->
     500 Hz: another rate means a broken header, not a resampling job) and when the data
     file is missing or shorter than its header says (truncated download).
     """
-    from anyecg_edge.io.records import RecordError, read_record
+    from anyecg_edge.io import RecordError, read_record
 
     if expected_fs is not None and abs(info.fs - expected_fs) > 1e-6:
         raise MCMEDError(
