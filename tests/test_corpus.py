@@ -324,6 +324,24 @@ def test_killed_build_resumes_to_the_identical_corpus(cohort, built, tmp_path):
         build_corpus(root, out, window_s=5.0, **BUILD)
 
 
+def test_keep_rejected_and_overlapping_stride(small, tmp_path):
+    base = build_corpus(small, tmp_path / "base", **BUILD)
+    kept = build_corpus(small, tmp_path / "kept", keep_rejected=True, stride_s=5.0, **BUILD)
+    c0, c1 = base["counts"], kept["counts"]
+    # Half the hop: about twice the candidate windows (a segment loses at most one).
+    n0 = c0["candidate_windows_by_policy"]["order"]
+    assert 2 * n0 - 2 * c0["segments_read"] <= c1["candidate_windows_by_policy"]["order"]
+    assert c1["windows"] == c1["candidate_windows_by_policy"]["order"] > c1["windows_rejected"] > 0
+    df = pd.read_parquet(tmp_path / "kept" / "index.parquet")
+    assert (~df["quality_ok"]).sum() == c1["windows_rejected"]
+    assert (np.diff(df["sample_offset"].to_numpy()) % 2500 == 0).all()
+    pytest.importorskip("torch")
+    from anyecg_edge.training.data.dataset import CorpusDataset
+
+    assert len(CorpusDataset(tmp_path / "kept", None)) == int(df["quality_ok"].sum())
+    assert len(CorpusDataset(tmp_path / "kept", None, quality_ok_only=False)) == len(df)
+
+
 def test_bad_options(tmp_path, small):
     with pytest.raises(CorpusError, match="policy must be"):
         build_corpus(small, tmp_path / "x", policy="nearest", **BUILD)
