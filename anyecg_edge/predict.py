@@ -12,10 +12,10 @@ from typing import Any
 import numpy as np
 
 from anyecg_edge import RESEARCH_USE_NOTE
-from anyecg_edge.io import Record
+from anyecg_edge.io import Record, RecordError
 from anyecg_edge.labs import load_catalog
 from anyecg_edge.runtime import Model
-from anyecg_edge.signal import assess_quality, extract_windows, preprocess
+from anyecg_edge.signal import SignalError, assess_quality, extract_windows, preprocess
 
 
 @dataclass
@@ -75,7 +75,10 @@ def predict_record(
     """
     meta = model.metadata
     mains = meta.mains_hz if mains_hz == "model" else mains_hz
-    raw_windows, starts = extract_windows(record.signal_mv, record.fs, meta.window_s, hop_s)
+    try:
+        raw_windows, starts = extract_windows(record.signal_mv, record.fs, meta.window_s, hop_s)
+    except SignalError as exc:
+        raise RecordError(f"{record.source} (lead {record.lead}): {exc}") from None
     qualities: list[WindowQuality] = []
     accepted: list[np.ndarray] = []
     for raw, start in zip(raw_windows, starts, strict=True):

@@ -1,0 +1,126 @@
+"""`anyecg-edge predict`: one record -> per-lab probabilities, on the device side."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from anyecg_edge import RESEARCH_USE_NOTE
+from anyecg_edge.runtime import Model
+
+
+def load_model(path: Path) -> Model:
+    """Pick the backend by file type: .onnx / .tflite (device runtimes) or .pt/.pth (torch)."""
+    suffix = path.suffix.lower()
+    if suffix in {".pt", ".pth"}:
+        try:
+            from anyecg_edge.training.torch_model import TorchModel
+        except ImportError as exc:
+            raise click.ClickException(
+                f"{path}: torch checkpoints need torch ({exc.name} missing): "
+                'pip install "anyecg-edge[train]", or export to .onnx/.tflite for a device'
+            ) from None
+        return TorchModel.load(path)
+    if suffix in {".onnx", ".tflite"}:
+        click.echo(
+            f"error: {path}: {suffix} runtime backends are not built yet (planned in issue 6).",
+            err=True,
+        )
+        sys.exit(2)
+    raise click.ClickException(f"{path}: unknown model type {suffix!r}; expected .pt/.pth")
+
+
+@click.command("predict")
+@click.option(
+    "--model",
+    "model_path",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="Model file (.pt/.pth torch checkpoint; .onnx/.tflite with issue 6).",
+)
+@click.option(
+    "--input",
+    "input_path",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="Record: WFDB (.hea), CSV (needs --fs) or EDF.",
+)
+@click.option("--lead", default=None, help="Lead name (I, II, MLII, ...). Default: I, then II.")
+@click.option("--fs", type=float, default=None, help="Sampling rate in Hz (required for CSV).")
+@click.option(
+    "--mains",
+    type=click.Choice(["50", "60", "none", "model"]),
+    default="model",
+    show_default=True,
+    help="Mains notch frequency.",
+)
+@click.option("--hop", "hop_s", type=float, default=None, help="Window hop in s (default 10).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def predict(
+    model_path: Path,
+    input_path: Path,
+    lead: str | None,
+    fs: float | None,
+    mains: str,
+    hop_s: float | None,
+    as_json: bool,
+) -> None:
+    """Estimate lab abnormality probabilities from one ECG record (research use only)."""
+    from anyecg_edge.io import read_record
+    from anyecg_edge.predict import predict_record
+
+    record = read_record(input_path, lead=lead, fs=fs)
+    model = load_model(model_path)
+    mains_hz: float | None | str = {"none": None, "model": "model"}.get(mains) or float(mains)
+    result = predict_record(record, model, hop_s=hop_s, mains_hz=mains_hz).to_dict()
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+    else:
+        _print_prediction(result)
+    if result["status"] != "ok":
+        sys.exit(3)
+
+
+def _print_prediction(result: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    q = result["quality"]
+    console.print(
+        f"[bold]{result['record']}[/] lead {result['lead']} at {result['fs']:g} Hz, "
+        f"{result['duration_s']:.1f} s; windows used {q['windows_used']}/{q['windows_total']}"
+        + (f" (rejected: {', '.join(q['reasons'])})" if q["reasons"] else "")
+    )
+    if result["status"] != "ok":
+        console.print("[red]No window passed the signal-quality gate; no estimates.[/]")
+    else:
+        calibrated = result["model"]["calibrated"]
+        table = Table(title="Lab abnormality estimates" + ("" if calibrated else " (uncalibrated)"))
+        for col in ("lab", "P(abnormal)", "±sd", "flag", "reference", "unit"):
+            table.add_column(col)
+        rows = sorted(result["labs"].items(), key=lambda kv: -kv[1]["probability"])
+        for _name, lab in rows:
+            ref = lab["reference_range"]
+            ref_s = (
+                ""
+                if not ref
+                else f"{ref[0] if ref[0] is not None else ''}–{ref[1] if ref[1] is not None else ''}"
+            )
+            table.add_row(
+                lab["display_name"],
+                f"{lab['probability']:.3f}",
+                f"{lab['uncertainty']['std']:.3f}",
+                "abnormal" if lab["abnormal"] else "",
+                ref_s,
+                lab["unit"] or "",
+            )
+        console.print(table)
+    console.print(f"[yellow]{RESEARCH_USE_NOTE}[/]")
+
+
+COMMANDS = [predict]

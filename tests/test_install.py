@@ -1,0 +1,96 @@
+"""The device install: `pip install ".[edge]"` in a clean venv pulls no torch/peft/onnx and
+the device modules import and run there."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+import pytest
+
+FORBIDDEN = {"torch", "peft", "onnx", "onnxscript", "litert-torch", "ai-edge-quantizer", "jax"}
+
+
+@pytest.fixture(scope="session")
+def edge_venv(tmp_path_factory, repo_root: Path) -> Path:
+    root = tmp_path_factory.mktemp("edge-venv")
+    # Build from a clean copy of the tracked sources so the test does not write into the repo.
+    src = root / "src"
+    shutil.copytree(
+        repo_root,
+        src,
+        ignore=shutil.ignore_patterns(
+            ".venv", ".git", "build", "*.egg-info", "__pycache__", "demo_out"
+        ),
+    )
+    env_dir = root / "venv"
+    venv.EnvBuilder(with_pip=True).create(env_dir)
+    py = env_dir / "bin" / "python"
+    proc = subprocess.run(
+        [str(py), "-m", "pip", "install", "--quiet", f"{src}[edge]"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1"},
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return py
+
+
+@pytest.mark.venv
+def test_edge_install_pulls_no_torch(edge_venv: Path) -> None:
+    out = subprocess.run(
+        [str(edge_venv), "-m", "pip", "list", "--format", "json"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    installed = {p["name"].lower().replace("_", "-") for p in json.loads(out)}
+    assert not (installed & FORBIDDEN), f"device install pulled {sorted(installed & FORBIDDEN)}"
+    assert {"onnxruntime", "wfdb", "numpy", "scipy", "click"} <= installed
+
+
+@pytest.mark.venv
+def test_edge_install_imports_device_modules(edge_venv: Path) -> None:
+    code = (
+        "import sys, anyecg_edge.signal, anyecg_edge.runtime, anyecg_edge.io, anyecg_edge.labs, "
+        "anyecg_edge.predict, anyecg_edge.cli\n"
+        "assert 'torch' not in sys.modules, 'torch was imported'\n"
+        "print(anyecg_edge.runtime.available_runtimes())"
+    )
+    proc = subprocess.run([str(edge_venv), "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert "onnxruntime" in proc.stdout
+    cli = edge_venv.parent / "anyecg-edge"
+    help_out = subprocess.run(
+        [str(cli), "--help"], capture_output=True, text=True, check=True
+    ).stdout
+    for command in (
+        "data",
+        "train",
+        "evaluate",
+        "export",
+        "predict",
+        "stream",
+        "ble",
+        "bench",
+        "demo",
+    ):
+        assert command in help_out
+
+
+@pytest.mark.venv
+def test_wheel_has_no_generic_top_level_names(edge_venv: Path) -> None:
+    code = (
+        "import importlib.util as u\n"
+        "print([n for n in ('training','quantization','firmware_bridge','benchmarks') if u.find_spec(n)])\n"
+        "import anyecg_edge.training, anyecg_edge.quantization, anyecg_edge.firmware_bridge\n"
+        "assert u.find_spec('anyecg_edge.training.models') is not None"
+    )
+    proc = subprocess.run([str(edge_venv), "-c", code], capture_output=True, text=True, cwd="/")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"
