@@ -24,7 +24,6 @@ from typing import Any
 
 import numpy as np
 import torch
-
 from anyecg_edge.training.lora import LoraSettings, apply_lora, parameter_counts
 from anyecg_edge.training.models import create_model
 
@@ -127,7 +126,9 @@ def run_config(
         "hours_per_20M_epoch": round(EPOCH_SEGMENTS / seg_s / 3600, 3),
         "step_ms": round(1000 * elapsed / steps, 2),
         "warmup_s": round(warm_s, 1),
-        "peak_gpu_mem_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2) if use_cuda else None,
+        "peak_gpu_mem_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2)
+        if use_cuda
+        else None,
         "trainable_params": trainable,
         "total_params": total,
         "trainable_pct": round(100 * trainable / total, 2),
@@ -156,13 +157,18 @@ class ShardBatches(torch.utils.data.Dataset):
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         s, b = divmod(i, self.per_shard)
         if s not in self._mm:  # opened lazily in each worker process
-            self._mm[s] = (np.load(self.shards[s], mmap_mode="r"), np.load(self.labels[s], mmap_mode="r"))
+            self._mm[s] = (
+                np.load(self.shards[s], mmap_mode="r"),
+                np.load(self.labels[s], mmap_mode="r"),
+            )
         x, y = self._mm[s]
         sl = slice(b * self.batch, (b + 1) * self.batch)
         return torch.from_numpy(np.array(x[sl])), torch.from_numpy(np.array(y[sl]))
 
 
-def make_shards(root: Path, n_shards: int, per_shard: int, n_labs: int) -> tuple[list[Path], list[Path]]:
+def make_shards(
+    root: Path, n_shards: int, per_shard: int, n_labs: int
+) -> tuple[list[Path], list[Path]]:
     rng = np.random.default_rng(0)
     xs, ys = [], []
     for s in range(n_shards):
@@ -196,7 +202,9 @@ def machine_info(device: str) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--arch", default="ecgfounder")
     ap.add_argument("--labs", type=int, default=108)
     ap.add_argument("--rank", type=int, default=8)
@@ -211,8 +219,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workers", type=int, default=8)
     ap.add_argument("--data-dir", type=Path, default=None)
     ap.add_argument("--json", type=Path, default=None)
-    ap.add_argument("--time-budget-s", type=float, default=float("inf"),
-                    help="skip remaining configs once this much time has passed")
+    ap.add_argument(
+        "--time-budget-s",
+        type=float,
+        default=float("inf"),
+        help="skip remaining configs once this much time has passed",
+    )
     args = ap.parse_args(argv)
 
     if args.device == "cuda":
@@ -240,15 +252,27 @@ def main(argv: list[str] | None = None) -> int:
             per_shard = batch * 4
             xs, ys = make_shards(root, 8, per_shard, args.labs)
             loader = torch.utils.data.DataLoader(
-                ShardBatches(xs, ys, batch), batch_size=None, shuffle=True,
-                num_workers=args.workers, pin_memory=args.device == "cuda",
-                persistent_workers=args.workers > 0, prefetch_factor=4 if args.workers else None,
+                ShardBatches(xs, ys, batch),
+                batch_size=None,
+                shuffle=True,
+                num_workers=args.workers,
+                pin_memory=args.device == "cuda",
+                persistent_workers=args.workers > 0,
+                prefetch_factor=4 if args.workers else None,
             )
         try:
             row = run_config(
-                spec, arch=args.arch, n_labs=args.labs, lora=lora, rank=args.rank, batch=batch,
-                compile_model=mode == "compile", steps=args.steps, warmup=args.warmup,
-                device=args.device, loader=loader,
+                spec,
+                arch=args.arch,
+                n_labs=args.labs,
+                lora=lora,
+                rank=args.rank,
+                batch=batch,
+                compile_model=mode == "compile",
+                steps=args.steps,
+                warmup=args.warmup,
+                device=args.device,
+                loader=loader,
             )
         except torch.cuda.OutOfMemoryError:
             row = {"name": spec, "error": "out of memory"}

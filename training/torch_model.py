@@ -14,10 +14,10 @@ from typing import Any
 
 import numpy as np
 import torch
-
-from anyecg_edge.runtime.base import Model, ModelError, ModelMetadata
 from anyecg_edge.training.ecgfounder import load_ecgfounder
 from anyecg_edge.training.models import create_model
+
+from anyecg_edge.runtime.base import Model, ModelError, ModelMetadata
 
 CHECKPOINT_FORMAT = "anyecg-edge/torch-model/1"
 
@@ -55,7 +55,9 @@ def load_model_checkpoint(path: str | Path) -> tuple[torch.nn.Module, ModelMetad
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises several types for non-torch / unsafe files
-        raise ModelError(f"{path}: not a loadable torch checkpoint ({type(exc).__name__})") from None
+        raise ModelError(
+            f"{path}: not a loadable torch checkpoint ({type(exc).__name__})"
+        ) from None
     if isinstance(obj, dict) and obj.get("format") == CHECKPOINT_FORMAT:
         for key in ("arch", "model_kwargs", "state_dict", "metadata"):
             if key not in obj:
