@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
@@ -216,7 +217,7 @@ def test_demo_runs_every_built_stage(tmp_path: Path, shared_data: Path) -> None:
 
     from anyecg_edge.demo import run_demo
 
-    results = run_demo(tmp_path / "demo", console=Console(file=open("/dev/null", "w")))
+    results = run_demo(tmp_path / "demo", console=Console(file=io.StringIO()))
     built = [r for r in results if r.status != "pending"]
     assert built and all(r.status == "ok" for r in built), [(r.name, r.summary) for r in built]
     summary = json.loads((tmp_path / "demo" / "demo_summary.json").read_text())
