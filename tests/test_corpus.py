@@ -325,15 +325,28 @@ def test_killed_build_resumes_to_the_identical_corpus(cohort, built, tmp_path):
 
 
 def test_keep_rejected_and_overlapping_stride(small, tmp_path):
-    base = build_corpus(small, tmp_path / "base", **BUILD)
-    kept = build_corpus(small, tmp_path / "kept", keep_rejected=True, stride_s=5.0, **BUILD)
+    root = tmp_path / "m"
+    shutil.copytree(small, root, symlinks=True)
+    base = build_corpus(root, tmp_path / "base", **BUILD)
+    # A 2 s run of WFDB-invalid samples (NaN) inside the first kept window: the gate
+    # rejects it; with keep_rejected it cannot be preprocessed either and is counted.
+    first = pd.read_parquet(tmp_path / "base" / "index.parquet").iloc[0]
+    dat = root / (first["record"] + ".dat")
+    d = np.fromfile(dat, dtype="<i2")
+    d[first["sample_offset"] + 1000 : first["sample_offset"] + 2000] = -32768
+    d.tofile(dat)
+    kept = build_corpus(root, tmp_path / "kept", keep_rejected=True, stride_s=5.0, **BUILD)
+    assert kept["counts"]["windows_unpreprocessable"] >= 1
+    assert kept["quality_rejections"]["nan_run"] >= 1
     c0, c1 = base["counts"], kept["counts"]
     # Half the hop: about twice the candidate windows (a segment loses at most one).
     n0 = c0["candidate_windows_by_policy"]["order"]
     assert 2 * n0 - 2 * c0["segments_read"] <= c1["candidate_windows_by_policy"]["order"]
-    assert c1["windows"] == c1["candidate_windows_by_policy"]["order"] > c1["windows_rejected"] > 0
+    n_bad = c1["windows_unpreprocessable"]
+    assert c1["windows"] + n_bad == c1["candidate_windows_by_policy"]["order"]
+    assert c1["windows_rejected"] > n_bad
     df = pd.read_parquet(tmp_path / "kept" / "index.parquet")
-    assert (~df["quality_ok"]).sum() == c1["windows_rejected"]
+    assert (~df["quality_ok"]).sum() == c1["windows_rejected"] - n_bad
     assert (np.diff(df["sample_offset"].to_numpy()) % 2500 == 0).all()
     pytest.importorskip("torch")
     from anyecg_edge.training.data.dataset import CorpusDataset

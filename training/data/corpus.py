@@ -287,7 +287,7 @@ def _process_unit(unit: int, visits: list[tuple]) -> dict[str, Any]:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from anyecg_edge.signal import assess_quality, preprocess
+    from anyecg_edge.signal import SignalError, assess_quality, preprocess
 
     cfg: CorpusConfig = _WORKER["cfg"]
     root = Path(_WORKER["mcmed_dir"])
@@ -390,7 +390,26 @@ def _process_unit(unit: int, visits: list[tuple]) -> dict[str, Any]:
                 raw.append(w)
             if not raw:
                 continue
-            z = preprocess(np.stack(raw), seg.fs, mains_hz=cfg.mains_hz, target_fs=cfg.target_fs)
+            try:
+                z = preprocess(
+                    np.stack(raw), seg.fs, mains_hz=cfg.mains_hz, target_fs=cfg.target_fs
+                )
+            except SignalError:
+                # Only reachable with keep_rejected (a long NaN gap passes no gate):
+                # keep the windows that can be preprocessed, count the others.
+                ok_rows, zs = [], []
+                for (i, q), w in zip(kept_rows, raw, strict=True):
+                    try:
+                        zs.append(
+                            preprocess(w, seg.fs, mains_hz=cfg.mains_hz, target_fs=cfg.target_fs)
+                        )
+                        ok_rows.append((i, q))
+                    except SignalError:
+                        counts["windows_unpreprocessable"] += 1
+                kept_rows = ok_rows
+                if not kept_rows:
+                    continue
+                z = np.stack(zs)
             buf.append(z.astype(cfg.dtype))
             rows = np.array([i for i, _ in kept_rows], dtype=np.int64)
             n_new = rows.size
@@ -611,8 +630,8 @@ def build_corpus(
         raise CorpusError(f"split_scheme must be 'random' or 'chrono', got {split_scheme!r}")
     if not (isinstance(workers, int) and workers >= 1):
         raise CorpusError(f"workers must be an integer >= 1, got {workers!r}")
-    if not window_s > 0:
-        raise CorpusError(f"window_s must be > 0 seconds, got {window_s!r}")
+    if not window_s >= 2.0:  # the quality gate needs two beats at 30 bpm
+        raise CorpusError(f"window_s must be >= 2 seconds, got {window_s!r}")
     stride = float(window_s if stride_s is None else stride_s)
     if not stride > 0:
         raise CorpusError(f"stride_s must be > 0 seconds, got {stride_s!r}")
