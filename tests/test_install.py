@@ -93,3 +93,20 @@ def test_wheel_has_no_generic_top_level_names(edge_venv: Path) -> None:
     proc = subprocess.run([str(edge_venv), "-c", code], capture_output=True, text=True, cwd="/")
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "[]"
+
+
+def test_every_source_package_is_declared(repo_root: Path) -> None:
+    """pyproject lists packages explicitly (the folders are mapped into one namespace):
+    a sub-package missing from that list would be absent from the wheel."""
+    import tomllib
+
+    tool = tomllib.loads((repo_root / "pyproject.toml").read_text())["tool"]["setuptools"]
+    declared = set(tool["packages"])
+    found = set()
+    for name, folder in tool["package-dir"].items():
+        for init in (repo_root / folder).rglob("__init__.py"):
+            rel = init.parent.relative_to(repo_root / folder)
+            found.add(".".join([name, *rel.parts]) if rel.parts else name)
+    # Nested mapped folders are listed under their own mapping too; tests/ is not shipped.
+    assert found - declared == set(), f"add to pyproject packages: {sorted(found - declared)}"
+    assert declared - found == set(), f"declared but absent: {sorted(declared - found)}"

@@ -1,0 +1,1 @@
+"""Streaming engine: ring buffer -> rolling windows -> quality gate -> model (issue 7)."""
