@@ -55,7 +55,7 @@ def test_version() -> None:
     assert code == 0 and __version__ in out
 
 
-@pytest.mark.parametrize("args", [("train", "lora"), ("evaluate",), ("bench",)])
+@pytest.mark.parametrize("args", [("bench",)])
 def test_unbuilt_commands_exit_2_naming_their_issue(args: tuple[str, ...]) -> None:
     code, out = run(*args)
     assert code == 2
@@ -224,3 +224,56 @@ def test_demo_runs_every_built_stage(tmp_path: Path, shared_data: Path) -> None:
     assert [s["name"] for s in summary] == [r.name for r in results]
     for r in built:
         assert all(Path(p).exists() for p in r.artefacts)
+
+
+def test_data_synth_then_build(tmp_path: Path) -> None:
+    cohort, corpus = tmp_path / "cohort", tmp_path / "corpus"
+    code, out = run(
+        "data",
+        "synth",
+        "--out",
+        str(cohort),
+        "--visits",
+        "12",
+        "--seed",
+        "3",
+        "--segments-per-visit",
+        "1",
+        "2",
+        "--segment-s",
+        "40",
+        "60",
+    )
+    assert code == 0, out
+    assert "planted labs: POTASSIUM" in out
+    truth = json.loads((cohort / "truth.json").read_text())
+    assert "POTASSIUM" in truth["planted_labs"]
+    code, out = run(
+        "data",
+        "build",
+        "--mcmed",
+        str(cohort),
+        "--out",
+        str(corpus),
+        "--no-progress",
+        "--before",
+        "30m",
+        "--after",
+        "15m",
+    )
+    assert code == 0, out
+    manifest = json.loads((corpus / "manifest.json").read_text())
+    assert f"{manifest['counts']['windows']} windows" in out
+    assert (corpus / "index.parquet").is_file()
+    code, out = run(
+        "data",
+        "build",
+        "--mcmed",
+        str(cohort),
+        "--out",
+        str(corpus),
+        "--no-progress",
+        "--before",
+        "soon",
+    )
+    assert code == 1 and "not understood" in out and "Traceback" not in out

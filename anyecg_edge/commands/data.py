@@ -1,12 +1,17 @@
-"""`anyecg-edge data ...`: MC-MED reading, synthetic cohorts, the segment corpus (issue 4)."""
+"""`anyecg-edge data ...`: synthetic MC-MED-shaped cohorts and the segment corpus.
+
+The implementations live in `anyecg_edge.training.data` (pandas/pyarrow/wfdb, loaded
+inside the commands so `--help` works on a device install).
+"""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import click
 
-from anyecg_edge.cli import Group, not_built
+from anyecg_edge.cli import Group
 
 
 @click.group(cls=Group)
@@ -15,20 +20,144 @@ def data() -> None:
 
 
 @data.command("synth")
-@click.option("--out", type=click.Path(path_type=Path), required=True)
-@click.option("--visits", type=int, default=100, show_default=True)
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Output folder.")
+@click.option("--visits", type=click.IntRange(min=1), default=100, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
-def data_synth(out: Path, visits: int, seed: int) -> None:
-    """Write a synthetic cohort in MC-MED's exact layout (planted lab effects)."""
-    not_built("data synth")
+@click.option(
+    "--segments-per-visit",
+    nargs=2,
+    type=int,
+    default=(2, 4),
+    show_default=True,
+    help="Inclusive range of waveform segments per visit.",
+)
+@click.option(
+    "--segment-s",
+    nargs=2,
+    type=float,
+    default=(60.0, 150.0),
+    show_default=True,
+    help="Range of segment lengths in seconds.",
+)
+@click.option(
+    "--no-defects", is_flag=True, help="Do not plant the truncated .dat / wrong-fs header defects."
+)
+def data_synth(
+    out: Path,
+    visits: int,
+    seed: int,
+    segments_per_visit: tuple[int, int],
+    segment_s: tuple[float, float],
+    no_defects: bool,
+) -> None:
+    """Write a synthetic cohort in MC-MED's exact layout, with planted lab effects.
+
+    Writes visits.csv, labs.csv, split files, WFDB lead-II waveforms and truth.json
+    (the planted labs and their effect sizes). Deterministic for a seed.
+    """
+    from anyecg_edge.training.data import synth_cohort
+
+    truth = synth_cohort(
+        out,
+        visits,
+        seed,
+        segments_per_visit=segments_per_visit,
+        segment_s=segment_s,
+        defects=not no_defects,
+    )
+    planted = ", ".join(truth.get("planted_labs", []))
+    click.echo(f"wrote {visits} visits to {out} (seed {seed}); planted labs: {planted}")
+    click.echo(f"truth: {out / 'truth.json'}")
 
 
 @data.command("build")
-@click.option("--mcmed", type=click.Path(path_type=Path), required=True)
-@click.option("--out", type=click.Path(path_type=Path), required=True)
-def data_build(mcmed: Path, out: Path) -> None:
-    """Cut aligned 10 s windows into a sharded corpus with index.parquet."""
-    not_built("data build")
+@click.option(
+    "--mcmed",
+    type=click.Path(path_type=Path, exists=True, file_okay=False),
+    required=True,
+    help="MC-MED root (visits.csv, labs.csv, waveforms/).",
+)
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Corpus folder.")
+@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option("--window", "window_s", type=float, default=10.0, show_default=True, help="s")
+@click.option("--stride", "stride_s", type=float, default=None, help="s (default: --window)")
+@click.option("--before", default="30m", show_default=True, help="Window start before Order_time.")
+@click.option("--after", default="15m", show_default=True, help="Window end after Order_time.")
+@click.option(
+    "--policy",
+    type=click.Choice(["order", "visit"]),
+    default="order",
+    show_default=True,
+    help="order: windows around each lab order; visit: whole visit with its labs.",
+)
+@click.option(
+    "--split-scheme", type=click.Choice(["random", "chrono"]), default="random", show_default=True
+)
+@click.option(
+    "--mains",
+    type=click.Choice(["50", "60", "none"]),
+    default="50",
+    show_default=True,
+    help="Notch frequency (the authors' chain uses 50 Hz).",
+)
+@click.option("--shard-size", type=click.IntRange(min=1), default=4096, show_default=True)
+@click.option("--visits-per-unit", type=click.IntRange(min=1), default=16, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--keep-rejected", is_flag=True, help="Keep quality-rejected windows (flagged).")
+@click.option("--no-progress", is_flag=True)
+def data_build(
+    mcmed: Path,
+    out: Path,
+    workers: int,
+    window_s: float,
+    stride_s: float | None,
+    before: str,
+    after: str,
+    policy: str,
+    split_scheme: str,
+    mains: str,
+    shard_size: int,
+    visits_per_unit: int,
+    seed: int,
+    keep_rejected: bool,
+    no_progress: bool,
+) -> None:
+    """Cut aligned 10 s windows into a sharded, resumable corpus with index.parquet."""
+    from anyecg_edge.training.data import build_corpus, parse_duration_s
+
+    manifest = build_corpus(
+        mcmed,
+        out,
+        workers=workers,
+        window_s=window_s,
+        stride_s=stride_s,
+        before_s=parse_duration_s(before),
+        after_s=parse_duration_s(after),
+        policy=policy,
+        split_scheme=split_scheme,
+        mains_hz=None if mains == "none" else float(mains),
+        shard_size=shard_size,
+        visits_per_unit=visits_per_unit,
+        seed=seed,
+        keep_rejected=keep_rejected,
+        progress=not no_progress,
+    )
+    counts = manifest["counts"]
+    click.echo(
+        f"corpus {out}: {counts['windows']} windows from {counts['visits_with_windows']} visits "
+        f"in {counts['shards']} shards ({counts['windows_rejected']} rejected by the quality gate)"
+    )
+    for split in ("train", "val", "test"):
+        s = manifest["splits"].get(split, {})
+        click.echo(
+            f"  {split:5s} {s.get('windows', 0):7d} windows  {s.get('patients', 0):5d} patients"
+        )
+    click.echo(
+        f"  candidate windows by policy: {json.dumps(counts['candidate_windows_by_policy'])}"
+    )
+    n_skipped = len(manifest["skipped_records"])
+    if n_skipped:
+        click.echo(f"  {n_skipped} records skipped (reasons in {out / 'manifest.json'})")
 
 
 COMMANDS = [data]
