@@ -1,0 +1,426 @@
+"""Wearable codecs: known vectors, round trips, fuzzing (random and truncated frames never
+crash a decoder and are counted), the C reference encoder against the Python decoder,
+and the sequencer's promise: no accepted sample lost, reordered or duplicated."""
+
+from __future__ import annotations
+
+import ctypes
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+from anyecg_edge.firmware_bridge import anyecg, movesense, polar
+from anyecg_edge.firmware_bridge.encoders import FrameEncoder
+from anyecg_edge.firmware_bridge.faults import FaultInjector, FaultSpec
+from anyecg_edge.firmware_bridge.frames import FrameError, FrameFlags
+from anyecg_edge.firmware_bridge.profiles import (
+    AnyEcgProfile,
+    FrameDecoder,
+    MovesenseProfile,
+    PolarH10Profile,
+    profile_for_advertisement,
+)
+from anyecg_edge.firmware_bridge.sequencer import Block, SeqEvent, Sequencer
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+C_DIR = Path(__file__).resolve().parents[1] / "firmware_bridge" / "c"
+FUZZ = settings(max_examples=3000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+ROUND_TRIP = settings(max_examples=400, deadline=None)
+
+
+# --- Polar H10 -------------------------------------------------------------------------
+def test_polar_sdk_vector():
+    # Polar's own SDK test: two samples and a 2e9 ns last-sample timestamp.
+    frame = polar.decode_ecg_frame(bytes.fromhex("00 00 94 35 77 00 00 00 00 00 02 80 ff 02 80 00"))
+    assert frame.codes.tolist() == [-32766, 32770]
+    assert frame.t_ns == 2_000_000_000 and frame.t_ref == "last"
+    assert frame.samples_mv.tolist() == [-32.766, 32.77]
+
+
+def test_polar_control_responses():
+    ok = polar.decode_control_response(bytes.fromhex("f0 02 00 00 00 00"))
+    assert (ok.op, ok.measurement_type, ok.ok) == (2, 0, True)
+    assert polar.decode_control_response(bytes.fromhex("f0 02 00 05 00")).error == 5
+    running = polar.decode_control_response(bytes.fromhex("f0 02 00 06 00"))
+    assert not running.ok and "already" in running.message
+    assert "MTU" in polar.decode_control_response(bytes.fromhex("f0 01 00 0a")).message
+    settings_resp = polar.decode_control_response(
+        bytes.fromhex("f0 01 00 00 00 00 01 82 00 01 01 0e 00")
+    )
+    assert polar.parse_settings(settings_resp.params) == {0: [130], 1: [14]}
+    with pytest.raises(FrameError):
+        polar.decode_control_response(bytes.fromhex("0f 05 00"))  # stale read, not a reply
+
+
+@pytest.mark.parametrize("ftype", [1, 2, 3, 0x80, 0x81])
+def test_polar_other_frame_types_rejected(ftype):
+    data = bytes([0]) + (10**9).to_bytes(8, "little") + bytes([ftype]) + bytes(6)
+    with pytest.raises(FrameError) as err:
+        polar.decode_ecg_frame(data)
+    assert err.value.reason == "frame_type"
+
+
+def test_polar_mtu_cut_frame_rejected():
+    full = polar.encode_ecg_frame(np.arange(73), 10**12)
+    assert len(full) == 229
+    decoder = FrameDecoder(PolarH10Profile())
+    assert decoder.feed(full) is not None
+    assert decoder.feed(full[:20]) is None  # default ATT MTU 23 cuts to 20 bytes
+    assert decoder.feed(full[: 10 + 3 * 40]) is None  # cut on a sample boundary
+    assert decoder.stats.malformed == {"truncated": 2}
+
+
+@ROUND_TRIP
+@given(
+    st.lists(st.integers(-(1 << 23), (1 << 23) - 1), min_size=1, max_size=80),
+    st.integers(0, (1 << 64) - 1),
+)
+def test_polar_round_trip(samples, t_ns):
+    frame = polar.decode_ecg_frame(polar.encode_ecg_frame(np.array(samples), t_ns))
+    assert frame.codes.tolist() == samples and frame.t_ns == t_ns
+
+
+# --- Movesense ---------------------------------------------------------------------------
+@ROUND_TRIP
+@given(
+    st.lists(st.integers(-(1 << 31), (1 << 31) - 1), min_size=1, max_size=40),
+    st.integers(0, (1 << 32) - 1),
+)
+def test_movesense_round_trip(samples, t_ms):
+    frame = movesense.decode_ecg_frame(movesense.encode_ecg_frame(np.array(samples), t_ms))
+    assert frame.codes.tolist() == samples and frame.t_ns == t_ms * 1_000_000
+    assert frame.t_ref == "first"
+
+
+def test_movesense_commands():
+    assert movesense.subscribe_command(128) == b"\x01\x61Meas/ECG/128"
+    assert movesense.decode_command_result(movesense.encode_command_result(97, 200)) == (97, 200)
+    with pytest.raises(FrameError) as err:
+        movesense.decode_ecg_frame(movesense.encode_command_result(97, 200))
+    assert err.value.reason == "packet_type"
+    other_ref = movesense.encode_ecg_frame(np.arange(4), 5, ref=12)
+    with pytest.raises(FrameError, match="reference"):
+        movesense.decode_ecg_frame(other_ref)
+    with pytest.raises(ValueError, match="125, 128"):
+        MovesenseProfile(fs_hz=130)
+
+
+# --- AnyECG open profile -----------------------------------------------------------------
+def test_anyecg_crc_check_value():
+    assert anyecg.crc16(b"123456789") == 0x29B1
+
+
+@ROUND_TRIP
+@given(
+    st.sampled_from([0, 1, 2]),
+    st.data(),
+    st.integers(0, (1 << 32) - 1),
+    st.integers(0, (1 << 64) - 1),
+    st.integers(0, 7),
+)
+def test_anyecg_round_trip(fmt, data, seq, t_us, flags):
+    bits = 8 * anyecg.FORMATS[fmt]
+    samples = data.draw(
+        st.lists(st.integers(-(1 << (bits - 1)), (1 << (bits - 1)) - 1), min_size=1, max_size=80)
+    )
+    raw = anyecg.encode_frame(np.array(samples), seq=seq, t_us=t_us, fmt=fmt, flags=flags)
+    frame = anyecg.decode_frame(raw, uv_per_code=0.5)
+    assert frame.codes.tolist() == samples
+    assert (frame.seq, frame.t_ns, int(frame.flags)) == (seq, t_us * 1000, flags)
+    assert np.allclose(frame.samples_mv, np.array(samples) * 0.5e-3)
+
+
+def test_anyecg_every_truncation_and_bit_flip_rejected():
+    raw = anyecg.encode_frame(np.arange(-30, 45) * 1000, seq=7, t_us=123, fmt=1)
+    assert anyecg.max_samples(247, 1) == 75 and len(raw) == anyecg.OVERHEAD + 75 * 3 <= 247 - 3
+    for cut in range(len(raw)):
+        with pytest.raises(FrameError):
+            anyecg.decode_frame(raw[:cut], 1.0)
+    for i in range(len(raw)):
+        for bit in range(8):
+            bad = bytearray(raw)
+            bad[i] ^= 1 << bit
+            with pytest.raises(FrameError):
+                anyecg.decode_frame(bytes(bad), 1.0)
+
+
+def test_anyecg_config_round_trip_and_errors():
+    cfg = anyecg.AnyEcgConfig(fs_hz=360.0, fmt=0, nv_per_lsb=2500, lead="MLII", battery_pct=87)
+    assert anyecg.AnyEcgConfig.decode(cfg.encode()) == cfg
+    assert cfg.uv_per_code == 2.5
+    unknown = anyecg.AnyEcgConfig(fs_hz=130.04, lead="V2")
+    assert anyecg.AnyEcgConfig.decode(unknown.encode()).battery_pct is None
+    for bad in (b"", b"\x02" + cfg.encode()[1:], cfg.encode()[:-1], cfg.encode() + b"x"):
+        with pytest.raises(FrameError):
+            anyecg.AnyEcgConfig.decode(bad)
+    assert FrameDecoder(AnyEcgProfile()).feed(b"\x01" * 30) is None  # no config read yet
+
+
+def test_advertisement_to_profile():
+    assert (
+        profile_for_advertisement("Polar H10 A1B2C3D4", ["0000180d-0000-1000-8000-00805f9b34fb"])
+        == "polar"
+    )
+    assert profile_for_advertisement("Movesense 174630000192", []) == "movesense"
+    assert profile_for_advertisement(None, [anyecg.SERVICE_UUID.upper()]) == "anyecg"
+    assert profile_for_advertisement("Fitbit", []) is None
+
+
+# --- fuzzing: random bytes never crash a decoder, and are counted ------------------------
+def _decoders():
+    any_profile = AnyEcgProfile(config=anyecg.AnyEcgConfig(fs_hz=250.0))
+    return [
+        FrameDecoder(PolarH10Profile()),
+        FrameDecoder(MovesenseProfile()),
+        FrameDecoder(any_profile),
+    ]
+
+
+@FUZZ
+@given(st.binary(min_size=0, max_size=260))
+def test_random_bytes_never_crash_decoders(data):
+    for decoder in _decoders():
+        frame = decoder.feed(data)  # must not raise
+        stats = decoder.stats
+        assert stats.frames + stats.n_malformed == 1
+        if frame is not None:
+            assert frame.n >= 1 and frame.codes.dtype == np.int64
+
+
+@FUZZ
+@given(st.sampled_from(["polar", "movesense", "anyecg"]), st.data())
+def test_truncated_and_mutated_frames_never_crash(profile, data):
+    enc = FrameEncoder(profile, 250.0)
+    codes = np.array(data.draw(st.lists(st.integers(-5000, 5000), min_size=1, max_size=60)))
+    raw = bytearray(enc.encode(codes, data.draw(st.integers(0, 10**6))))
+    cut = data.draw(st.integers(0, len(raw)))
+    for i in data.draw(st.lists(st.integers(0, max(0, len(raw) - 1)), max_size=3)):
+        raw[i] = data.draw(st.integers(0, 255))
+    decoder = {d.profile.name: d for d in _decoders()}[profile]
+    decoder.feed(bytes(raw[:cut]))
+    assert decoder.stats.frames + decoder.stats.n_malformed == 1
+
+
+# --- the C reference encoder ---------------------------------------------------------------
+@pytest.fixture(scope="module")
+def c_encoder(tmp_path_factory):
+    cc = shutil.which("gcc") or shutil.which("cc")
+    if cc is None:
+        pytest.skip("no C compiler (gcc/cc) on PATH to build the reference encoder")
+    out = tmp_path_factory.mktemp("c") / "libanyecg.so"
+    cmd = [cc, "-std=c99", "-Wall", "-Wextra", "-Wpedantic", "-Werror", "-O2", "-shared", "-fPIC"]
+    subprocess.run([*cmd, "-o", str(out), str(C_DIR / "anyecg_encoder.c")], check=True)
+    lib = ctypes.CDLL(str(out))
+    u8p = ctypes.POINTER(ctypes.c_uint8)
+    lib.anyecg_crc16.restype = ctypes.c_uint16
+    lib.anyecg_crc16.argtypes = [u8p, ctypes.c_size_t]
+    lib.anyecg_max_samples.restype = ctypes.c_size_t
+    lib.anyecg_max_samples.argtypes = [ctypes.c_uint16, ctypes.c_uint8]
+    lib.anyecg_encode_frame.restype = ctypes.c_size_t
+    lib.anyecg_encode_frame.argtypes = [
+        u8p, ctypes.c_size_t, ctypes.c_uint8, ctypes.c_uint8, ctypes.c_uint32, ctypes.c_uint64,
+        ctypes.POINTER(ctypes.c_int32), ctypes.c_uint8,
+    ]  # fmt: skip
+    lib.anyecg_encode_config.restype = ctypes.c_size_t
+    lib.anyecg_encode_config.argtypes = [
+        u8p, ctypes.c_size_t, ctypes.c_uint8, ctypes.c_uint32, ctypes.c_uint32, ctypes.c_uint8,
+        ctypes.c_char_p,
+    ]  # fmt: skip
+    lib.anyecg_stream_encode.restype = ctypes.c_size_t
+    return lib
+
+
+class _CStream(ctypes.Structure):
+    _fields_ = [("seq", ctypes.c_uint32), ("format", ctypes.c_uint8), ("flags", ctypes.c_uint8)]
+
+
+def _c_frame(lib, codes, flags, fmt, seq, t_us, cap=512):
+    buf = (ctypes.c_uint8 * cap)()
+    arr = (ctypes.c_int32 * max(1, len(codes)))(*[int(c) for c in codes])
+    n = lib.anyecg_encode_frame(buf, cap, flags, fmt, seq, t_us, arr, len(codes))
+    return bytes(buf[:n])
+
+
+def test_c_encoder_matches_python_byte_for_byte(c_encoder):
+    lib = c_encoder
+    data = b"123456789"
+    assert lib.anyecg_crc16((ctypes.c_uint8 * 9)(*data), 9) == 0x29B1
+    rng = np.random.default_rng(7)
+    for i in range(3000):
+        fmt = int(rng.integers(0, 3))
+        bits = 8 * anyecg.FORMATS[fmt]
+        n = int(rng.integers(1, anyecg.max_samples(247, fmt) + 1))
+        codes = rng.integers(-(1 << (bits - 1)), (1 << (bits - 1)), size=n)
+        if i % 3 == 0:  # include the extremes of the range
+            codes[0], codes[-1] = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
+        seq = int(rng.integers(0, 1 << 32))
+        t_us = int(rng.integers(0, 1 << 63))
+        flags = int(rng.integers(0, 8))
+        c_bytes = _c_frame(lib, codes, flags, fmt, seq, t_us)
+        assert c_bytes == anyecg.encode_frame(codes, seq=seq, t_us=t_us, fmt=fmt, flags=flags)
+        frame = anyecg.decode_frame(c_bytes, 1.0)
+        assert np.array_equal(frame.codes, codes) and frame.seq == seq
+    for mtu in (23, 27, 100, 185, 247, 517):
+        for fmt in (0, 1, 2):
+            assert lib.anyecg_max_samples(mtu, fmt) == anyecg.max_samples(mtu, fmt)
+
+
+def test_c_encoder_rejects_bad_input(c_encoder):
+    lib = c_encoder
+    assert _c_frame(lib, [1 << 15], 0, 0, 0, 0) == b""  # does not fit int16
+    assert _c_frame(lib, [-(1 << 23) - 1], 0, 1, 0, 0) == b""  # does not fit int24
+    assert _c_frame(lib, [1, 2], 0, 7, 0, 0) == b""  # unknown format
+    assert _c_frame(lib, [], 0, 1, 0, 0) == b""  # no samples
+    assert _c_frame(lib, [1] * 10, 0, 2, 0, 0, cap=40) == b""  # buffer too small
+
+
+def test_c_config_and_stream(c_encoder):
+    lib = c_encoder
+    buf = (ctypes.c_uint8 * 64)()
+    n = lib.anyecg_encode_config(buf, 64, 1, 360_000, 1000, 90, b"MLII")
+    cfg = anyecg.AnyEcgConfig.decode(bytes(buf[:n]))
+    assert cfg == anyecg.AnyEcgConfig(
+        fs_hz=360.0, fmt=1, nv_per_lsb=1000, lead="MLII", battery_pct=90
+    )
+    assert lib.anyecg_encode_config(buf, 64, 1, 360_000, 1000, 101, b"I") == 0  # battery > 100
+    assert lib.anyecg_encode_config(buf, 64, 1, 360_000, 1000, 255, b"X" * 17) == 0
+    # A stream advances its sample counter (wrapping at 2**32) by each frame's size.
+    stream = _CStream(seq=(1 << 32) - 10, format=0, flags=FrameFlags.LEAD_OFF)
+    lib.anyecg_stream_encode.argtypes = [
+        ctypes.POINTER(_CStream), ctypes.POINTER(ctypes.c_uint8), ctypes.c_size_t,
+        ctypes.c_uint64, ctypes.POINTER(ctypes.c_int32), ctypes.c_uint8,
+    ]  # fmt: skip
+    seqs = []
+    for k in range(3):
+        samples = (ctypes.c_int32 * 8)(*range(k * 8, k * 8 + 8))
+        m = lib.anyecg_stream_encode(ctypes.byref(stream), buf, 64, 1000 * k, samples, 8)
+        frame = anyecg.decode_frame(bytes(buf[:m]), 1.0)
+        seqs.append(frame.seq)
+        assert frame.flags == FrameFlags.LEAD_OFF and frame.codes.tolist() == list(
+            range(k * 8, k * 8 + 8)
+        )
+    assert seqs == [(1 << 32) - 10, (1 << 32) - 2, 6]
+
+
+# --- the sequencer: every accepted sample exactly once, in order ---------------------------
+# Each family's real rate is off its nominal one (Polar H10: 130.04 Hz for 130).
+FS_TRUE = {"polar": 130.04, "movesense": 128.03, "anyecg": 130.04}
+
+
+def _replay(profile, spec, *, n_frames=300, garbage=0, seed=0):
+    """Source codes -> device frames -> link faults (+ garbage) -> decoder -> sequencer.
+
+    Source codes are unique so every output sample maps back to one source index."""
+    rng = np.random.default_rng(seed)
+    enc = FrameEncoder(profile, FS_TRUE[profile], anyecg_format=1)
+    spf = enc.samples_per_frame
+    total = n_frames * spf
+    codes = rng.permutation(np.arange(-total // 2, total - total // 2))
+    prof = {
+        "polar": PolarH10Profile(),
+        "movesense": MovesenseProfile(fs_hz=128),
+        "anyecg": AnyEcgProfile(config=anyecg.AnyEcgConfig(fs_hz=130.0, fmt=1)),
+    }[profile]
+    decoder, seq = FrameDecoder(prof), Sequencer(prof.nominal_fs)
+    injector = FaultInjector(FaultSpec.parse(spec))
+    out: list = []
+    delivered_intact: set[int] = set()
+    n_garbage = 0
+    for k in range(n_frames):
+        raw = enc.encode(codes[k * spf : (k + 1) * spf], k * spf)
+        air = injector.process(raw)
+        if garbage and rng.random() < garbage:
+            air.insert(int(rng.integers(0, len(air) + 1)), rng.bytes(int(rng.integers(0, 250))))
+            n_garbage += 1
+        for note in air:
+            if note == raw:
+                delivered_intact.add(k)
+            frame = decoder.feed(note)
+            if frame is not None:
+                out.extend(seq.push(frame, k))
+    out.extend(seq.flush())
+    return codes, spf, out, decoder, seq, injector, delivered_intact, n_garbage
+
+
+def _check_exactly_once(codes, spf, out, seq, delivered_intact):
+    index_of = {int(c): i for i, c in enumerate(codes)}
+    blocks = [o for o in out if isinstance(o, Block)]
+    idx = np.array([index_of[int(c)] for b in blocks for c in b.codes])
+    assert np.all(np.diff(idx) > 0), "a sample was duplicated or reordered"
+    # contiguous within a segment, and segment-local indices count up from 0
+    for a, b in zip(blocks, blocks[1:], strict=False):
+        if a.segment == b.segment:
+            assert b.seg_index == a.seg_index + a.n
+            assert index_of[int(b.codes[0])] == index_of[int(a.codes[-1])] + 1
+        else:
+            assert b.seg_index == 0
+    gaps = [o for o in out if isinstance(o, SeqEvent) and o.kind == "gap"]
+    assert len(gaps) == blocks[-1].segment - blocks[0].segment
+    # Every intact delivered frame is in the output, except one that arrived after a
+    # later frame had already opened the stream (nothing to insert it before).
+    got_frames = {i // spf for i in idx}
+    lost = delivered_intact - got_frames
+    assert all(k < idx[0] // spf for k in lost), f"intact delivered frames lost: {lost}"
+    assert seq.counts["late"] >= len(lost)
+    return blocks, gaps, idx
+
+
+@pytest.mark.parametrize("profile", ["polar", "movesense", "anyecg"])
+@pytest.mark.parametrize(
+    "spec", ["", "drop=0.03", "dup=0.05,reorder=0.05", "drop=0.02,dup=0.03,reorder=0.04"]
+)
+def test_sequencer_exactly_once(profile, spec):
+    codes, spf, out, decoder, seq, inj, intact, _ = _replay(profile, spec + ",seed=3")
+    blocks, gaps, idx = _check_exactly_once(codes, spf, out, seq, intact)
+    assert seq.counts["duplicate"] == inj.counts["duplicated"]
+    # every run of lost frames shows up as one gap of its samples: exact with sequence
+    # numbers, +-1 sample per gap from timestamps (Movesense stamps whole ms)
+    missing = sum(g.details["missing_samples"] for g in gaps)
+    lost = len(codes) - len(idx) - idx[0] - (len(codes) - 1 - idx[-1])
+    assert abs(missing - lost) <= (0 if profile == "anyecg" else len(gaps))
+    assert len(gaps) <= inj.counts["dropped"]
+    if not inj.counts["dropped"]:
+        assert not gaps and len(idx) == len(codes)
+    # the real rate comes from the timestamps, not the nominal rate
+    assert seq.fs_est == pytest.approx(FS_TRUE[profile], rel=2e-4)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.sampled_from(["polar", "movesense", "anyecg"]),
+    st.floats(0, 0.1),
+    st.floats(0, 0.1),
+    st.floats(0, 0.1),
+    st.integers(0, 10_000),
+)
+def test_sequencer_exactly_once_random_faults(profile, drop, dup, reorder, seed):
+    spec = f"drop={drop},dup={dup},reorder={reorder},seed={seed}"
+    codes, spf, out, _, seq, _, intact, _ = _replay(profile, spec, n_frames=120, seed=seed)
+    _check_exactly_once(codes, spf, out, seq, intact)
+
+
+def test_anyecg_stream_with_garbage_and_corruption():
+    # The CRC rejects every random or corrupted notification; the rest is exact.
+    codes, spf, out, decoder, seq, inj, intact, n_garbage = _replay(
+        "anyecg", "drop=0.02,reorder=0.03,dup=0.03,corrupt=0.05,seed=11", n_frames=600, garbage=0.1
+    )
+    _check_exactly_once(codes, spf, out, seq, intact)
+    assert decoder.stats.n_malformed == inj.counts["corrupted"] + n_garbage > 50
+
+
+def test_profile_md_worked_example():
+    # The worked example printed in firmware_bridge/PROFILE.md.
+    raw = anyecg.encode_frame(np.array([100, -100, 32767, -32768]), seq=1000, t_us=2_000_000, fmt=0)
+    doc = (Path(__file__).resolve().parents[1] / "firmware_bridge" / "PROFILE.md").read_text()
+    assert (
+        "01 00 00 04  e8 03 00 00  80 84 1e 00 00 00 00 00\n64 00 9c ff ff 7f 00 80  be a3" in doc
+    )
+    assert (
+        raw.hex(" ")
+        == "01 00 00 04 e8 03 00 00 80 84 1e 00 00 00 00 00 64 00 9c ff ff 7f 00 80 be a3"
+    )
+    cfg = anyecg.AnyEcgConfig(fs_hz=360.0, fmt=1, nv_per_lsb=1000, lead="MLII", battery_pct=90)
+    assert cfg.encode().hex(" ") in doc
