@@ -1,16 +1,166 @@
-"""`anyecg-edge export`: ONNX / LiteRT export, int8, parity report (issue 6)."""
+"""`anyecg-edge export`: ONNX / LiteRT / C-array export, int8 with calibration, parity report.
+
+Exit codes: 0 exported within tolerance (or --allow-degraded), 1 bad input or a tool
+failed, 4 parity vs the torch fp32 model outside tolerance (model removed, report kept).
+"""
 
 from __future__ import annotations
 
+import json
+import sys
+from pathlib import Path
+
 import click
 
-from anyecg_edge.cli import not_built
+PARITY_EXIT = 4
 
 
 @click.command("export")
-def export() -> None:
-    """Export a model to ONNX / LiteRT, int8 with calibration, with a parity report."""
-    not_built("export")
+@click.option(
+    "--model",
+    "model_path",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="Torch checkpoint (.pt) or a training output folder holding model.pt.",
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["onnx", "tflite", "c-array"]),
+    required=True,
+    help="onnx (ONNX Runtime), tflite (LiteRT) or c-array (int8 .tflite as a TFLite-Micro C array).",
+)
+@click.option("--int8", is_flag=True, help="Quantize to int8 (static, calibrated; see --dynamic).")
+@click.option(
+    "--dynamic", is_flag=True, help="Dynamic int8 (weights only, no calibration data needed)."
+)
+@click.option(
+    "--calib",
+    multiple=True,
+    help="Calibration windows: a corpus folder, record folder/files (WFDB, EDF) or a .npy of "
+    "preprocessed windows. Repeatable. Also the held-out source when --heldout is absent "
+    "(records are split 80/20 by record; a corpus uses its val split).",
+)
+@click.option(
+    "--calib-size", type=int, default=512, show_default=True, help="Calibration windows used."
+)
+@click.option(
+    "--calib-method",
+    type=click.Choice(["minmax", "percentile", "entropy"]),
+    default="minmax",
+    show_default=True,
+    help="Activation range estimate (entropy: ONNX only). minmax measured best on students.",
+)
+@click.option(
+    "--heldout", multiple=True, help="Held-out windows for parity (same kinds as --calib)."
+)
+@click.option(
+    "--heldout-size", type=int, default=2000, show_default=True, help="Held-out windows used."
+)
+@click.option(
+    "--out",
+    "out",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="Output file (.onnx, .tflite, or .cc for c-array). Writes <out>.manifest.json and "
+    "<out>.parity.json next to it.",
+)
+@click.option(
+    "--tolerance",
+    multiple=True,
+    help="Parity limits KEY=VALUE[,KEY=VALUE] overriding the defaults, e.g. "
+    "mean_auroc_delta=0.002,agreement=0.97.",
+)
+@click.option(
+    "--allow-degraded", is_flag=True, help="Keep the export (exit 0) even outside tolerance."
+)
+@click.option(
+    "--quantize-head",
+    is_flag=True,
+    help="ONNX int8: quantize the final Linear too (default keeps it float32).",
+)
+@click.option(
+    "--reduce-range", is_flag=True, help="ONNX int8: 7-bit weights (old AVX2 CPUs without VNNI)."
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the parity summary as JSON.")
+def export(
+    model_path: Path,
+    fmt: str,
+    int8: bool,
+    dynamic: bool,
+    calib: tuple[str, ...],
+    calib_size: int,
+    calib_method: str,
+    heldout: tuple[str, ...],
+    heldout_size: int,
+    out: Path,
+    tolerance: tuple[str, ...],
+    allow_degraded: bool,
+    quantize_head: bool,
+    reduce_range: bool,
+    as_json: bool,
+) -> None:
+    """Export a model to ONNX / LiteRT (fp32 or int8) with a manifest and a parity report."""
+    try:
+        from anyecg_edge.quantization.errors import ParityError
+        from anyecg_edge.quantization.export import export_model
+        from anyecg_edge.quantization.parity import parse_tolerance
+    except ImportError as exc:
+        raise click.ClickException(
+            f"export needs the export toolchain ({exc.name} missing): "
+            'pip install "anyecg-edge[export]"'
+        ) from None
+    precision = "int8" if (int8 or dynamic or fmt == "c-array") else "fp32"
+    tol = parse_tolerance(list(tolerance), precision)
+    try:
+        result = export_model(
+            model_path,
+            fmt=fmt,
+            out=out,
+            int8=int8,
+            dynamic=dynamic,
+            calib=list(calib),
+            calib_size=calib_size,
+            calib_method=calib_method,
+            heldout=list(heldout),
+            heldout_size=heldout_size,
+            tolerance=tol,
+            allow_degraded=allow_degraded,
+            quantize_head=quantize_head,
+            reduce_range=reduce_range,
+        )
+    except ParityError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(PARITY_EXIT)
+    r = result.report
+    summary = {
+        "model": str(result.path),
+        "bytes": r["model_bytes"],
+        "manifest": str(result.manifest),
+        "parity": str(result.parity),
+        "passed": result.passed,
+        "precision": r["precision"],
+        "n_windows": r["n_windows"],
+        "max_abs_logit_error": r["logits"]["max_abs_error"],
+        "mean_abs_logit_error": r["logits"]["mean_abs_error"],
+        "agreement": r["calls"]["agreement"],
+        "mean_auroc_delta": r["auroc"]["mean_delta"],
+        "auroc_reference": r["auroc"]["reference"],
+        "extra_files": [str(p) for p in result.extra_files],
+    }
+    if as_json:
+        click.echo(json.dumps(summary, indent=2))
+        return
+    status = "PASSED" if result.passed else "OUTSIDE TOLERANCE (kept: --allow-degraded)"
+    click.echo(
+        f"{result.path} ({r['model_bytes'] / 1024:.1f} KiB, {r['precision']}, {r['runtime']}): "
+        f"parity {status} on {r['n_windows']} held-out windows: "
+        f"max|dlogit| {r['logits']['max_abs_error']:.4g}, mean {r['logits']['mean_abs_error']:.4g}, "
+        f"call agreement {r['calls']['agreement']:.4%}, "
+        f"mean AUROC delta {r['auroc']['mean_delta']} (vs {r['auroc']['reference']})"
+    )
+    for path in (result.manifest, result.parity, *result.extra_files):
+        click.echo(f"  wrote {path}")
 
 
 COMMANDS = [export]

@@ -13,25 +13,38 @@ from anyecg_edge import RESEARCH_USE_NOTE
 from anyecg_edge.runtime import Model
 
 
-def load_model(path: Path) -> Model:
-    """Pick the backend by file type: .onnx / .tflite (device runtimes) or .pt/.pth (torch)."""
+def load_model(path: Path, *, threads: int | None = None) -> Model:
+    """Pick the backend by file type: .onnx / .tflite (device runtimes, manifest next to the
+    file) or a torch checkpoint (.pt/.pth, or a training output folder holding model.pt)."""
+    from anyecg_edge.runtime import DEVICE_SUFFIXES
+    from anyecg_edge.runtime import load_model as load_device_model
+
     suffix = path.suffix.lower()
+    if suffix in DEVICE_SUFFIXES:
+        return load_device_model(path, threads=threads)
+    if path.is_dir():
+        found = [path / n for n in ("model.pt", "model.pth") if (path / n).is_file()]
+        if not found:
+            raise click.ClickException(
+                f"{path}: folder has no model.pt (expected a training output folder)"
+            )
+        path, suffix = found[0], found[0].suffix
     if suffix in {".pt", ".pth"}:
         try:
+            import torch
+
             from anyecg_edge.training.torch_model import TorchModel
         except ImportError as exc:
             raise click.ClickException(
                 f"{path}: torch checkpoints need torch ({exc.name} missing): "
                 'pip install "anyecg-edge[train]", or export to .onnx/.tflite for a device'
             ) from None
+        if threads is not None:
+            torch.set_num_threads(threads)
         return TorchModel.load(path)
-    if suffix in {".onnx", ".tflite"}:
-        click.echo(
-            f"error: {path}: {suffix} runtime backends are not built yet (planned in issue 6).",
-            err=True,
-        )
-        sys.exit(2)
-    raise click.ClickException(f"{path}: unknown model type {suffix!r}; expected .pt/.pth")
+    raise click.ClickException(
+        f"{path}: unknown model type {suffix!r}; expected .onnx, .tflite, .pt/.pth or a folder"
+    )
 
 
 @click.command("predict")
@@ -40,7 +53,7 @@ def load_model(path: Path) -> Model:
     "model_path",
     type=click.Path(path_type=Path),
     required=True,
-    help="Model file (.pt/.pth torch checkpoint; .onnx/.tflite with issue 6).",
+    help="Model: .onnx / .tflite export (with its .manifest.json), or a torch .pt/.pth.",
 )
 @click.option(
     "--input",
@@ -59,6 +72,12 @@ def load_model(path: Path) -> Model:
     help="Mains notch frequency.",
 )
 @click.option("--hop", "hop_s", type=float, default=None, help="Window hop in s (default 10).")
+@click.option(
+    "--threads",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Inference threads (default: the runtime's own, usually all cores).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 def predict(
     model_path: Path,
@@ -67,6 +86,7 @@ def predict(
     fs: float | None,
     mains: str,
     hop_s: float | None,
+    threads: int | None,
     as_json: bool,
 ) -> None:
     """Estimate lab abnormality probabilities from one ECG record (research use only)."""
@@ -74,7 +94,7 @@ def predict(
     from anyecg_edge.predict import predict_record
 
     record = read_record(input_path, lead=lead, fs=fs)
-    model = load_model(model_path)
+    model = load_model(model_path, threads=threads)
     mains_hz: float | None | str = {"none": None, "model": "model"}.get(mains) or float(mains)
     result = predict_record(record, model, hop_s=hop_s, mains_hz=mains_hz).to_dict()
     if as_json:

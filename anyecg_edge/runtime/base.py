@@ -34,6 +34,14 @@ class ModelMetadata:
     # Platt scaling per lab: p = sigmoid(a * logit + b). Missing -> identity (uncalibrated).
     calibration: dict[str, list[float]] = field(default_factory=dict)
     arch: str | None = None
+    # How a raw window becomes the model input (documentation for other runtimes; the
+    # Python device path runs `anyecg_edge.signal.preprocess` with fs/mains_hz above).
+    preprocessing: dict[str, Any] = field(default_factory=dict)
+    # Affine int8 quantization of the model's input/output tensors, when the model file
+    # has integer I/O (full-int8 LiteRT): {"scale": s, "zero_point": z, "dtype": "int8"};
+    # real = s * (q - z). The runtime applies them; None means float32 I/O.
+    input_quant: dict[str, Any] | None = None
+    output_quant: dict[str, Any] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -56,10 +64,27 @@ class ModelMetadata:
             raise ModelError(f"{source}: field 'labs' must be a non-empty list of lab names")
         known = {f for f in cls.__dataclass_fields__}
         kwargs = {k: v for k, v in data.items() if k in known}
-        kwargs["extra"] = {k: v for k, v in data.items() if k not in known}
+        # Unknown top-level keys (export provenance, parity summary, ...) and a nested
+        # "extra" (from to_dict) both land in `extra`, so a round trip keeps them.
+        nested = data.get("extra") or {}
+        if not isinstance(nested, dict):
+            raise ModelError(f"{source}: field 'extra' must be an object, got {nested!r}")
+        kwargs["extra"] = {**nested, **{k: v for k, v in data.items() if k not in known}}
         meta = cls(**kwargs)
         if not (isinstance(meta.fs, (int, float)) and meta.fs > 0):
             raise ModelError(f"{source}: field 'fs' must be a positive number, got {meta.fs!r}")
+        if not (isinstance(meta.window_s, (int, float)) and meta.window_s > 0):
+            raise ModelError(
+                f"{source}: field 'window_s' must be a positive number, got {meta.window_s!r}"
+            )
+        for name in ("thresholds", "units", "calibration", "preprocessing"):
+            if not isinstance(getattr(meta, name), dict):
+                raise ModelError(f"{source}: field {name!r} must be an object")
+        for lab, thr in meta.thresholds.items():
+            if not (isinstance(thr, (int, float)) and 0.0 <= thr <= 1.0):
+                raise ModelError(f"{source}: thresholds[{lab!r}] must be in [0, 1], got {thr!r}")
+        for name in ("input_quant", "output_quant"):
+            _check_quant(getattr(meta, name), f"{source}: field {name!r}")
         for lab, ab in meta.calibration.items():
             if not (isinstance(ab, list) and len(ab) == 2 and all(math.isfinite(v) for v in ab)):
                 raise ModelError(f"{source}: calibration[{lab!r}] must be [a, b], got {ab!r}")
@@ -75,6 +100,36 @@ class ModelMetadata:
         except json.JSONDecodeError as exc:
             raise ModelError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
         return cls.from_dict(data, source=str(path))
+
+
+def _check_quant(q: Any, what: str) -> None:
+    if q is None:
+        return
+    if not isinstance(q, dict):
+        raise ModelError(f"{what} must be an object with scale/zero_point/dtype, got {q!r}")
+    scale, zp, dtype = q.get("scale"), q.get("zero_point"), q.get("dtype")
+    if not (isinstance(scale, (int, float)) and math.isfinite(scale) and scale > 0):
+        raise ModelError(f"{what}: 'scale' must be a positive number, got {scale!r}")
+    if dtype not in QUANT_RANGES:
+        raise ModelError(f"{what}: 'dtype' must be one of {sorted(QUANT_RANGES)}, got {dtype!r}")
+    lo, hi = QUANT_RANGES[dtype]
+    if not (isinstance(zp, int) and not isinstance(zp, bool) and lo <= zp <= hi):
+        raise ModelError(f"{what}: 'zero_point' must be an integer in [{lo}, {hi}], got {zp!r}")
+
+
+#: Integer ranges of the quantized I/O dtypes a manifest may name.
+QUANT_RANGES = {"int8": (-128, 127), "uint8": (0, 255), "int16": (-32768, 32767)}
+
+
+def quantize(x: np.ndarray, q: dict[str, Any]) -> np.ndarray:
+    """float -> integer tensor with the manifest's affine params (round half to even, clip)."""
+    lo, hi = QUANT_RANGES[q["dtype"]]
+    v = np.rint(np.asarray(x, dtype=np.float32) / np.float32(q["scale"])) + q["zero_point"]
+    return np.clip(v, lo, hi).astype(q["dtype"])
+
+
+def dequantize(v: np.ndarray, q: dict[str, Any]) -> np.ndarray:
+    return (np.asarray(v, dtype=np.float32) - np.float32(q["zero_point"])) * np.float32(q["scale"])
 
 
 def sigmoid(x: np.ndarray) -> np.ndarray:

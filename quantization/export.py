@@ -1,0 +1,442 @@
+"""`export_model`: torch checkpoint -> ONNX / LiteRT / C array, manifest, parity report.
+
+Steps: load the checkpoint (our format, or a training output folder holding
+``model.pt``) -> fold BatchNorm into the convs (checked against the unfused model) ->
+export fp32 -> optionally quantize to int8 with real calibration windows -> write the
+manifest -> load the file through the *device* runtime (`anyecg_edge.runtime.load_model`,
+manifest and int8 I/O params included) and compare it with the torch fp32 model on
+held-out windows -> write ``<out>.parity.json``. Above the tolerance the model file and
+its manifest are removed (the parity report stays) and `ParityError` is raised, unless
+``allow_degraded``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from anyecg_edge.quantization import litert_export, onnx_export
+from anyecg_edge.quantization.errors import ExportError, ParityError
+from anyecg_edge.quantization.parity import check_tolerance, parity_report
+from anyecg_edge.quantization.windows import (
+    WindowSet,
+    is_corpus,
+    load_windows,
+    split_heldout,
+    subsample,
+)
+
+from anyecg_edge.runtime import (
+    MANIFEST_FORMAT,
+    ModelMetadata,
+    file_sha256,
+    load_model,
+    manifest_path,
+    parity_path,
+)
+
+log = logging.getLogger(__name__)
+
+FORMATS = ("onnx", "tflite", "c-array")
+CHECKPOINT_NAMES = ("model.pt", "model.pth")
+DEFAULT_CALIB_SIZE = 512
+DEFAULT_HELDOUT_SIZE = 2000
+_TOOLS = (
+    "anyecg-edge",
+    "torch",
+    "onnx",
+    "onnxscript",
+    "onnxruntime",
+    "litert-torch",
+    "ai-edge-quantizer",
+    "ai-edge-litert",
+    "numpy",
+)
+# BN folding is exact algebra; this bounds float32 round-off relative to the logit scale.
+_FUSE_RTOL = 1e-4
+
+
+@dataclass
+class ExportResult:
+    path: Path
+    manifest: Path
+    parity: Path
+    report: dict[str, Any]
+    passed: bool
+    extra_files: list[Path] = field(default_factory=list)
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """A .pt/.pth file, or a folder (training output) holding model.pt."""
+    path = Path(path)
+    if path.is_dir():
+        for name in CHECKPOINT_NAMES:
+            if (path / name).is_file():
+                return path / name
+        raise ExportError(f"{path}: folder has no {' or '.join(CHECKPOINT_NAMES)} checkpoint")
+    if not path.is_file():
+        raise ExportError(f"{path}: model checkpoint not found")
+    if path.suffix.lower() not in {".pt", ".pth"}:
+        raise ExportError(
+            f"{path}: expected a torch checkpoint (.pt/.pth) or a training output folder"
+        )
+    return path
+
+
+def tool_versions() -> dict[str, str | None]:
+    out: dict[str, str | None] = {}
+    for name in _TOOLS:
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def preprocessing_spec(meta: ModelMetadata) -> dict[str, Any]:
+    """What a non-Python device must reproduce before the model (DESIGN.md section 3)."""
+    import importlib
+
+    from anyecg_edge.signal.reference import baseline_kernel
+
+    # The module (its constants), not the function the package re-exports under that name.
+    pp = importlib.import_module("anyecg_edge.signal.preprocess")
+
+    return {
+        "function": "anyecg_edge.signal.preprocess",
+        "fs": meta.fs,
+        "window_s": meta.window_s,
+        "window_samples": meta.window_samples,
+        "resample": "polyphase (scipy.signal.resample_poly) to fs",
+        "mains_notch_hz": meta.mains_hz,
+        "notch_q": pp._NOTCH_Q,
+        "bandpass_hz": list(pp._BANDPASS_HZ),
+        "bandpass_order": pp._BANDPASS_ORDER,
+        "zero_phase": True,
+        "baseline_median_kernel_samples": baseline_kernel(meta.fs),
+        "zscore_eps": pp._ZSCORE_EPS,
+        "quality_gate": "anyecg_edge.signal.assess_quality on raw mV, before preprocessing",
+        "input_layout": "(batch, 1, window_samples) float32",
+    }
+
+
+def _load_torch(ckpt: Path) -> tuple[Any, ModelMetadata, dict[str, Any]]:
+    import torch
+    from anyecg_edge.training.torch_model import CHECKPOINT_FORMAT, load_model_checkpoint
+
+    module, meta = load_model_checkpoint(ckpt)
+    raw = torch.load(ckpt, map_location="cpu", weights_only=True)
+    info: dict[str, Any] = {"checkpoint": str(ckpt), "sha256": file_sha256(ckpt), "arch": meta.arch}
+    if isinstance(raw, dict) and raw.get("format") == CHECKPOINT_FORMAT:
+        info["model_kwargs"] = raw.get("model_kwargs")
+        info["checkpoint_format"] = CHECKPOINT_FORMAT
+    else:
+        info["checkpoint_format"] = "ecgfounder-authors"
+    return module.eval(), meta, info
+
+
+def _fused(module: Any, x: np.ndarray) -> tuple[Any, bool]:
+    """BN folded into the convs, checked on real windows against the unfused model."""
+    import torch
+    from anyecg_edge.training.models import fuse_bn
+
+    fused = fuse_bn(module)
+    n_bn = sum(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in module.modules())
+    n_left = sum(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in fused.modules())
+    with torch.inference_mode():
+        t = torch.from_numpy(np.ascontiguousarray(x[:16, None, :]))
+        a, b = module(t).numpy(), fused(t).numpy()
+    scale = max(1.0, float(np.abs(a).max()))
+    if float(np.abs(a - b).max()) > _FUSE_RTOL * scale:
+        raise ExportError(
+            f"BN folding changed the logits by {float(np.abs(a - b).max()):.3g} "
+            f"(limit {_FUSE_RTOL * scale:.3g}); refusing to export"
+        )
+    return fused, n_left < n_bn
+
+
+def _torch_logits(module: Any, x: np.ndarray, batch: int = 64) -> np.ndarray:
+    import torch
+
+    out = []
+    with torch.inference_mode():
+        for i in range(0, len(x), batch):
+            out.append(
+                module(torch.from_numpy(np.ascontiguousarray(x[i : i + batch, None, :]))).numpy()
+            )
+    return np.concatenate(out).astype(np.float32)
+
+
+def _windows(
+    meta: ModelMetadata,
+    calib: list[str],
+    heldout: list[str],
+    calib_size: int,
+    heldout_size: int,
+    need_calib: bool,
+) -> tuple[WindowSet | None, WindowSet]:
+    if not calib and not heldout:
+        raise ExportError(
+            "parity needs real windows: pass --calib (records, a corpus or a .npy) and/or --heldout"
+        )
+    if need_calib and not calib:
+        raise ExportError("--int8 (static) needs --calib: records, a corpus or a .npy of windows")
+    calib_ws = held_ws = None
+    if calib:
+        corpus = all(is_corpus(Path(c)) for c in calib)
+        # Load the whole pool first: the held-out split is by record, before subsampling.
+        pool = load_windows(
+            calib, meta, role="calib", max_windows=None if not corpus else calib_size
+        )
+        if heldout:
+            calib_ws = pool
+        elif corpus:
+            calib_ws = pool
+            held_ws = load_windows(calib, meta, role="heldout", max_windows=heldout_size)
+        else:
+            calib_ws, held_ws = split_heldout(pool)
+        calib_ws = subsample(calib_ws, calib_size)
+    if heldout:
+        held_ws = load_windows(heldout, meta, role="heldout", max_windows=heldout_size)
+    assert held_ws is not None
+    held_ws = subsample(held_ws, heldout_size)
+    if calib_ws is not None:
+        overlap = set(calib_ws.groups) & set(held_ws.groups)
+        if overlap and not any(g.endswith((":train", ":val")) for g in overlap):
+            log.warning(
+                "%d record(s) give both calibration and held-out windows (e.g. %s): "
+                "parity is optimistic",
+                len(overlap),
+                sorted(overlap)[0],
+            )
+    return calib_ws, held_ws
+
+
+def _check_calibration_set(ws: WindowSet) -> list[str]:
+    """Warnings for a calibration set that does not look like preprocessed windows."""
+    s = ws.stats()
+    notes = []
+    if abs(s["mean"]) > 0.2 or not 0.5 <= s["std"] <= 1.5:
+        notes.append(
+            f"calibration windows have mean {s['mean']:g} and std {s['std']:g}; preprocessed "
+            "windows are z-scores (mean ~0, std ~1): are they raw or broken?"
+        )
+    flat = float((ws.x.std(axis=1) < 1e-6).mean())
+    if flat > 0.1:
+        notes.append(f"{flat:.0%} of the calibration windows are constant")
+    return notes
+
+
+def export_model(
+    model: str | Path,
+    *,
+    fmt: str,
+    out: str | Path,
+    int8: bool = False,
+    dynamic: bool = False,
+    calib: list[str] | None = None,
+    calib_size: int = DEFAULT_CALIB_SIZE,
+    calib_method: str = "minmax",
+    heldout: list[str] | None = None,
+    heldout_size: int = DEFAULT_HELDOUT_SIZE,
+    tolerance: dict[str, float] | None = None,
+    allow_degraded: bool = False,
+    quantize_head: bool = False,
+    reduce_range: bool = False,
+) -> ExportResult:
+    """Export one checkpoint; see the module docstring. ``tolerance``: limits by key
+    (see `parity.DEFAULT_TOLERANCE`); None takes the precision's defaults."""
+    from anyecg_edge.quantization.parity import DEFAULT_TOLERANCE
+
+    t0 = time.perf_counter()
+    _quiet_toolchain_logs()
+    if fmt not in FORMATS:
+        raise ExportError(f"--format {fmt!r}: expected one of {', '.join(FORMATS)}")
+    if fmt == "c-array":
+        if dynamic:
+            raise ExportError("--format c-array needs full int8 (static); drop --dynamic")
+        int8 = True
+    if dynamic:
+        int8 = True
+    if calib_size < 1 or heldout_size < 1:
+        raise ExportError("--calib-size and --heldout-size must be >= 1")
+    out = Path(out)
+    model_out = out.with_suffix(".tflite") if fmt == "c-array" else out
+    suffixes = {"onnx": (".onnx",), "tflite": (".tflite",), "c-array": (".cc", ".c")}[fmt]
+    if out.suffix.lower() not in suffixes:
+        raise ExportError(f"--out {out}: a {fmt} export must end in {' or '.join(suffixes)}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+
+    ckpt = resolve_checkpoint(model)
+    module, meta, source = _load_torch(ckpt)
+    calib_ws, held_ws = _windows(
+        meta, list(calib or []), list(heldout or []), calib_size, heldout_size, int8 and not dynamic
+    )
+    fused, folded = _fused(module, held_ws.x)
+    precision = "int8" if int8 else "fp32"
+    tol = dict(DEFAULT_TOLERANCE[precision]) if tolerance is None else dict(tolerance)
+    calib_notes = (
+        _check_calibration_set(calib_ws) if (calib_ws is not None and int8 and not dynamic) else []
+    )
+    for note in calib_notes:
+        log.warning("%s", note)
+
+    runtime = "onnxruntime" if fmt == "onnx" else "litert"
+    with tempfile.TemporaryDirectory(prefix="anyecg-export-") as tmp:
+        tmp_dir = Path(tmp)
+        quant: dict[str, Any] | None = None
+        io_quant: dict[str, Any] = {"input_quant": None, "output_quant": None}
+        if fmt == "onnx":
+            raw = onnx_export.export_fp32(fused, tmp_dir / "fp32.onnx", meta.window_samples)
+            if not int8:
+                onnx_export.ort_optimize(raw, tmp_dir / "final.onnx")
+            elif dynamic:
+                quant = onnx_export.quantize_dynamic_int8(raw, tmp_dir / "final.onnx")
+            else:
+                quant = onnx_export.quantize_static_int8(
+                    raw,
+                    tmp_dir / "final.onnx",
+                    calib_ws.x,  # type: ignore[union-attr]
+                    method=calib_method,
+                    quantize_head=quantize_head,
+                    reduce_range=reduce_range,
+                )
+        else:
+            raw = litert_export.export_fp32(fused, tmp_dir / "fp32.tflite", meta.window_samples)
+            if not int8:
+                shutil.copyfile(raw, tmp_dir / "final.tflite")
+            elif dynamic:
+                quant = litert_export.quantize_dynamic_int8(raw, tmp_dir / "final.tflite")
+            else:
+                quant = litert_export.quantize_static_int8(
+                    raw,
+                    tmp_dir / "final.tflite",
+                    calib_ws.x,
+                    method=calib_method,  # type: ignore[union-attr]
+                )
+                io_quant = {k: quant.pop(k) for k in ("input_quant", "output_quant")}
+        final = tmp_dir / ("final.onnx" if fmt == "onnx" else "final.tflite")
+        shutil.copyfile(final, model_out)
+
+    if quant is not None and calib_ws is not None and quant.get("scheme") == "static":
+        quant["calibration_windows"] = calib_ws.stats()
+        quant["calibration_sources"] = calib_ws.sources
+    manifest = {
+        "format": MANIFEST_FORMAT,
+        **{k: v for k, v in meta.to_dict().items() if k not in {"extra"}},
+        **meta.extra,
+        **io_quant,
+        "preprocessing": preprocessing_spec(meta),
+        "model_file": model_out.name,
+        "model_sha256": file_sha256(model_out),
+        "model_bytes": model_out.stat().st_size,
+        "runtime": runtime,
+        "precision": precision,
+        "input": {"name": "x", "shape": ["batch", 1, meta.window_samples], "dtype": "float32"},
+        "bn_folded": folded,
+        "quantization": quant,
+        "source": source,
+        "tools": tool_versions(),
+        "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    mpath = manifest_path(model_out)
+    _write_json(mpath, manifest)
+
+    # Parity through the device path: the runtime loads the file and its manifest.
+    device_model = load_model(model_out, threads=1)
+    ref = _torch_logits(module, held_ws.x)
+    test = device_model.predict_logits(held_ws.x[:, None, :])
+    report = parity_report(ref, test, meta, labels=held_ws.labels, label_labs=held_ws.label_labs)
+    failures = check_tolerance(report, tol)
+    passed = not failures
+    parity = {
+        "model": str(model_out),
+        "model_sha256": manifest["model_sha256"],
+        "model_bytes": manifest["model_bytes"],
+        "format": fmt,
+        "runtime": device_model.backend,
+        "precision": precision,
+        "quantization": quant,
+        "reference": {
+            "backend": "torch",
+            "precision": "fp32",
+            "checkpoint": str(ckpt),
+            "bn_folded": False,
+        },
+        "heldout": held_ws.stats()
+        | {"sources": held_ws.sources, "labels": held_ws.labels is not None},
+        "calibration_warnings": calib_notes,
+        **report,
+        "tolerance": tol,
+        "failures": failures,
+        "passed": passed,
+        "allow_degraded": allow_degraded,
+        "seconds": round(time.perf_counter() - t0, 2),
+    }
+    ppath = parity_path(model_out)
+    _write_json(ppath, parity)
+    manifest["parity"] = {
+        "file": ppath.name,
+        "passed": passed,
+        "n_windows": report["n_windows"],
+        "agreement": report["calls"]["agreement"],
+        "mean_auroc_delta": report["auroc"]["mean_delta"],
+        "max_abs_logit_error": report["logits"]["max_abs_error"],
+    }
+    _write_json(mpath, manifest)
+
+    extra_files: list[Path] = []
+    if fmt == "c-array":
+        from anyecg_edge.quantization.c_array import write_c_array
+
+        extra_files = write_c_array(model_out, out)
+    if failures and not allow_degraded:
+        for p in (model_out, mpath, *extra_files):
+            p.unlink(missing_ok=True)
+        raise ParityError(
+            f"{model_out}: parity vs the torch fp32 model failed on {report['n_windows']} "
+            f"held-out windows: {'; '.join(failures)}. Removed the model; see {ppath} "
+            "(--allow-degraded keeps it)"
+        )
+    if failures:
+        log.warning(
+            "%s: outside parity tolerance (%s); kept (--allow-degraded)",
+            model_out,
+            "; ".join(failures),
+        )
+    return ExportResult(model_out, mpath, ppath, parity, passed, extra_files)
+
+
+def _quiet_toolchain_logs() -> None:
+    # The exporters log every pass at INFO; the CLI runs at INFO by default.
+    for name in ("onnxscript", "onnx_ir", "torch.onnx", "torch._export", "absl", "jax"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, Path):
+        return str(obj)
+    if isinstance(obj, np.generic):
+        obj = obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
+def _write_json(path: Path, obj: dict[str, Any]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(_jsonable(obj), indent=2) + "\n")
+    tmp.replace(path)

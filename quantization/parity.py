@@ -1,0 +1,212 @@
+"""Parity of an exported model against the torch fp32 model on held-out windows.
+
+Metrics (all on the same windows):
+
+* logits: max / mean / p99 absolute error, and the mean error relative to the mean
+  per-lab spread (std over windows) of the torch logits;
+* abnormal calls: calibrated probability >= the lab's threshold, for both models;
+  agreement = share of (window, lab) pairs where the export makes the torch model's call;
+* per-lab AUROC delta = AUROC(torch) - AUROC(export) against a reference: the windows'
+  lab targets when the held-out set has them (a corpus), else the torch model's own
+  abnormal calls (the torch AUROC is then 1 by construction, and the delta is the share
+  of abnormal/normal pairs the export orders differently). A lab whose calls are all one
+  class on the held-out windows uses the torch model's median split instead.
+
+`check_tolerance` turns a report into the list of failed limits.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+from anyecg_edge.quantization.errors import ExportError, ParityError
+from scipy.stats import rankdata
+
+from anyecg_edge.runtime import ModelMetadata, sigmoid
+
+# Upper limits (errors, deltas) and lower limits (agreement) per export precision.
+# int8: the issue's goal (mean AUROC delta <= 0.002) and limits a broken calibration
+# (zeros, wrong scale) cannot meet; measured clean student-s exports sit far inside them.
+DEFAULT_TOLERANCE: dict[str, dict[str, float]] = {
+    "fp32": {"max_abs_logit_error": 1e-3, "agreement": 0.999, "mean_auroc_delta": 0.001},
+    "int8": {"mean_auroc_delta": 0.002, "agreement": 0.97, "rel_mean_abs_logit_error": 0.15},
+}
+LOWER_LIMITS = {"agreement", "min_lab_agreement"}
+TOLERANCE_KEYS = {
+    "max_abs_logit_error",
+    "mean_abs_logit_error",
+    "rel_mean_abs_logit_error",
+    "mean_auroc_delta",
+    "mean_abs_auroc_delta",
+    "max_auroc_delta",
+    "agreement",
+    "min_lab_agreement",
+}
+
+
+def auroc(y: np.ndarray, score: np.ndarray) -> float:
+    """Area under the ROC curve (Mann-Whitney U with mid-ranks for ties)."""
+    y = np.asarray(y, dtype=bool)
+    n_pos, n_neg = int(y.sum()), int((~y).sum())
+    if n_pos == 0 or n_neg == 0:
+        return math.nan
+    ranks = rankdata(score)
+    return float((ranks[y].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def probabilities(logits: np.ndarray, meta: ModelMetadata) -> np.ndarray:
+    """The calibrated probabilities `Model.predict` returns, from raw logits."""
+    a = np.array([meta.calibration.get(lab, [1.0, 0.0])[0] for lab in meta.labs])
+    b = np.array([meta.calibration.get(lab, [1.0, 0.0])[1] for lab in meta.labs])
+    return sigmoid(np.asarray(logits, dtype=np.float64) * a + b)
+
+
+def thresholds(meta: ModelMetadata) -> np.ndarray:
+    return np.array([meta.thresholds.get(lab, 0.5) for lab in meta.labs])
+
+
+def _r(v: float) -> float | None:
+    """6 significant digits (JSON-friendly), None for NaN/inf."""
+    return None if v is None or not math.isfinite(v) else float(f"{float(v):.6g}")
+
+
+def parity_report(
+    ref_logits: np.ndarray,
+    test_logits: np.ndarray,
+    meta: ModelMetadata,
+    *,
+    labels: np.ndarray | None = None,
+    label_labs: list[str] | None = None,
+) -> dict[str, Any]:
+    """Compare export logits with the torch logits on the same windows (n, n_labs)."""
+    ref = np.asarray(ref_logits, dtype=np.float64)
+    test = np.asarray(test_logits, dtype=np.float64)
+    if ref.shape != test.shape or ref.ndim != 2:
+        raise ExportError(f"parity: logits shapes differ: torch {ref.shape}, export {test.shape}")
+    if not np.isfinite(test).all():
+        n_bad = int((~np.isfinite(test)).sum())
+        raise ParityError(f"parity: the export gave {n_bad} non-finite logits")
+    err = np.abs(test - ref)
+    spread = float(ref.std(axis=0).mean())
+    p_ref, p_test = probabilities(ref, meta), probabilities(test, meta)
+    thr = thresholds(meta)
+    calls_ref, calls_test = p_ref >= thr, p_test >= thr
+    agree = calls_ref == calls_test
+    per_lab: dict[str, dict[str, Any]] = {}
+    deltas: list[float] = []
+    reference = "torch_calls"
+    if labels is not None and label_labs:
+        reference = "labels"
+        col = {lab: j for j, lab in enumerate(label_labs)}
+    for j, lab in enumerate(meta.labs):
+        entry: dict[str, Any] = {"agreement": _r(agree[:, j].mean())}
+        if reference == "labels":
+            if lab not in col:
+                per_lab[lab] = entry
+                continue
+            y = labels[:, col[lab]]
+            m = np.isfinite(y)
+            y_ref, s_ref, s_test, kind = y[m] > 0.5, ref[m, j], test[m, j], "labels"
+        else:
+            y_ref, s_ref, s_test, kind = calls_ref[:, j], ref[:, j], test[:, j], "calls"
+            if y_ref.all() or not y_ref.any():
+                # All one class at the threshold: rank consistency around the median.
+                y_ref, kind = ref[:, j] > np.median(ref[:, j]), "median"
+        a_ref, a_test = auroc(y_ref, s_ref), auroc(y_ref, s_test)
+        entry.update(
+            reference=kind,
+            n_pos=int(y_ref.sum()),
+            n_neg=int((~y_ref).sum()),
+            auroc_torch=_r(a_ref),
+            auroc_export=_r(a_test),
+            delta=_r(a_ref - a_test),
+        )
+        if math.isfinite(a_ref) and math.isfinite(a_test):
+            deltas.append(a_ref - a_test)
+        per_lab[lab] = entry
+    d = np.array(deltas) if deltas else np.array([math.nan])
+    lab_agree = agree.mean(axis=0)
+    return {
+        "n_windows": int(ref.shape[0]),
+        "n_labs": int(ref.shape[1]),
+        "logits": {
+            "max_abs_error": _r(err.max()),
+            "mean_abs_error": _r(err.mean()),
+            "p99_abs_error": _r(np.quantile(err, 0.99)),
+            "torch_mean_std": _r(spread),
+            "rel_mean_abs_error": _r(err.mean() / spread) if spread > 0 else None,
+        },
+        "probabilities": {
+            "max_abs_error": _r(np.abs(p_test - p_ref).max()),
+            "mean_abs_error": _r(np.abs(p_test - p_ref).mean()),
+        },
+        "calls": {
+            "agreement": _r(agree.mean()),
+            "n_disagree": int((~agree).sum()),
+            "n_total": int(agree.size),
+            "min_lab_agreement": _r(lab_agree.min()),
+            "torch_abnormal_rate": _r(calls_ref.mean()),
+            "export_abnormal_rate": _r(calls_test.mean()),
+        },
+        "auroc": {
+            "reference": reference,
+            "n_labs": len(deltas),
+            "mean_delta": _r(d.mean()),
+            "mean_abs_delta": _r(np.abs(d).mean()),
+            "max_delta": _r(d.max()),
+        },
+        "per_lab": per_lab,
+    }
+
+
+def metric_values(report: dict[str, Any]) -> dict[str, float | None]:
+    """The report's numbers under the tolerance keys."""
+    return {
+        "max_abs_logit_error": report["logits"]["max_abs_error"],
+        "mean_abs_logit_error": report["logits"]["mean_abs_error"],
+        "rel_mean_abs_logit_error": report["logits"]["rel_mean_abs_error"],
+        "mean_auroc_delta": report["auroc"]["mean_delta"],
+        "mean_abs_auroc_delta": report["auroc"]["mean_abs_delta"],
+        "max_auroc_delta": report["auroc"]["max_delta"],
+        "agreement": report["calls"]["agreement"],
+        "min_lab_agreement": report["calls"]["min_lab_agreement"],
+    }
+
+
+def check_tolerance(report: dict[str, Any], tolerance: dict[str, float]) -> list[str]:
+    """One line per limit the report breaks (empty: within tolerance)."""
+    values = metric_values(report)
+    failures = []
+    for key, limit in sorted(tolerance.items()):
+        value = values[key]
+        if value is None:
+            if key.endswith("auroc_delta"):
+                continue  # no lab with both classes: nothing to compare
+            failures.append(f"{key} is undefined (limit {limit:g})")
+        elif key in LOWER_LIMITS and value < limit:
+            failures.append(f"{key} {value:.6g} < {limit:g}")
+        elif key not in LOWER_LIMITS and value > limit:
+            failures.append(f"{key} {value:.6g} > {limit:g}")
+    return failures
+
+
+def parse_tolerance(items: list[str], precision: str) -> dict[str, float]:
+    """Defaults for the precision, overridden by KEY=VALUE items (comma-separated or repeated)."""
+    tol = dict(DEFAULT_TOLERANCE[precision])
+    for item in (part for it in items for part in it.split(",") if part.strip()):
+        key, sep, value = item.partition("=")
+        key = key.strip()
+        if not sep or key not in TOLERANCE_KEYS:
+            raise ExportError(
+                f"--tolerance {item!r}: expected KEY=VALUE with KEY one of "
+                f"{', '.join(sorted(TOLERANCE_KEYS))}"
+            )
+        try:
+            tol[key] = float(value)
+        except ValueError:
+            raise ExportError(f"--tolerance {item!r}: {value!r} is not a number") from None
+        if not math.isfinite(tol[key]):
+            raise ExportError(f"--tolerance {item!r}: the limit must be finite")
+    return tol
