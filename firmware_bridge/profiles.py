@@ -277,6 +277,7 @@ class FrameDecoder:
     def __init__(self, profile: Profile) -> None:
         self.profile = profile
         self.stats = DecodeStats()
+        self.last_reason: str | None = None
 
     def feed(self, data: bytes) -> Frame | None:
         self.stats.bytes += len(data)
@@ -284,6 +285,7 @@ class FrameDecoder:
             frame = self.profile.decode(data)
         except FrameError as exc:
             self.stats.malformed[exc.reason] += 1
+            self.last_reason = exc.reason
             return None
         self.stats.frames += 1
         self.stats.samples += frame.n

@@ -2,15 +2,286 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import json
+import logging
+import signal
+import sys
+from pathlib import Path
+from typing import IO, Any
+
 import click
 
-from anyecg_edge.cli import not_built
+from anyecg_edge import RESEARCH_USE_NOTE
+from anyecg_edge.runtime import Model
+
+log = logging.getLogger(__name__)
+
+SOURCE_HELP = (
+    "file:PATH (WFDB/CSV/EDF replay), sim-polar:PATH / sim-movesense:PATH / sim-anyecg:PATH "
+    "(simulated wearable over an in-process GATT link), polar:ADDR / movesense:ADDR / "
+    "anyecg:ADDR (real device)"
+)
+
+
+def load_stream_model(path: Path, threads: int | None) -> Model:
+    """Device runtimes for .onnx/.tflite (issue 6's loader), torch for .pt/.pth."""
+    if path.suffix.lower() in (".onnx", ".tflite"):
+        try:
+            from anyecg_edge.runtime import load_model
+        except ImportError:  # older tree: the predict command's loader
+            from anyecg_edge.commands.predict import load_model as load_predict
+
+            return load_predict(path)
+        return load_model(path, threads=threads)
+    from anyecg_edge.commands.predict import load_model as load_predict
+
+    return load_predict(path)
+
+
+class _Output:
+    """JSONL lines (one per window / event) + the live view, fed from both threads."""
+
+    def __init__(self, jsonl: IO[str] | None, live: Any | None) -> None:
+        self.jsonl = jsonl
+        self.live = live
+
+    def __call__(self, item: dict[str, Any]) -> None:
+        if self.jsonl is not None:
+            self.jsonl.write(json.dumps(item, separators=(",", ":")) + "\n")
+        if self.live is not None:
+            self.live.update(item)
 
 
 @click.command("stream")
-def stream() -> None:
-    """Rolling-window inference on a live or replayed single-lead stream."""
-    not_built("stream")
+@click.option("--source", required=True, help=SOURCE_HELP)
+@click.option(
+    "--model", "model_path", type=click.Path(path_type=Path), required=True,
+    help="Exported model (.onnx/.tflite with its manifest, or a .pt checkpoint).",
+)  # fmt: skip
+@click.option(
+    "--hop", "hop_s", type=float, default=1.0, show_default=True, help="Seconds between windows."
+)
+@click.option(
+    "--duration", "duration_s", type=float, default=None,
+    help="Seconds of stream to process (file/sim: of signal; real device: wall time). Default: all / until Ctrl-C.",
+)  # fmt: skip
+@click.option(
+    "--speed", type=float, default=1.0, show_default=True,
+    help="Replay speed x real time for file and sim sources; 0 = as fast as possible (file only, lossless).",
+)  # fmt: skip
+@click.option(
+    "--faults", default=None,
+    help='Sim sources: fault injection, e.g. "drop=0.02,disconnect=45" (keys: drop, dup, reorder, '
+    "corrupt, disconnect, stall, jump, jump_s, drift, seed).",
+)  # fmt: skip
+@click.option(
+    "--jsonl", "jsonl_path", type=click.Path(path_type=Path, allow_dash=True), default=None,
+    help="Write one JSON line per window and per event ('-' = stdout).",
+)  # fmt: skip
+@click.option(
+    "--live/--no-live", default=None,
+    help="Live terminal view (default: on when stdout is a terminal).",
+)  # fmt: skip
+@click.option(
+    "--lead", default=None, help="Lead to replay from a record (default: I, then II/MLII)."
+)
+@click.option(
+    "--fs", type=float, default=None, help="Sampling rate of a CSV record / Movesense rate."
+)
+@click.option("--loop", is_flag=True, help="file: repeat the record end to end (with --duration).")
+@click.option("--smooth", "smooth_s", type=float, default=30.0, show_default=True, help="Smoothing time constant of the lab estimates in s (0: none).")  # fmt: skip
+@click.option("--queue", "queue_size", type=int, default=2, show_default=True, help="Windows waiting for inference before the oldest is dropped.")  # fmt: skip
+@click.option("--threads", type=int, default=1, show_default=True, help="Inference threads.")
+@click.option(
+    "--hci", default=None,
+    help="Real devices: use bumble on this HCI transport (usb:0, hci-socket:0, "
+    "tcp-client:HOST:PORT from `ble simulate`) instead of the OS Bluetooth stack.",
+)  # fmt: skip
+@click.option("--silence", "silence_s", type=float, default=5.0, show_default=True, help="Force a reconnect after this many seconds without data.")  # fmt: skip
+@click.option("--json", "as_json", is_flag=True, help="Print the final summary as JSON.")
+def stream(
+    source: str,
+    model_path: Path,
+    hop_s: float,
+    duration_s: float | None,
+    speed: float,
+    faults: str | None,
+    jsonl_path: Path | None,
+    live: bool | None,
+    lead: str | None,
+    fs: float | None,
+    loop: bool,
+    smooth_s: float,
+    queue_size: int,
+    threads: int,
+    hci: str | None,
+    silence_s: float,
+    as_json: bool,
+) -> None:
+    """Rolling-window lab estimates on a live or replayed single-lead stream.
+
+    Every HOP seconds the last 10 s are gated for quality, preprocessed (resampled to
+    500 Hz) and scored; estimates are smoothed over time. Gaps (lost packets, reconnects)
+    are detected from device timestamps / sequence numbers: windows that would span one
+    are skipped. Ctrl-C stops cleanly and prints the summary.
+    """
+    from anyecg_edge.firmware_bridge.faults import FaultSpec
+    from anyecg_edge.stream.engine import StreamEngine
+    from anyecg_edge.stream.sources import SourceError, SourceSpec, load_record, run_file
+
+    spec = SourceSpec.parse(source)
+    fault_spec = FaultSpec.parse(faults)
+    if fault_spec.any and spec.kind != "sim":
+        raise SourceError("--faults applies to simulated sources (sim-polar:..., sim-anyecg:...)")
+    if duration_s is not None and duration_s <= 0:
+        raise SourceError(f"--duration must be positive, got {duration_s:g}")
+    if spec.kind != "device" and hci:
+        raise SourceError("--hci applies to real-device sources (polar:ADDR, ...)")
+    record = load_record(spec.target, lead=lead, fs=fs) if spec.kind == "file" else None
+    model = load_stream_model(model_path, threads)
+
+    use_live = sys.stdout.isatty() if live is None else live
+    jsonl: IO[str] | None = None
+    if jsonl_path is not None:
+        if str(jsonl_path) == "-":
+            jsonl, use_live = sys.stdout, False
+        else:
+            jsonl = open(jsonl_path, "w", buffering=1)  # noqa: SIM115 (closed below)
+    quiet = click.get_current_context().find_root().obj.get("quiet", False)
+    logging.getLogger("bumble").setLevel(logging.ERROR)  # link-loss chatter from the sim
+
+    output = _Output(jsonl, None)
+    engine = StreamEngine(
+        model,
+        hop_s=hop_s,
+        smooth_s=smooth_s,
+        queue_size=queue_size,
+        lossless=spec.kind == "file" and speed == 0,
+        sink=output,
+    )
+    view = None
+    if use_live:
+        from anyecg_edge.stream.live import LiveView
+
+        view = LiveView(engine, source=spec.label)
+        output.live = view
+    interrupted = False
+    info: dict[str, Any] = {}
+    engine.start()
+    live_ctx = None
+    try:
+        if view is not None:
+            from rich.live import Live
+
+            live_ctx = Live(view, refresh_per_second=4, transient=False)
+            live_ctx.__enter__()
+        if record is not None:
+            info = run_file(record, engine, speed=speed, duration_s=duration_s, loop=loop)
+        else:
+            info = _run_ble_until_signal(
+                spec, engine, speed=speed, duration_s=duration_s, faults=fault_spec,
+                lead=lead, fs=fs, hci=hci, silence_s=silence_s,
+            )  # fmt: skip
+    except KeyboardInterrupt:
+        interrupted = True
+    finally:
+        summary = engine.close()
+        if live_ctx is not None:
+            live_ctx.__exit__(None, None, None)
+        summary = {"source": spec.label, "hop_s": hop_s, **summary, "interrupted": interrupted,
+                   "source_info": info}  # fmt: skip
+        if jsonl is not None:
+            jsonl.write(json.dumps({"summary": summary}, separators=(",", ":"), default=str) + "\n")
+            if jsonl is not sys.stdout:
+                jsonl.close()
+    if as_json:
+        click.echo(json.dumps(summary, indent=2, default=str))
+    elif not quiet and jsonl is not sys.stdout:
+        _print_summary(summary)
+    if interrupted:
+        sys.exit(130)
+
+
+def _run_ble_until_signal(spec: Any, engine: Any, **kwargs: Any) -> dict[str, Any]:
+    """Run a BLE source; SIGINT/SIGTERM stop it cleanly (stop command, disconnect)."""
+    from anyecg_edge.stream.sources import run_ble
+
+    result: dict[str, Any] = {}
+    interrupted = False
+
+    async def main() -> None:
+        nonlocal interrupted
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+
+        def on_signal() -> None:
+            nonlocal interrupted
+            interrupted = True
+            stop.set()
+
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            # (not available off the main thread or on Windows: Ctrl-C still interrupts)
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, on_signal)
+        result.update(
+            await run_ble(
+                spec, engine, speed=kwargs["speed"], duration_s=kwargs["duration_s"],
+                faults=kwargs["faults"], lead=kwargs["lead"], fs=kwargs["fs"], hci=kwargs["hci"],
+                silence_timeout_s=kwargs["silence_s"], stop=stop,
+            )
+        )  # fmt: skip
+
+    asyncio.run(main())
+    if interrupted:
+        raise KeyboardInterrupt
+    return result
+
+
+def _print_summary(s: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    info = s.get("source_info") or {}
+    lat = s["latency_ms"]
+    speed = f" ({s['speed']:.0f}x real time)" if s.get("speed") else ""
+    console.print(
+        f"[bold]{s['source']}[/]: {s['stream_s']:.1f} s of signal in {s['wall_s']:.1f} s{speed}"
+        + (" [yellow](interrupted)[/]" if s["interrupted"] else "")
+    )
+    console.print(
+        f"windows: {s['windows']} ({s['accepted']} used, {s['rejected']} rejected by the quality "
+        f"gate, {s['dropped']} dropped under backpressure, {s['skipped_gap']} skipped at gaps)"
+    )
+    if lat["n"]:
+        console.print(
+            f"latency (window's last sample in -> result): p50 {lat['p50']:.2f} ms, "
+            f"p95 {lat['p95']:.2f} ms, p99 {lat['p99']:.2f} ms, max {lat['max']:.2f} ms "
+            f"(compute p50 {s['compute_ms']['p50']:.2f} ms per window, the rest is queueing)"
+        )
+    if s["events"]:
+        console.print("events: " + ", ".join(f"{k} {v}" for k, v in s["events"].items()))
+    dec = info.get("decoder")
+    if dec:
+        seq = info.get("sequencer", {})
+        console.print(
+            f"link: {dec['frames']} frames, {dec['malformed']} malformed"
+            + (f" {dec['malformed_by_reason']}" if dec["malformed"] else "")
+            + f"; duplicates {seq.get('duplicate', 0)}, reordered {seq.get('reordered', 0)}, "
+            f"late {seq.get('late', 0)}; rate from timestamps {info.get('fs_estimated_hz')} Hz"
+        )
+    if s["top_labs"]:
+        table = Table(title="Smoothed lab estimates at the end (P(abnormal))")
+        for col in ("lab", "P", "flag"):
+            table.add_column(col)
+        for row in s["top_labs"]:
+            table.add_row(
+                row["lab"], f"{row['probability']:.3f}", "abnormal" if row["abnormal"] else ""
+            )
+        console.print(table)
+    console.print(f"[yellow]{RESEARCH_USE_NOTE}[/]")
 
 
 COMMANDS = [stream]

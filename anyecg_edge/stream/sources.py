@@ -1,0 +1,361 @@
+"""Stream sources: a recording replayed from a file, a simulated wearable over a real
+GATT exchange (bumble virtual radio), or a real wearable (bleak).
+
+    file:PATH            WFDB/CSV/EDF record replayed in blocks (--speed 0: as fast as
+                         the engine takes them, lossless)
+    sim-polar:PATH       the record replayed by a simulated Polar H10 / Movesense /
+    sim-movesense:PATH   AnyECG device on bumble's LocalLink, received through
+    sim-anyecg:PATH      BleakClient with our bumble backend (the real-device code path)
+    polar:ADDR           a real device through bleak (or through bumble on an HCI
+    movesense:ADDR       transport such as usb:0 with ``hci=``)
+    anyecg:ADDR
+
+Everything BLE is imported lazily (the ``ble`` extra); the file source needs numpy only
+(plus wfdb for WFDB records).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from anyecg_edge.firmware_bridge.faults import FaultSpec
+from anyecg_edge.firmware_bridge.profiles import FrameDecoder, Profile, get_profile
+from anyecg_edge.firmware_bridge.sequencer import Block, SeqEvent, Sequencer
+from anyecg_edge.io import Record, read_record
+from anyecg_edge.stream.engine import StreamEngine
+
+__all__ = [
+    "BlePipeline",
+    "SourceError",
+    "SourceSpec",
+    "file_blocks",
+    "load_record",
+    "make_profile",
+    "run_ble",
+    "run_file",
+]
+
+PROFILE_NAMES = ("polar", "movesense", "anyecg")
+# Replay granularity of a file: 100 ms blocks, about one BLE connection interval's worth.
+FILE_CHUNK_S = 0.1
+
+
+class SourceError(ValueError):
+    """A --source that cannot be used (one line naming it and what was expected)."""
+
+
+@dataclass(frozen=True)
+class SourceSpec:
+    kind: str  # "file" | "sim" | "device"
+    target: str
+    profile: str | None = None
+
+    @classmethod
+    def parse(cls, spec: str) -> SourceSpec:
+        head, sep, rest = spec.partition(":")
+        if not sep or not rest:
+            raise SourceError(
+                f"--source {spec!r}: expected file:PATH, sim-polar|sim-movesense|sim-anyecg:PATH "
+                "or polar|movesense|anyecg:ADDRESS"
+            )
+        if head == "file":
+            return cls("file", rest)
+        if head.startswith("sim-") and head[4:] in PROFILE_NAMES:
+            return cls("sim", rest, head[4:])
+        if head in PROFILE_NAMES:
+            return cls("device", rest, head)
+        raise SourceError(
+            f"--source {spec!r}: unknown kind {head!r}; expected file, sim-polar, sim-movesense, "
+            "sim-anyecg, polar, movesense or anyecg"
+        )
+
+    @property
+    def label(self) -> str:
+        return f"{'sim-' if self.kind == 'sim' else ''}{self.profile or 'file'}:{self.target}"
+
+
+def load_record(path: str | Path, *, lead: str | None, fs: float | None) -> Record:
+    return read_record(path, lead=lead, fs=fs)
+
+
+def file_blocks(
+    record: Record,
+    *,
+    chunk_s: float = FILE_CHUNK_S,
+    duration_s: float | None = None,
+    loop: bool = False,
+) -> Iterator[Block]:
+    """The record as consecutive blocks (one segment); ``loop`` repeats it end to end
+    (for soak tests) until ``duration_s`` of signal. ``arrival_ns`` is set by the caller."""
+    x = record.signal_mv
+    fs = float(record.fs)
+    chunk = max(1, round(chunk_s * fs))
+    total = x.shape[0] if duration_s is None else round(duration_s * fs)
+    if not loop:
+        total = min(total, x.shape[0])
+    pos = 0
+    while pos < total:
+        n = min(chunk, total - pos)
+        start = pos % x.shape[0]
+        piece = x[start : start + n]
+        if piece.shape[0] < n:  # wraps around the end of the record
+            piece = np.concatenate((piece, x[: n - piece.shape[0]]))
+        yield Block(
+            samples_mv=piece,
+            codes=piece,
+            segment=0,
+            seg_index=pos,
+            t_first_s=pos / fs,
+            fs_hz=fs,
+            arrival_ns=0,
+        )
+        pos += n
+
+
+def run_file(
+    record: Record,
+    engine: StreamEngine,
+    *,
+    speed: float,
+    duration_s: float | None,
+    loop: bool = False,
+    chunk_s: float = FILE_CHUNK_S,
+    should_stop: Callable[[], bool] = lambda: False,
+) -> dict[str, Any]:
+    """Replay a record into the engine, paced at ``speed`` x real time (0: unpaced)."""
+    if speed < 0:
+        raise SourceError(f"--speed must be >= 0 (0 = as fast as possible), got {speed}")
+    engine.nominal_fs = float(record.fs)
+    t0 = time.perf_counter()
+    n_blocks = 0
+    for block in file_blocks(record, chunk_s=chunk_s, duration_s=duration_s, loop=loop):
+        if should_stop():
+            break
+        if speed > 0:
+            # deliver each block when its last sample "happens"
+            due = t0 + (block.t_first_s + block.n / block.fs_hz) / speed
+            delay = due - time.perf_counter()
+            if delay > 0:
+                time.sleep(delay)
+        block.arrival_ns = time.perf_counter_ns()
+        engine.push(block)
+        n_blocks += 1
+    return {"source": "file", "record": record.source, "lead": record.lead, "fs": record.fs,
+            "blocks": n_blocks}  # fmt: skip
+
+
+@dataclass
+class BlePipeline:
+    """Notifications -> decoder -> sequencer -> engine (blocks and events)."""
+
+    profile: Profile
+    engine: StreamEngine
+    keep_blocks: bool = False
+    decoder: FrameDecoder = field(init=False)
+    sequencer: Sequencer | None = field(init=False, default=None)
+    blocks: list[Block] = field(init=False, default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.decoder = FrameDecoder(self.profile)
+
+    def on_data(self, data: bytes, arrival_ns: int) -> None:
+        frame = self.decoder.feed(data)
+        if frame is None:
+            self.engine.event(
+                {"event": "malformed", "bytes": len(data), "reason": self.decoder.last_reason,
+                 "total": self.decoder.stats.n_malformed}
+            )  # fmt: skip
+            return
+        if self.sequencer is None:
+            # The AnyECG rate is known only once the config record was read.
+            self.sequencer = Sequencer(self.profile.nominal_fs)
+            self.engine.nominal_fs = self.profile.nominal_fs
+        self._forward(self.sequencer.push(frame, arrival_ns))
+
+    def link_down(self, reason: str) -> None:
+        if self.sequencer is not None:
+            self._forward(
+                self.sequencer.break_segment("disconnect" if reason != "silence" else "silence")
+            )
+
+    def flush(self) -> None:
+        if self.sequencer is not None:
+            self._forward(self.sequencer.flush())
+
+    def _forward(self, items: list) -> None:
+        for item in items:
+            if isinstance(item, Block):
+                if self.keep_blocks:
+                    self.blocks.append(item)
+                self.engine.push(item)
+            elif isinstance(item, SeqEvent):
+                self.engine.event(item.to_dict())
+
+    def stats(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"decoder": self.decoder.stats.to_dict()}
+        if self.sequencer is not None:
+            out["sequencer"] = dict(self.sequencer.counts)
+            out["fs_estimated_hz"] = round(self.sequencer.fs_est, 4)
+        return out
+
+
+def make_profile(name: str, *, fs: float | None = None, lead: str | None = None) -> Profile:
+    kwargs: dict[str, Any] = {}
+    if fs is not None and name == "movesense":
+        kwargs["fs_hz"] = fs
+    if lead is not None:
+        kwargs["lead"] = lead
+    return get_profile(name, **kwargs)
+
+
+async def run_ble(
+    spec: SourceSpec,
+    engine: StreamEngine,
+    *,
+    speed: float = 1.0,
+    duration_s: float | None = None,
+    faults: FaultSpec | None = None,
+    lead: str | None = None,
+    fs: float | None = None,
+    hci: str | None = None,
+    silence_timeout_s: float = 5.0,
+    stop: asyncio.Event | None = None,
+    keep_blocks: bool = False,
+    on_ready: Callable[[dict[str, Any]], None] | None = None,
+) -> dict[str, Any]:
+    """Stream a simulated (``spec.kind == 'sim'``) or real wearable into the engine until
+    ``duration_s`` of stream time, or ``stop``. Returns transport/codec statistics."""
+    from anyecg_edge.firmware_bridge.client import WearableClient
+
+    stop = stop or asyncio.Event()
+    faults = faults or FaultSpec()
+    assert spec.profile is not None
+    if spec.kind == "sim":
+        return await _run_sim(
+            spec, engine, speed=speed, duration_s=duration_s, faults=faults, lead=lead,
+            silence_timeout_s=silence_timeout_s, stop=stop, keep_blocks=keep_blocks,
+            on_ready=on_ready,
+        )  # fmt: skip
+    if faults.any:
+        raise SourceError("--faults applies to simulated sources (sim-polar:..., sim-anyecg:...)")
+    if speed != 1.0:
+        raise SourceError("--speed applies to replayed sources; a real device streams in real time")
+    profile = make_profile(spec.profile, fs=fs, lead=lead)
+    pipe = BlePipeline(profile, engine, keep_blocks=keep_blocks)
+    backend, backend_kwargs, transport = None, {}, None
+    if hci:
+        from anyecg_edge.firmware_bridge.bumble_backend import BumbleClientBackend, open_central
+
+        central, transport = await open_central(hci)
+        backend, backend_kwargs = BumbleClientBackend, {"bumble_device": central}
+    client = WearableClient(
+        spec.target, profile, on_data=pipe.on_data, on_event=engine.event,
+        link_down=pipe.link_down, backend=backend, backend_kwargs=backend_kwargs,
+        silence_timeout_s=silence_timeout_s,
+    )  # fmt: skip
+    started = time.perf_counter()
+    try:
+        await _drive(client, stop, lambda: time.perf_counter() - started, duration_s)
+    finally:
+        pipe.flush()
+        if transport is not None:
+            with contextlib.suppress(Exception):
+                await transport.close()
+    return {"source": spec.label, "transport": "bumble:" + hci if hci else "bleak",
+            **pipe.stats(), "client": client.counts}  # fmt: skip
+
+
+async def _drive(client: Any, stop: asyncio.Event, clock: Callable[[], float], duration_s) -> None:
+    """Run the client until the duration (on ``clock``) or stop; re-raise its errors."""
+    task = asyncio.create_task(client.run(stop))
+    try:
+        while not task.done() and not stop.is_set():
+            if duration_s is not None and clock() >= duration_s:
+                break
+            await asyncio.sleep(0.02)
+    finally:
+        stop.set()
+        await task
+
+
+async def _run_sim(
+    spec: SourceSpec,
+    engine: StreamEngine,
+    *,
+    speed: float,
+    duration_s: float | None,
+    faults: FaultSpec,
+    lead: str | None,
+    silence_timeout_s: float,
+    stop: asyncio.Event,
+    keep_blocks: bool,
+    on_ready: Callable[[dict[str, Any]], None] | None,
+) -> dict[str, Any]:
+    from anyecg_edge.firmware_bridge import anyecg
+    from anyecg_edge.firmware_bridge.bumble_backend import BumbleClientBackend
+    from anyecg_edge.firmware_bridge.client import WearableClient
+    from anyecg_edge.firmware_bridge.simulator import SimLink, SimulatedWearable, device_signal
+
+    if not speed > 0:
+        raise SourceError(
+            f"--speed {speed:g}: a simulated wearable runs on a clock; use --speed > 0 "
+            "(e.g. 10 for 10x real time)"
+        )
+    assert spec.profile is not None
+    record = load_record(spec.target, lead=lead, fs=None)
+    codes, fs_nom, fs_true, _ = device_signal(
+        record.signal_mv, record.fs, spec.profile, drift_ppm=faults.drift
+    )
+    wearable = SimulatedWearable(
+        spec.profile, codes, fs_nominal=fs_nom, fs_true=fs_true, lead=record.lead,
+        faults=faults, speed=speed, keep_log=keep_blocks,
+    )  # fmt: skip
+    if spec.profile == "anyecg":
+        profile: Profile = get_profile("anyecg")
+    elif spec.profile == "movesense":
+        profile = get_profile("movesense", fs_hz=fs_nom)
+    else:
+        profile = get_profile("polar")
+    pipe = BlePipeline(profile, engine, keep_blocks=keep_blocks)
+    sim_stop = asyncio.Event()
+    async with SimLink(wearable) as link:
+        client = WearableClient(
+            link.address, profile, on_data=pipe.on_data, on_event=engine.event,
+            link_down=pipe.link_down, backend=BumbleClientBackend,
+            backend_kwargs={"bumble_device": link.central},
+            silence_timeout_s=silence_timeout_s, time_scale=1.0 / speed,
+        )  # fmt: skip
+        sim_task = asyncio.create_task(wearable.run(sim_stop))
+        if on_ready is not None:
+            on_ready({"wearable": wearable, "link": link, "client": client, "pipeline": pipe})
+        try:
+            await _drive(client, stop, wearable.device_time_s, duration_s)
+        finally:
+            sim_stop.set()
+            await sim_task
+            pipe.flush()
+    info = {
+        "source": spec.label,
+        "transport": "bumble LocalLink (in-process GATT)",
+        "record": record.source,
+        "lead": record.lead,
+        "fs_nominal_hz": fs_nom,
+        "fs_true_hz": round(fs_true, 4),
+        "speed": speed,
+        "faults": {k: v for k, v in faults.to_dict().items() if v},
+        **pipe.stats(),
+        "client": client.counts,
+        "simulator": {k: v for k, v in vars(wearable.stats).items() if k != "errors"},
+        "injected": dict(wearable.injector.counts),
+    }
+    if spec.profile == "anyecg":
+        info["anyecg_format"] = anyecg.FORMAT_NAMES[wearable.config.fmt]
+    return info

@@ -1,0 +1,480 @@
+"""The simulated wearable: a real GATT peripheral on bumble, replaying a recording with
+the exact byte format of a profile (Polar H10 PMD, Movesense GSP, AnyECG v1), with fault
+injection (see `anyecg_edge.firmware_bridge.faults`).
+
+Device model: the wearable samples continuously on its own clock (``fs_true``: nominal
+rate times the drift), whether or not anyone listens; while connected and started it
+notifies frame after frame; the link may drop (``disconnect``), the device may stall
+silently (``stall``), its clock may jump (``jump``). ``speed`` runs the device clock
+faster than real time (speed 10: 10 s of signal per wall second) so a 120 s fault
+scenario takes seconds.
+
+`SimLink` builds the in-process setup used by ``stream --source sim-...`` and the
+tests: a `bumble.link.LocalLink` with two virtual controllers, the wearable on one and
+a central (for `BumbleClientBackend`) on the other. A link loss is simulated the way a
+radio drop looks to both hosts: each controller reports the connection gone with HCI
+reason 0x08 (connection timeout).
+
+Needs the ``ble`` extra (bumble).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from anyecg_edge.firmware_bridge import anyecg, movesense, polar
+from anyecg_edge.firmware_bridge.encoders import FrameEncoder, mv_to_codes
+from anyecg_edge.firmware_bridge.faults import FaultInjector, FaultSpec
+from bumble import hci
+from bumble.controller import Controller
+from bumble.core import UUID, AdvertisingData
+from bumble.device import Connection, Device
+from bumble.gatt import Characteristic, CharacteristicValue, Service
+from bumble.host import Host
+from bumble.link import LocalLink
+from bumble.transport.common import AsyncPipeSink
+
+__all__ = ["SimLink", "SimulatedWearable", "device_signal"]
+
+log = logging.getLogger(__name__)
+
+NOMINAL_FS = {"polar": polar.ECG_FS_HZ, "movesense": 128.0}
+DEFAULT_NAMES = {
+    "polar": "Polar H10 A1B2C3D4",
+    "movesense": "Movesense 174630000192",
+    "anyecg": "AnyECG-1",
+}
+PERIPHERAL_ADDRESS = "F0:F0:F0:F0:F0:F0"
+CENTRAL_ADDRESS = "F1:F1:F1:F1:F1:F1"
+# Movesense command results are HTTP-like.
+_OK, _NOT_FOUND, _BAD_REQUEST = 200, 404, 400
+
+
+def device_signal(
+    signal_mv: np.ndarray,
+    fs: float,
+    profile: str,
+    *,
+    fs_nominal: float | None = None,
+    drift_ppm: float = 0.0,
+    anyecg_format: int = 1,
+    nv_per_lsb: int = 1000,
+) -> tuple[np.ndarray, float, float, float]:
+    """What the device samples: (codes, fs_nominal, fs_true, uv_per_code).
+
+    The recording is resampled to the device's true rate (nominal * (1 + drift)) and
+    quantized to its sample codes (Polar/Movesense: 1 uV; AnyECG: ``nv_per_lsb``).
+    """
+    from anyecg_edge.signal import resample
+
+    if fs_nominal is None:
+        fs_nominal = NOMINAL_FS.get(profile, fs)
+    fs_true = fs_nominal * (1.0 + drift_ppm * 1e-6)
+    x = np.asarray(signal_mv, dtype=np.float64)
+    # Below 0.1 % the content barely changes; the true rate shows in the timestamps.
+    if abs(fs_true / fs - 1.0) > 1e-3:
+        x = resample(np.nan_to_num(x), fs, fs_true).astype(np.float64)
+    uv = 1.0 if profile != "anyecg" else nv_per_lsb / 1000.0
+    bits = {"polar": 24, "movesense": 32}.get(profile, 8 * anyecg.FORMATS[anyecg_format])
+    return mv_to_codes(x, uv, bits), float(fs_nominal), float(fs_true), uv
+
+
+@dataclass
+class SimStats:
+    frames_encoded: int = 0
+    notifications: int = 0
+    samples_sent: int = 0
+    connections: int = 0
+    link_losses: int = 0
+    stalls: int = 0
+    clock_jumps: int = 0
+    starts: int = 0
+    errors: list[str] = field(default_factory=list)
+
+
+class SimulatedWearable:
+    """One wearable. ``attach`` it to a bumble Device, then ``await run(stop)``."""
+
+    def __init__(
+        self,
+        profile: str,
+        codes: np.ndarray,
+        *,
+        fs_nominal: float,
+        fs_true: float,
+        lead: str = "I",
+        faults: FaultSpec | None = None,
+        speed: float = 1.0,
+        name: str | None = None,
+        anyecg_format: int = 1,
+        nv_per_lsb: int = 1000,
+        keep_log: bool = False,
+    ) -> None:
+        if profile not in ("polar", "movesense", "anyecg"):
+            raise ValueError(f"unknown profile {profile!r}; expected polar, movesense or anyecg")
+        if not speed > 0:
+            raise ValueError(f"a simulated wearable needs speed > 0, got {speed!r}")
+        codes = np.asarray(codes, dtype=np.int64)
+        if codes.ndim != 1 or codes.size == 0:
+            raise ValueError("the simulated wearable needs a non-empty 1-D signal")
+        self.profile = profile
+        self.codes = codes
+        self.fs_nominal = float(fs_nominal)
+        self.fs_true = float(fs_true)
+        self.lead = lead
+        self.faults = faults or FaultSpec()
+        self.speed = float(speed)
+        self.name = name or DEFAULT_NAMES[profile]
+        self.encoder = FrameEncoder(profile, fs_true, anyecg_format=anyecg_format, seq_start=1000)
+        self.config = anyecg.AnyEcgConfig(
+            fs_hz=self.fs_nominal,
+            fmt=anyecg_format,
+            nv_per_lsb=nv_per_lsb,
+            lead=lead,
+            battery_pct=80,
+        )
+        self.injector = FaultInjector(self.faults)
+        self.stats = SimStats()
+        self.keep_log = keep_log
+        # (first_index, n) of every frame put on air intact, in order (tests only)
+        self.sent_log: list[tuple[int, int]] = []
+        self.device: Device | None = None
+        self.link_loss: Callable[[Connection], None] | None = None
+        self.conn: Connection | None = None
+        self.streaming = False
+        self.stalled = False
+        self._movesense_ref = movesense.ECG_REF
+        self._t_offset_ns = 0
+        self._t0: float | None = None
+        self._next_index = 0
+        self._data_char: Characteristic | None = None
+        self._control_char: Characteristic | None = None
+        self._tasks: set[asyncio.Task] = set()
+
+    # --- device clock -----------------------------------------------------------------------
+    def device_time_s(self) -> float:
+        if self._t0 is None:
+            return 0.0
+        return (time.perf_counter() - self._t0) * self.speed
+
+    def record_codes(self, first: int, n: int) -> np.ndarray:
+        """Codes of samples [first, first + n) of the device (the recording loops)."""
+        idx = (np.arange(first, first + n)) % self.codes.size
+        return self.codes[idx]
+
+    # --- GATT ---------------------------------------------------------------------------------
+    def attach(self, device: Device, link_loss: Callable[[Connection], None] | None = None) -> None:
+        self.device = device
+        self.link_loss = link_loss
+        device.name = self.name
+        rw = Characteristic.READABLE | Characteristic.WRITEABLE
+        P = Characteristic.Properties
+        if self.profile == "polar":
+            self._control_char = Characteristic(
+                polar.CONTROL_UUID,
+                P.READ | P.WRITE | P.INDICATE,
+                rw,
+                CharacteristicValue(
+                    read=lambda _c: bytes.fromhex("0f0500"), write=self._on_polar_cp
+                ),
+            )
+            self._data_char = Characteristic(
+                polar.DATA_UUID, P.NOTIFY, Characteristic.READABLE, b""
+            )
+            service = Service(polar.SERVICE_UUID, [self._control_char, self._data_char])
+            adv_uuids = [
+                (
+                    AdvertisingData.COMPLETE_LIST_OF_16_BIT_SERVICE_CLASS_UUIDS,
+                    bytes(UUID.from_16_bits(0x180D)),
+                )
+            ]
+        elif self.profile == "movesense":
+            write = Characteristic(
+                movesense.WRITE_UUID,
+                P.WRITE | P.WRITE_WITHOUT_RESPONSE,
+                Characteristic.WRITEABLE,
+                CharacteristicValue(write=self._on_movesense_cmd),
+            )
+            self._data_char = Characteristic(
+                movesense.NOTIFY_UUID, P.NOTIFY, Characteristic.READABLE, b""
+            )
+            service = Service(movesense.SERVICE_UUID, [write, self._data_char])
+            adv_uuids = [
+                (
+                    AdvertisingData.COMPLETE_LIST_OF_128_BIT_SERVICE_CLASS_UUIDS,
+                    bytes(UUID(movesense.SERVICE_UUID)),
+                )
+            ]
+        else:
+            self._control_char = Characteristic(
+                anyecg.CONTROL_UUID,
+                P.WRITE | P.INDICATE,
+                rw,
+                CharacteristicValue(write=self._on_anyecg_cp),
+            )
+            config = Characteristic(
+                anyecg.CONFIG_UUID,
+                P.READ,
+                Characteristic.READABLE,
+                CharacteristicValue(read=lambda _c: self.config.encode()),
+            )
+            self._data_char = Characteristic(
+                anyecg.DATA_UUID, P.NOTIFY, Characteristic.READABLE, b""
+            )
+            service = Service(anyecg.SERVICE_UUID, [self._data_char, config, self._control_char])
+            adv_uuids = [
+                (
+                    AdvertisingData.COMPLETE_LIST_OF_128_BIT_SERVICE_CLASS_UUIDS,
+                    bytes(UUID(anyecg.SERVICE_UUID)),
+                )
+            ]
+        device.add_service(service)
+        flags = [(AdvertisingData.FLAGS, bytes([0x06]))]
+        # The name goes into the advertisement itself when it fits in 31 bytes (else a
+        # shortened one), and in full into the scan response.
+        used = len(bytes(AdvertisingData(flags + adv_uuids)))
+        room = 31 - used - 2
+        name = self.name.encode()
+        if room > 0:
+            kind = (
+                AdvertisingData.COMPLETE_LOCAL_NAME
+                if len(name) <= room
+                else AdvertisingData.SHORTENED_LOCAL_NAME
+            )
+            adv_uuids = adv_uuids + [(kind, name[:room])]
+        device.advertising_data = bytes(AdvertisingData(flags + adv_uuids))
+        device.scan_response_data = bytes(
+            AdvertisingData([(AdvertisingData.COMPLETE_LOCAL_NAME, self.name.encode())])
+        )
+        device.on(device.EVENT_CONNECTION, self._on_connection)
+
+    def _on_connection(self, conn: Connection) -> None:
+        self.conn = conn
+        self.streaming = False
+        self.stalled = False
+        self.stats.connections += 1
+        conn.on(conn.EVENT_DISCONNECTION, lambda reason: self._on_disconnection(conn, reason))
+
+    def _on_disconnection(self, conn: Connection, reason: int) -> None:
+        if self.conn is conn:
+            self.conn = None
+        # Like the H10: the measurement stops with the link; a new start is needed.
+        self.streaming = False
+        self.stalled = False
+        self.injector.flush()
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _indicate(self, conn: Connection, value: bytes) -> None:
+        assert self.device is not None and self._control_char is not None
+        try:
+            await self.device.indicate_subscriber(conn, self._control_char, value)
+        except Exception as exc:  # link gone mid-indication
+            log.debug("indication failed: %s", exc)
+
+    def _start(self) -> None:
+        self.streaming = True
+        self.stats.starts += 1
+
+    def _on_polar_cp(self, conn: Connection, value: bytes) -> None:
+        value = bytes(value)
+        op = value[0] if value else 0
+        mtu_ok = conn.att_mtu >= polar.MIN_MTU
+        if op == polar.OP_GET_SETTINGS:
+            resp = (
+                polar.encode_control_response(op, 0, polar.ECG_SETTINGS)
+                if mtu_ok
+                else bytes([polar.RESPONSE_CODE, op, 0, 10])
+            )
+        elif op == polar.OP_START:
+            if len(value) < len(polar.START_ECG):
+                resp = polar.encode_control_response(op, 5)
+            elif not mtu_ok:
+                resp = polar.encode_control_response(op, 10)
+            elif self.streaming:
+                resp = polar.encode_control_response(op, 6)
+            else:
+                self._start()
+                resp = polar.encode_control_response(op, 0, b"\x00")
+        elif op == polar.OP_STOP:
+            resp = polar.encode_control_response(op, 0 if self.streaming else 6)
+            self.streaming = False
+        else:
+            resp = polar.encode_control_response(op, 1)
+        self._spawn(self._indicate(conn, resp))
+
+    def _on_movesense_cmd(self, conn: Connection, value: bytes) -> None:
+        value = bytes(value)
+        if len(value) < 2:
+            return
+        cmd, ref = value[0], value[1]
+        if cmd == movesense.CMD_SUBSCRIBE:
+            path = value[2:].decode("ascii", "replace")
+            if path == f"Meas/ECG/{int(self.fs_nominal)}":
+                self._movesense_ref = ref
+                self._start()
+                status = _OK
+            else:
+                status = _NOT_FOUND
+        elif cmd == movesense.CMD_UNSUBSCRIBE:
+            self.streaming = False
+            status = _OK
+        else:
+            status = _BAD_REQUEST
+        self._spawn(self._notify(conn, movesense.encode_command_result(ref, status)))
+
+    def _on_anyecg_cp(self, conn: Connection, value: bytes) -> None:
+        value = bytes(value)
+        op = value[0] if value else 0
+        if len(value) != 1:
+            status = 2
+        elif op == anyecg.OP_START:
+            if not self.streaming:
+                self._start()
+            status = 0
+        elif op == anyecg.OP_STOP:
+            self.streaming = False
+            status = 0
+        else:
+            status = 1
+        self._spawn(self._indicate(conn, anyecg.encode_control_response(op, status)))
+
+    async def _notify(self, conn: Connection, value: bytes) -> bool:
+        assert self.device is not None and self._data_char is not None
+        try:
+            await self.device.notify_subscriber(conn, self._data_char, value)
+            return True
+        except Exception as exc:
+            log.debug("notification failed: %s", exc)
+            return False
+
+    # --- the device's life ---------------------------------------------------------------------
+    async def advertise(self) -> None:
+        assert self.device is not None
+        # 20 ms advertising: a reconnect takes ~20 ms instead of ~1 s at the default.
+        await self.device.start_advertising(
+            auto_restart=True, advertising_interval_min=20, advertising_interval_max=20
+        )
+
+    async def run(self, stop: asyncio.Event, duration_s: float | None = None) -> None:
+        """Sample and send until ``stop`` is set (or ``duration_s`` of device time)."""
+        spf = self.encoder.samples_per_frame
+        f = self.faults
+        next_disc = f.disconnect or math.inf
+        next_stall = f.stall or math.inf
+        next_jump = f.jump or math.inf
+        self._t0 = time.perf_counter()
+        while not stop.is_set():
+            first = self._next_index
+            # Wall time at which the device has taken this frame's last sample.
+            due = self._t0 + (first + spf) / self.fs_true / self.speed
+            delay = due - time.perf_counter()
+            if delay > 0:
+                try:
+                    await asyncio.wait_for(stop.wait(), delay)
+                    break
+                except asyncio.TimeoutError:
+                    pass
+            t_dev = (first + spf) / self.fs_true
+            if duration_s is not None and t_dev > duration_s:
+                break
+            self._next_index = first + spf
+            if t_dev >= next_jump:
+                next_jump += f.jump
+                self._t_offset_ns += round(f.jump_s * 1e9)
+                self.stats.clock_jumps += 1
+            if t_dev >= next_disc:
+                next_disc += f.disconnect
+                if self.conn is not None:
+                    await self._lose_link(self.conn)
+            if t_dev >= next_stall:
+                next_stall += f.stall
+                if self.streaming and not self.stalled:
+                    self.stalled = True
+                    self.stats.stalls += 1
+            conn = self.conn
+            if conn is None or not self.streaming or self.stalled:
+                continue  # sampled, not sent: lost
+            raw = self.encoder.encode(
+                self.record_codes(first, spf), first, t_offset_ns=self._t_offset_ns
+            )
+            self.stats.frames_encoded += 1
+            for note in self.injector.process(raw):
+                if await self._notify(conn, note):
+                    self.stats.notifications += 1
+                    if note is raw:
+                        self.stats.samples_sent += spf
+                        if self.keep_log:
+                            self.sent_log.append((first, spf))
+
+    async def _lose_link(self, conn: Connection) -> None:
+        self.stats.link_losses += 1
+        if self.link_loss is not None:
+            self.link_loss(conn)
+        else:
+            try:
+                await conn.disconnect()
+            except Exception as exc:
+                log.debug("disconnect failed: %s", exc)
+
+
+class SimLink:
+    """In-process virtual radio: the wearable and a central on one bumble LocalLink.
+
+    ``async with SimLink(wearable) as link:`` -> ``link.central`` (a powered-on bumble
+    Device for `BumbleClientBackend`) and ``link.address`` (the wearable's address).
+    """
+
+    def __init__(self, wearable: SimulatedWearable) -> None:
+        self.wearable = wearable
+        self.address = PERIPHERAL_ADDRESS
+        self.link: LocalLink | None = None
+        self.central: Device | None = None
+        self.peripheral: Device | None = None
+        self._ctrl: dict[str, Controller] = {}
+
+    async def __aenter__(self) -> SimLink:
+        link = LocalLink()
+        self.link = link
+        devices = {}
+        for role, addr in (("peripheral", PERIPHERAL_ADDRESS), ("central", CENTRAL_ADDRESS)):
+            ctrl = Controller(role, link=link, public_address=addr)
+            # LE Data Packet Length Extension: 251-byte ACL packets (~4x the throughput).
+            ctrl.le_acl_data_packet_length = 251
+            self._ctrl[role] = ctrl
+            devices[role] = Device(
+                name=role, address=hci.Address(addr), host=Host(ctrl, AsyncPipeSink(ctrl))
+            )
+        self.peripheral, self.central = devices["peripheral"], devices["central"]
+        self.wearable.attach(self.peripheral, link_loss=self.lose_link)
+        await self.peripheral.power_on()
+        await self.central.power_on()
+        await self.wearable.advertise()
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        for dev in (self.central, self.peripheral):
+            if dev is None:
+                continue
+            for conn in list(dev.connections.values()):
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(conn.disconnect(), 1.0)
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.peripheral.stop_advertising(), 1.0)  # type: ignore[union-attr]
+
+    def lose_link(self, _conn: Connection) -> None:
+        """Radio link lost: both controllers report a connection timeout (HCI 0x08)."""
+        for ctrl in self._ctrl.values():
+            for conn in list(ctrl.le_connections.values()):
+                ctrl.on_le_disconnected(conn, hci.HCI_CONNECTION_TIMEOUT_ERROR)
