@@ -430,40 +430,72 @@ class SimulatedWearable:
 
 
 class SimLink:
-    """In-process virtual radio: the wearable and a central on one bumble LocalLink.
+    """Virtual radio: the wearable and a central's controller on one bumble LocalLink.
 
     ``async with SimLink(wearable) as link:`` -> ``link.central`` (a powered-on bumble
     Device for `BumbleClientBackend`) and ``link.address`` (the wearable's address).
+
+    With ``serve="tcp-server:_:9001"`` (any bumble transport spec) the central's side is
+    not a Device in this process but a virtual controller exposed over that transport:
+    another process (``stream --hci tcp-client:127.0.0.1:9001``, ``ble scan --hci ...``)
+    runs its host on it, so the simulated wearable is reachable like a real one.
     """
 
-    def __init__(self, wearable: SimulatedWearable) -> None:
+    def __init__(self, wearable: SimulatedWearable, *, serve: str | None = None) -> None:
         self.wearable = wearable
+        self.serve = serve
         self.address = PERIPHERAL_ADDRESS
         self.link: LocalLink | None = None
         self.central: Device | None = None
         self.peripheral: Device | None = None
         self._ctrl: dict[str, Controller] = {}
+        self._transport: Any = None
 
     async def __aenter__(self) -> SimLink:
         link = LocalLink()
         self.link = link
-        devices = {}
-        for role, addr in (("peripheral", PERIPHERAL_ADDRESS), ("central", CENTRAL_ADDRESS)):
-            ctrl = Controller(role, link=link, public_address=addr)
-            # LE Data Packet Length Extension: 251-byte ACL packets (~4x the throughput).
-            ctrl.le_acl_data_packet_length = 251
-            self._ctrl[role] = ctrl
-            devices[role] = Device(
-                name=role, address=hci.Address(addr), host=Host(ctrl, AsyncPipeSink(ctrl))
+        ctrl = Controller("wearable", link=link, public_address=PERIPHERAL_ADDRESS)
+        # LE Data Packet Length Extension: 251-byte ACL packets (~4x the throughput).
+        ctrl.le_acl_data_packet_length = 251
+        self._ctrl["peripheral"] = ctrl
+        self.peripheral = Device(
+            name="wearable",
+            address=hci.Address(PERIPHERAL_ADDRESS),
+            host=Host(ctrl, AsyncPipeSink(ctrl)),
+        )
+        if self.serve is None:
+            cctrl = Controller("central", link=link, public_address=CENTRAL_ADDRESS)
+            cctrl.le_acl_data_packet_length = 251
+            self._ctrl["central"] = cctrl
+            self.central = Device(
+                name="central",
+                address=hci.Address(CENTRAL_ADDRESS),
+                host=Host(cctrl, AsyncPipeSink(cctrl)),
             )
-        self.peripheral, self.central = devices["peripheral"], devices["central"]
+        else:
+            from bumble.transport import open_transport
+
+            self._transport = await open_transport(self.serve)
+            cctrl = Controller(
+                "central",
+                host_source=self._transport.source,
+                host_sink=self._transport.sink,
+                link=link,
+                public_address=CENTRAL_ADDRESS,
+            )
+            cctrl.le_acl_data_packet_length = 251
+            self._ctrl["central"] = cctrl
         self.wearable.attach(self.peripheral, link_loss=self.lose_link)
         await self.peripheral.power_on()
-        await self.central.power_on()
+        if self.central is not None:
+            await self.central.power_on()
         await self.wearable.advertise()
         return self
 
     async def __aexit__(self, *exc: Any) -> None:
+        if self._transport is not None:
+            with contextlib.suppress(Exception):
+                await self._transport.close()
         for dev in (self.central, self.peripheral):
             if dev is None:
                 continue

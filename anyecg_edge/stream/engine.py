@@ -44,11 +44,16 @@ from anyecg_edge.signal import SignalError, assess_quality, preprocess
 from anyecg_edge.stream.latency import LatencyStats
 from anyecg_edge.stream.ring import RingBuffer
 
-__all__ = ["StreamEngine", "resampling_rate"]
+__all__ = ["StreamEngine", "StreamError", "resampling_rate"]
 
 log = logging.getLogger(__name__)
 
 Sink = Callable[[dict[str, Any]], None]
+
+
+class StreamError(ValueError):
+    """A bad streaming setting (one line naming the option and what was expected)."""
+
 
 # A device rate within this of nominal is treated as nominal (exact small up/down).
 _NOMINAL_TOLERANCE = 1e-4
@@ -93,11 +98,11 @@ class StreamEngine:
         sink: Sink | None = None,
     ) -> None:
         if not hop_s > 0:
-            raise ValueError(f"hop must be a positive number of seconds, got {hop_s!r}")
+            raise StreamError(f"--hop must be a positive number of seconds, got {hop_s!r}")
         if smooth_s < 0:
-            raise ValueError(f"smooth must be >= 0 s, got {smooth_s!r}")
+            raise StreamError(f"--smooth must be >= 0 s, got {smooth_s!r}")
         if queue_size < 1:
-            raise ValueError(f"queue size must be >= 1, got {queue_size!r}")
+            raise StreamError(f"--queue must be >= 1, got {queue_size!r}")
         meta = model.metadata
         self.model = model
         self.labs = list(model.labs)

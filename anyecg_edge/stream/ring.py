@@ -24,8 +24,9 @@ class RingBuffer:
         x = np.asarray(x)
         n = x.shape[0]
         if n >= self.capacity:
-            self._buf[:] = x[-self.capacity :]
+            # Only the last `capacity` samples survive; sample i lives at i % capacity.
             self.total += n
+            self._buf[:] = np.roll(x[-self.capacity :], self.total % self.capacity)
             return
         start = self.total % self.capacity
         first = min(n, self.capacity - start)

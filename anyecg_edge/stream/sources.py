@@ -30,7 +30,7 @@ from anyecg_edge.firmware_bridge.faults import FaultSpec
 from anyecg_edge.firmware_bridge.profiles import FrameDecoder, Profile, get_profile
 from anyecg_edge.firmware_bridge.sequencer import Block, SeqEvent, Sequencer
 from anyecg_edge.io import Record, read_record
-from anyecg_edge.stream.engine import StreamEngine
+from anyecg_edge.stream.engine import StreamEngine, StreamError
 
 __all__ = [
     "BlePipeline",
@@ -48,7 +48,7 @@ PROFILE_NAMES = ("polar", "movesense", "anyecg")
 FILE_CHUNK_S = 0.1
 
 
-class SourceError(ValueError):
+class SourceError(StreamError):
     """A --source that cannot be used (one line naming it and what was expected)."""
 
 
