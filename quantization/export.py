@@ -184,12 +184,12 @@ def _windows(
     heldout_size: int,
     need_calib: bool,
 ) -> tuple[WindowSet | None, WindowSet]:
+    if need_calib and not calib:
+        raise ExportError("--int8 (static) needs --calib: records, a corpus or a .npy of windows")
     if not calib and not heldout:
         raise ExportError(
             "parity needs real windows: pass --calib (records, a corpus or a .npy) and/or --heldout"
         )
-    if need_calib and not calib:
-        raise ExportError("--int8 (static) needs --calib: records, a corpus or a .npy of windows")
     calib_ws = held_ws = None
     if calib:
         corpus = all(is_corpus(Path(c)) for c in calib)
@@ -267,6 +267,13 @@ def export_model(
         int8 = True
     if dynamic:
         int8 = True
+    if int8 and not dynamic:
+        methods = onnx_export.CALIB_METHODS if fmt == "onnx" else litert_export.CALIB_METHODS
+        if calib_method not in methods:
+            raise ExportError(
+                f"--calib-method {calib_method!r} is not available for {fmt}; expected one of "
+                f"{', '.join(methods)}"
+            )
     if calib_size < 1 or heldout_size < 1:
         raise ExportError("--calib-size and --heldout-size must be >= 1")
     out = Path(out)
@@ -327,6 +334,11 @@ def export_model(
         final = tmp_dir / ("final.onnx" if fmt == "onnx" else "final.tflite")
         shutil.copyfile(final, model_out)
 
+    tflm: dict[str, Any] | None = None
+    if fmt == "c-array":
+        from anyecg_edge.quantization.c_array import analyze
+
+        tflm = analyze(model_out)
     if quant is not None and calib_ws is not None and quant.get("scheme") == "static":
         quant["calibration_windows"] = calib_ws.stats()
         quant["calibration_sources"] = calib_ws.sources
@@ -344,6 +356,7 @@ def export_model(
         "input": {"name": "x", "shape": ["batch", 1, meta.window_samples], "dtype": "float32"},
         "bn_folded": folded,
         "quantization": quant,
+        **({"tflm": tflm} if tflm is not None else {}),
         "source": source,
         "tools": tool_versions(),
         "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

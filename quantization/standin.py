@@ -71,12 +71,17 @@ def train_standin(
     model = create_model(arch, n_classes=n_labs)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
     model.train()
-    for _ in range(steps):
-        idx = torch.from_numpy(rng.choice(len(x), batch, replace=False))
-        loss = torch.nn.functional.binary_cross_entropy_with_logits(model(xt[idx]), y[idx])
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # measured 2x faster than 2 threads for these small batches
+    try:
+        for _ in range(steps):
+            idx = torch.from_numpy(rng.choice(len(x), batch, replace=False))
+            loss = torch.nn.functional.binary_cross_entropy_with_logits(model(xt[idx]), y[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    finally:
+        torch.set_num_threads(threads)
     return model.eval()
 
 
