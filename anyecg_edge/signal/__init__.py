@@ -19,6 +19,7 @@ from anyecg_edge.signal.quality import (
     REASON_CODES,
     QualityReport,
     assess_quality,
+    assess_quality_batch,
     detect_r_peaks,
     heart_rate_bpm,
 )
@@ -32,6 +33,7 @@ __all__ = [
     "QualityReport",
     "SignalError",
     "assess_quality",
+    "assess_quality_batch",
     "authors_preprocess",
     "check_fs",
     "detect_r_peaks",
