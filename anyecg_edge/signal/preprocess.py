@@ -211,11 +211,15 @@ def _running_median(y: np.ndarray, kernel: int) -> np.ndarray:
     """Zero-padded running median along the last axis (== scipy.signal.medfilt per row)."""
     if y.ndim == 1:
         return scipy.ndimage.median_filter(y, size=kernel, mode="constant", cval=0.0)
-    # Row by row: ndimage's fast 1-D path is ~50x faster than its n-D path here.
-    out = np.empty_like(y)
-    for i, row in enumerate(y):
-        scipy.ndimage.median_filter(row, size=kernel, mode="constant", cval=0.0, output=out[i])
-    return out
+    # ndimage's fast 1-D path is ~50x faster than its n-D path here, so the rows go
+    # through it as one line with kernel // 2 zeros between them: exactly the zero
+    # padding each row would get on its own, at one call's overhead.
+    n_rows, n = y.shape
+    gap = kernel // 2
+    line = np.zeros((n_rows, n + gap))
+    line[:, :n] = y
+    med = scipy.ndimage.median_filter(line.reshape(-1), size=kernel, mode="constant", cval=0.0)
+    return med.reshape(n_rows, n + gap)[:, :n]
 
 
 def _check_mains(mains_hz: float | None, fs: float) -> float | None:
@@ -269,4 +273,6 @@ def preprocess(
     y = y - _running_median(y, baseline_kernel(target_fs))
     mean = y.mean(axis=-1, keepdims=True)
     std = y.std(axis=-1, keepdims=True)
-    return ((y - mean) / (std + _ZSCORE_EPS)).astype(np.float32)
+    y -= mean  # in place: y is a fresh array here
+    y /= std + _ZSCORE_EPS
+    return y.astype(np.float32)
