@@ -9,7 +9,8 @@ memory is that build's alone) and reports:
 * windows ("segments": standardized 10 s windows) per second per core, end to end
   (wall time x workers) and inside the workers only (sum of work-unit times);
 * peak RSS of the build's main process (getrusage), of its largest worker and of the
-  whole process tree (sampled from /proc every 50 ms; workers=1 builds in-process);
+  whole process tree (sampled from /proc every 50 ms; workers=1 builds in-process, so
+  the tree is the main process and nothing is sampled);
 * the extrapolated time for 20 M segments (the AnyECG-Lab corpus size) on 1 core and on
   16/64 cores at the measured per-core rate.
 
@@ -79,15 +80,20 @@ def _build_child(mcmed_dir: str, out_dir: str, workers: int) -> None:
     """Runs in the measuring subprocess: build, then print one JSON line of numbers."""
     peak: dict[str, float] = {}
     stop = threading.Event()
-    th = threading.Thread(target=_tree_sampler, args=(stop, peak), daemon=True)
-    th.start()
+    # The /proc scan costs ~3 ms per sample: with workers=1 the build runs in this
+    # process, whose peak getrusage reports exactly, so do not steal its CPU and GIL.
+    th = None
+    if workers > 1:
+        th = threading.Thread(target=_tree_sampler, args=(stop, peak), daemon=True)
+        th.start()
     t0 = time.perf_counter()
     from anyecg_edge.training.data.corpus import build_corpus
 
     manifest = build_corpus(mcmed_dir, out_dir, workers=workers, progress=False)
     wall = time.perf_counter() - t0
     stop.set()
-    th.join()
+    if th is not None:
+        th.join()
     unit_s = 0.0
     for p in Path(out_dir, "done").glob("*.json"):
         unit_s += json.loads(p.read_text())["seconds"]
@@ -104,7 +110,7 @@ def _build_child(mcmed_dir: str, out_dir: str, workers: int) -> None:
                 # Sampled: RUSAGE_CHILDREN's maxrss also counts the parent's pages that
                 # a forked child held before exec, so it overstates small workers.
                 "peak_worker_mb": peak.get("worker_mb", 0.0) if workers > 1 else 0.0,
-                "peak_tree_mb": peak.get("tree_mb", 0.0),
+                "peak_tree_mb": peak.get("tree_mb", 0.0) if workers > 1 else self_kb / 1024.0,
             }
         )
     )

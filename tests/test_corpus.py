@@ -420,3 +420,33 @@ def test_manifest_is_json_with_counts(built):
     assert set(manifest["counts"]["candidate_windows_by_policy"]) == {"order", "visit"}
     c = manifest["counts"]["candidate_windows_by_policy"]
     assert c["visit"] >= c["order"] > 0
+
+
+# ----------------------------------------------------------------------------- benchmark
+
+
+def test_bench_corpus_smoke(tmp_path, capsys):
+    # Tiny cohorts, a few seconds: the benchmark still runs end to end and reports.
+    from anyecg_edge.benchmarks.bench_corpus import main
+
+    summary = main(
+        ["--sizes", "3", "6", "--out", str(tmp_path), "--json", str(tmp_path / "b.json")]
+    )
+    out = capsys.readouterr().out
+    for line in (
+        "seg/s/core",
+        "extrapolated time for 20 M segments",
+        "goal >= 1000",
+        "peak memory",
+    ):
+        assert line in out
+    res = json.loads((tmp_path / "b.json").read_text())
+    assert res["per_core"] == summary["per_core"] > 0
+    assert [r["visits"] for r in res["results"]] == [3, 6]
+    for r in res["results"]:
+        assert r["windows"] > 0 and r["segments_read"] > 0 and r["peak_main_mb"] > 0
+        assert 0 < r["unit_s"] <= r["wall_s"]
+        assert r["per_core_end_to_end"] == pytest.approx(r["windows"] / r["wall_s"])
+        # It timed a real build: the corpus it leaves has those windows.
+        idx = pd.read_parquet(tmp_path / f"corpus_{r['visits']}_w1" / "index.parquet")
+        assert len(idx) == r["windows"]
