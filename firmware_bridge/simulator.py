@@ -25,6 +25,7 @@ import contextlib
 import logging
 import math
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -144,7 +145,7 @@ class SimulatedWearable:
         self.injector = FaultInjector(self.faults)
         self.stats = SimStats()
         self.keep_log = keep_log
-        # (first_index, n) of every frame put on air intact, in order (tests only)
+        # (first_index, n) of every frame put on air intact, in air order (tests only)
         self.sent_log: list[tuple[int, int]] = []
         self.device: Device | None = None
         self.link_loss: Callable[[Connection], None] | None = None
@@ -375,6 +376,7 @@ class SimulatedWearable:
         next_stall = f.stall or math.inf
         next_jump = f.jump or math.inf
         self._t0 = time.perf_counter()
+        recent: deque[tuple[bytes, int]] = deque(maxlen=4)
         while not stop.is_set():
             first = self._next_index
             # Wall time at which the device has taken this frame's last sample.
@@ -410,13 +412,16 @@ class SimulatedWearable:
                 self.record_codes(first, spf), first, t_offset_ns=self._t_offset_ns
             )
             self.stats.frames_encoded += 1
+            recent.append((raw, first))
             for note in self.injector.process(raw):
                 if await self._notify(conn, note):
                     self.stats.notifications += 1
-                    if note is raw:
-                        self.stats.samples_sent += spf
-                        if self.keep_log:
-                            self.sent_log.append((first, spf))
+                    # intact frames (this one, or one held back for reordering)
+                    for frame, index in recent:
+                        if note is frame:
+                            self.stats.samples_sent += spf
+                            if self.keep_log:
+                                self.sent_log.append((index, spf))
 
     async def _lose_link(self, conn: Connection) -> None:
         self.stats.link_losses += 1

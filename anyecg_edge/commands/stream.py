@@ -180,7 +180,7 @@ def stream(
         if record is not None:
             info = run_file(record, engine, speed=speed, duration_s=duration_s, loop=loop)
         else:
-            info = _run_ble_until_signal(
+            info, interrupted = _run_ble_until_signal(
                 spec, engine, speed=speed, duration_s=duration_s, faults=fault_spec,
                 lead=lead, fs=fs, hci=hci, silence_s=silence_s,
             )  # fmt: skip
@@ -204,8 +204,9 @@ def stream(
         sys.exit(130)
 
 
-def _run_ble_until_signal(spec: Any, engine: Any, **kwargs: Any) -> dict[str, Any]:
-    """Run a BLE source; SIGINT/SIGTERM stop it cleanly (stop command, disconnect)."""
+def _run_ble_until_signal(spec: Any, engine: Any, **kwargs: Any) -> tuple[dict[str, Any], bool]:
+    """Run a BLE source; SIGINT/SIGTERM stop it cleanly (stop command, disconnect).
+    Returns (source info, interrupted)."""
     from anyecg_edge.stream.sources import run_ble
 
     result: dict[str, Any] = {}
@@ -234,9 +235,7 @@ def _run_ble_until_signal(spec: Any, engine: Any, **kwargs: Any) -> dict[str, An
         )  # fmt: skip
 
     asyncio.run(main())
-    if interrupted:
-        raise KeyboardInterrupt
-    return result
+    return result, interrupted
 
 
 def _print_summary(s: dict[str, Any]) -> None:

@@ -161,6 +161,8 @@ class StreamEngine:
     def event(self, ev: dict[str, Any]) -> None:
         """Forward a source/transport event (gap, reconnect, ...) to the sink and count it."""
         self.events[ev.get("event", "?")] += 1
+        if "t" not in ev:  # stamp transport events with the stream time they happened at
+            ev = {"event": ev.get("event"), "t": round(self.stream_t, 3), **ev}
         self._emit(ev)
 
     def push(self, block: Block) -> None:
