@@ -321,3 +321,37 @@ def test_stream_and_codecs_import_without_torch_or_ble():
         "assert not bad, bad\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)
+
+
+def test_live_view_shows_quality_heart_rate_and_labs(mitdb, tiny_model):
+    from rich.console import Console
+
+    from anyecg_edge.stream.live import LiveView
+
+    out: list[dict] = []
+    engine = StreamEngine(tiny_model, hop_s=5.0, lossless=True, sink=out.append).start()
+    view = LiveView(engine, source="file:100", top_k=3)
+    console = Console(record=True, width=110)
+    console.print(view)
+    assert "waiting for the first 10 s window" in console.export_text()
+    run_file(mitdb, engine, speed=0, duration_s=30)
+    engine.close()
+    for item in out:
+        view.update(item)
+    view.update({"event": "reconnect", "attempts": 2, "down_s": 1.2})
+    console = Console(record=True, width=110)
+    console.print(view)
+    text = console.export_text()
+    assert "good" in text and "bpm" in text and "streaming" in text
+    assert "Top lab estimates" in text and "reconnect: attempts=2" in text
+    assert sum(lab in text for lab in LABS) == 3  # top 3 of 4 labs
+
+
+def test_cli_live_view_runs(shared_data, tiny_model_path):
+    rec = shared_data / "mitdb" / "100"
+    res = _cli(
+        ["stream", "--source", f"file:{rec}", "--model", str(tiny_model_path), "--duration", "20",
+         "--speed", "0", "--live"]
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    assert "AnyECG-Edge stream" in res.output and "windows: 11" in res.output
