@@ -92,7 +92,12 @@ def _data_forwarder(on_data: DataCallback) -> Callable[[Any, bytearray], None]:
 
 
 class PolarH10Profile(Profile):
-    """Polar H10 PMD ECG: 130 Hz nominal (real 128-131 Hz), uV samples, ns timestamps."""
+    """Polar H10 PMD ECG: 130 Hz nominal (real 128-131 Hz), uV samples, ns timestamps.
+
+    MTU: the OS stack negotiates it (our bumble backend asks for 247); 73-sample frames
+    need >= 232. Below that the H10 answers error 10 and the start fails with that
+    message instead of streaming cut frames.
+    """
 
     name = "polar"
     display_name = "Polar H10"
