@@ -246,19 +246,17 @@ def _detect_block(x: np.ndarray, fs: float) -> tuple[list[np.ndarray], np.ndarra
     sel = two[ar]
     ar, ac = ar[sel], ac[sel]
     rows2 = np.flatnonzero(two)
-    slot = np.zeros(n_rows, dtype=np.int64)
-    slot[rows2] = np.arange(rows2.size)
+    acc_bounds = np.searchsorted(ar, np.arange(n_rows + 1))
     # Energy between beats: everything outside +-QRS_HALF_WIDTH_S of an accepted peak.
     hw = round(QRS_HALF_WIDTH_S * fs)
-    cover = np.zeros((rows2.size, n + 1), dtype=np.int32)
-    np.add.at(cover, (slot[ar], np.clip(ac - hw, 0, n)), 1)
-    np.add.at(cover, (slot[ar], np.clip(ac + hw + 1, 0, n)), -1)
-    between = np.cumsum(cover[:, :-1], axis=1, dtype=np.int32) == 0
-    n_between = np.count_nonzero(between, axis=1)
-    for j, i in enumerate(rows2.tolist()):
-        if n_between[j] >= 0.1 * n:
-            q = _median(mwi[i, ac[ar == i]])
-            prominence[i] = q / (_median(mwi[i][between[j]]) + 1e-30)
+    for i in rows2.tolist():
+        a = ac[acc_bounds[i] : acc_bounds[i + 1]]
+        between = np.ones(n, dtype=bool)
+        for c in a.tolist():
+            between[max(0, c - hw) : c + hw + 1] = False
+        v = mwi[i][between]
+        if v.size >= 0.1 * n:
+            prominence[i] = _median(mwi[i, a]) / (_median(v) + 1e-30)
     # R sample: largest |band-passed| deflection near each energy peak (either polarity).
     sw = round(R_SEARCH_S * fs)
     offs = np.arange(-sw, sw + 1)
