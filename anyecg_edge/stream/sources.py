@@ -350,7 +350,7 @@ async def _run_sim(
         "fs_nominal_hz": fs_nom,
         "fs_true_hz": round(fs_true, 4),
         "speed": speed,
-        "faults": {k: v for k, v in faults.to_dict().items() if v},
+        "faults": {k: v for k, v in faults.to_dict().items() if v != getattr(FaultSpec(), k)},
         **pipe.stats(),
         "client": client.counts,
         "simulator": {k: v for k, v in vars(wearable.stats).items() if k != "errors"},
