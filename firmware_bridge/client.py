@@ -78,6 +78,7 @@ class WearableClient:
         silence_timeout_s: float = 5.0,
         connect_timeout_s: float = 20.0,
         time_scale: float = 1.0,
+        min_silence_wall_s: float = 1.0,
     ) -> None:
         self.address = address
         self.profile = profile
@@ -90,6 +91,9 @@ class WearableClient:
         self.silence_timeout_s = silence_timeout_s
         self.connect_timeout_s = connect_timeout_s
         self.time_scale = time_scale
+        # Wall-clock floor of the watchdog: an accelerated simulation on a busy machine
+        # must not take a scheduling hiccup for a stalled device.
+        self.min_silence_wall_s = min_silence_wall_s
         self.connected = False
         self.counts = {"connects": 0, "reconnects": 0, "failed_attempts": 0, "silences": 0}
         self._last_data = 0.0
@@ -186,7 +190,7 @@ class WearableClient:
     async def _watch(self, stop: asyncio.Event) -> str:
         """Wait for: user stop, link loss, or data silence (a stall the OS never reports)."""
         self._last_data = time.perf_counter()
-        timeout = self.silence_timeout_s * self.time_scale
+        timeout = max(self.silence_timeout_s * self.time_scale, self.min_silence_wall_s)
         tick = max(0.005, min(0.5, timeout / 5))
         while True:
             if stop.is_set():

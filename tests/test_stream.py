@@ -171,7 +171,7 @@ def test_paced_replay_latency_is_compute_not_queueing(mitdb, tiny_model):
     t0 = time.perf_counter()
     run_file(mitdb, engine, speed=20, duration_s=20)  # 20 s of signal in ~1 s
     s = engine.close()
-    assert 0.9 < time.perf_counter() - t0 < 3.0
+    assert 0.9 < time.perf_counter() - t0 < 6.0
     assert s["windows"] == 11 and s["dropped"] == 0
     assert s["latency_ms"]["p50"] < 100
 
@@ -202,7 +202,7 @@ def test_windows_never_span_a_gap(mitdb, tiny_model):
 
 
 def test_backpressure_drops_windows_never_blocks_reception(mitdb, tiny_model):
-    slow = SlowModel(tiny_model, 0.05)
+    slow = SlowModel(tiny_model, 0.2)
     engine, out = _collect(slow, hop_s=0.1, queue_size=2)
     worst = 0.0
     for b in file_blocks(mitdb, duration_s=40):
@@ -210,12 +210,13 @@ def test_backpressure_drops_windows_never_blocks_reception(mitdb, tiny_model):
         b.arrival_ns = time.perf_counter_ns()
         engine.push(b)
         worst = max(worst, time.perf_counter() - t)
-        time.sleep(0.002)  # ~50x real time: far more windows than a 50 ms model can take
+        time.sleep(0.002)  # ~50x real time: far more windows than a 200 ms model can take
     s = engine.close()
     drops = [o for o in out if o.get("event") == "drop"]
     assert s["dropped"] > 50 and len(drops) == s["dropped"]
     assert s["windows"] + s["dropped"] == 301  # every scheduled window is either done or dropped
-    assert worst < 0.02, f"push blocked for {worst * 1e3:.1f} ms"
+    # pushing never waited for the 200 ms inference
+    assert worst < 0.1, f"push blocked for {worst * 1e3:.1f} ms"
     # the freshest windows survive: the last one scheduled is always processed
     assert [o for o in out if "event" not in o][-1]["t"] == 40.0
 
