@@ -249,3 +249,19 @@ def test_tflite_runtime_fallback_in_numpy1_venv(art, tmp_path_factory, windows) 
     diff = np.abs(np.load(out) - expected)
     assert diff.max() <= step * 1.001
     assert diff.mean() < 0.5 * step
+
+
+def test_bench_runtime_reports_latency_percentiles_and_ratios(art, capsys) -> None:
+    from anyecg_edge.benchmarks.bench_runtime import main
+
+    args = ["--model", str(art.checkpoint_dir), "--iterations", "20", "--warmup", "2"]
+    assert main([*args, "--only", "onnx-int8", "--json"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    rows = {r["name"]: r for r in res["results"]}
+    assert set(rows) == {"torch fp32", "onnxruntime int8"} and res["threads"] == 1
+    for r in rows.values():
+        assert 0 < r["p50_ms"] <= r["p95_ms"] <= r["p99_ms"]
+        assert r["speedup_vs_torch_p50"] > 0
+    int8 = rows["onnxruntime int8"]
+    assert int8["precision"] == "int8" and int8["parity_passed"] is True
+    assert int8["bytes"] <= 1_000_000
