@@ -96,9 +96,10 @@ _MISSING = np.iinfo(np.int64).min
 # Windows gated and preprocessed together: amortises per-call overhead while a batch's
 # float64 copies stay small (256 x 5000 x 8 B = 10 MB) whatever the segment length.
 _WINDOWS_PER_BATCH = 256
-# Rows per row group of index.parquet: few enough column chunks to write fast, small
-# enough that a reader (CorpusDataset) holding one row group stays at a few MB.
-_INDEX_ROW_GROUP = 65536
+# Rows per row group of index.parquet (~2 MB with the ~230 lab columns): far fewer
+# column chunks to write than a group per unit, small enough that the build (holding one
+# group before writing it) and a reader (CorpusDataset, a group at a time) stay flat.
+_INDEX_ROW_GROUP = 2048
 
 
 class CorpusError(MCMEDError):
