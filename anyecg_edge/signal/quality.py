@@ -140,6 +140,33 @@ def _median_rows(a: np.ndarray) -> np.ndarray:
     return (p[:, h - 1] + p[:, h]) / 2
 
 
+def _median_bound(
+    mwi: np.ndarray, row: np.ndarray, heights: np.ndarray, keep: np.ndarray
+) -> np.ndarray:
+    """Per row, the median of ``mwi`` or an upper bound of it that decides the floor test.
+
+    ``heights > 3 * m`` is only asked of candidates in ``keep``. For a row whose
+    candidates all clear 3 x an upper bound of the median, the exact median cannot
+    change the answer, so only the other rows pay for the partition. The bound is twice
+    a subsample's median, kept only if >= n // 2 + 1 samples lie at or below it (then
+    it is >= the median: both middle order statistics are <= it).
+    """
+    n_rows, n = mwi.shape
+    sub = _median_rows(np.ascontiguousarray(mwi[:, ::16]))
+    ub = 2.0 * sub + 1e-300
+    valid = np.count_nonzero(mwi <= ub[:, None], axis=1) >= n // 2 + 1
+    ub = np.where(valid, ub, np.inf)
+    # Rows with a kept candidate at or below 3 x bound need the exact median.
+    undecided = np.zeros(n_rows, dtype=bool)
+    low = keep & (heights <= MIN_PEAK_TO_MEDIAN * ub[row])
+    undecided[row[low]] = True
+    out = ub
+    if undecided.any():
+        out = ub.copy()
+        out[undecided] = _median_rows(mwi[undecided])
+    return out
+
+
 def _interp_missing(row: np.ndarray, missing: np.ndarray) -> np.ndarray:
     """Copy of ``row`` with missing samples linearly interpolated (edges: nearest)."""
     idx = np.arange(row.size)
@@ -201,7 +228,6 @@ def _detect_block(x: np.ndarray, fs: float) -> tuple[list[np.ndarray], np.ndarra
     counts = np.fromiter((c.size for c in cands), dtype=np.int64, count=n_rows)
     if counts.sum() == 0:
         return peaks_out, prominence
-    floor = MIN_PEAK_TO_MEDIAN * _median_rows(mwi)
     cand = np.concatenate(cands).astype(np.int64)
     row = np.repeat(np.arange(n_rows), counts)
     heights = mwi[row, cand]
@@ -220,7 +246,8 @@ def _detect_block(x: np.ndarray, fs: float) -> tuple[list[np.ndarray], np.ndarra
     local = np.where(near, heights[nb], -np.inf)
     level = np.partition(local, -2, axis=1)[:, -2]
     level = np.where(np.isfinite(level), level, heights)
-    keep = (heights >= BEAT_REL_THRESHOLD * level) & (heights > floor[row])
+    keep = heights >= BEAT_REL_THRESHOLD * level
+    keep &= heights > MIN_PEAK_TO_MEDIAN * _median_bound(mwi, row, heights, keep)[row]
     kr, kc, kh = row[keep], cand[keep], heights[keep]
     # T-wave rule (Pan & Tompkins): within 360 ms of a beat, a peak with less than half
     # its maximal slope (a quarter of its slope energy) is the T wave, not another beat.
