@@ -190,7 +190,7 @@ def test_random_bytes_never_crash_decoders(data):
             assert frame.n >= 1 and frame.codes.dtype == np.int64
 
 
-@FUZZ
+@settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.sampled_from(["polar", "movesense", "anyecg"]), st.data())
 def test_truncated_and_mutated_frames_never_crash(profile, data):
     enc = FrameEncoder(profile, 250.0)
