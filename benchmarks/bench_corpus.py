@@ -7,7 +7,9 @@ fresh subprocess (so imports, table reading and process start-up are counted, an
 memory is that build's alone) and reports:
 
 * windows ("segments": standardized 10 s windows) per second per core, end to end
-  (wall time x workers) and inside the workers only (sum of work-unit times);
+  (wall time x workers) and inside the workers only (sum of work-unit times), and per
+  CPU-second used by the build and its workers (``seg/cpu-s``: the same rate on an idle
+  machine, but much less sensitive to other load on a shared one);
 * peak RSS of the build's main process (getrusage), of its largest worker and of the
   whole process tree (sampled from /proc every 50 ms; workers=1 builds in-process, so
   the tree is the main process and nothing is sampled);
@@ -76,6 +78,15 @@ def _tree_sampler(stop: threading.Event, peak: dict[str, float]) -> None:
         stop.wait(0.05)
 
 
+def _cpu_s() -> float:
+    """CPU seconds of this process and its reaped children (the build's workers)."""
+    total = 0.0
+    for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN):
+        ru = resource.getrusage(who)
+        total += ru.ru_utime + ru.ru_stime
+    return total
+
+
 def _build_child(mcmed_dir: str, out_dir: str, workers: int) -> None:
     """Runs in the measuring subprocess: build, then print one JSON line of numbers."""
     peak: dict[str, float] = {}
@@ -86,11 +97,13 @@ def _build_child(mcmed_dir: str, out_dir: str, workers: int) -> None:
     if workers > 1:
         th = threading.Thread(target=_tree_sampler, args=(stop, peak), daemon=True)
         th.start()
+    cpu0 = _cpu_s()
     t0 = time.perf_counter()
     from anyecg_edge.training.data.corpus import build_corpus
 
     manifest = build_corpus(mcmed_dir, out_dir, workers=workers, progress=False)
     wall = time.perf_counter() - t0
+    cpu = _cpu_s() - cpu0
     stop.set()
     if th is not None:
         th.join()
@@ -105,6 +118,7 @@ def _build_child(mcmed_dir: str, out_dir: str, workers: int) -> None:
                 "rejected": manifest["counts"].get("windows_rejected", 0),
                 "segments_read": manifest["counts"].get("segments_read", 0),
                 "wall_s": wall,
+                "cpu_s": cpu,
                 "unit_s": unit_s,
                 "peak_main_mb": self_kb / 1024.0,
                 # Sampled: RUSAGE_CHILDREN's maxrss also counts the parent's pages that
@@ -172,6 +186,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             r.update(visits=n, workers=args.workers, synth_s=synth_s)
             r["per_core_end_to_end"] = r["windows"] / (r["wall_s"] * args.workers)
             r["per_core_in_workers"] = r["windows"] / max(r["unit_s"], 1e-9)
+            r["per_cpu_s"] = r["windows"] / max(r["cpu_s"], 1e-9)
             results.append(r)
     finally:
         if tmp is not None:
@@ -180,11 +195,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     print(f"corpus build, synthetic MC-MED cohorts, workers={args.workers}, "
           f"cpu_count={os.cpu_count()}")  # fmt: skip
     print(f"{'visits':>7} {'windows':>8} {'wall s':>7} {'seg/s/core':>11} {'(in workers)':>12} "
-          f"{'main MB':>8} {'worker MB':>9} {'tree MB':>8}")  # fmt: skip
+          f"{'seg/cpu-s':>10} {'main MB':>8} {'worker MB':>9} {'tree MB':>8}")  # fmt: skip
     for r in results:
         print(f"{r['visits']:>7} {r['windows']:>8} {r['wall_s']:>7.2f} "
               f"{r['per_core_end_to_end']:>11.0f} {r['per_core_in_workers']:>12.0f} "
-              f"{r['peak_main_mb']:>8.0f} {r['peak_worker_mb']:>9.0f} "
+              f"{r['per_cpu_s']:>10.0f} {r['peak_main_mb']:>8.0f} {r['peak_worker_mb']:>9.0f} "
               f"{r['peak_tree_mb']:>8.0f}")  # fmt: skip
     big = max(results, key=lambda r: r["windows"])
     rate = big["per_core_end_to_end"]

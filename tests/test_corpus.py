@@ -445,7 +445,7 @@ def test_bench_corpus_smoke(tmp_path, capsys):
     assert [r["visits"] for r in res["results"]] == [3, 6]
     for r in res["results"]:
         assert r["windows"] > 0 and r["segments_read"] > 0 and r["peak_main_mb"] > 0
-        assert 0 < r["unit_s"] <= r["wall_s"]
+        assert 0 < r["unit_s"] <= r["wall_s"] and r["cpu_s"] > 0 and r["per_cpu_s"] > 0
         assert r["per_core_end_to_end"] == pytest.approx(r["windows"] / r["wall_s"])
         # It timed a real build: the corpus it leaves has those windows.
         idx = pd.read_parquet(tmp_path / f"corpus_{r['visits']}_w1" / "index.parquet")
