@@ -1,10 +1,166 @@
-"""`anyecg-edge train ...` and `evaluate`: the GPU stage (issue 5)."""
+"""`anyecg-edge train ...` and `evaluate`: the GPU stage (issue 5).
+
+torch, peft and the training package are imported inside the command bodies: this module
+must import on a device install (no torch) so that `--help` works everywhere.
+Multi-GPU / multi-node: launch the same command line with torchrun, e.g.
+``torchrun --nproc_per_node 8 -m anyecg_edge.cli train lora ...`` (gloo on CPU).
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
 import click
 
-from anyecg_edge.cli import Group, not_built
+from anyecg_edge.cli import Group
+
+_DIR = click.Path(path_type=Path, file_okay=False)
+_EXISTING_DIR = click.Path(path_type=Path, exists=True, file_okay=False)
+
+
+def _training_options(defaults: dict[str, Any]) -> Callable:
+    """The options every training command shares (defaults per command)."""
+
+    opts = [
+        click.option(
+            "--corpus", type=_EXISTING_DIR, required=True, help="Corpus folder (data build)."
+        ),
+        click.option("--out", type=_DIR, required=True, help="Run folder (created)."),
+        click.option(
+            "--labs",
+            default=None,
+            help="Comma-separated catalog keys (default: every lab measured in the corpus).",
+        ),
+        click.option("--epochs", type=int, default=defaults["epochs"], show_default=True),
+        click.option("--max-steps", type=int, default=None, help="Stop after N optimizer steps."),
+        click.option(
+            "--batch-size",
+            type=int,
+            default=defaults["batch_size"],
+            show_default=True,
+            help="Global batch (split over torchrun processes).",
+        ),
+        click.option("--lr", type=float, default=defaults["lr"], show_default=True),
+        click.option("--weight-decay", type=float, default=1e-5, show_default=True),
+        click.option(
+            "--warmup",
+            type=float,
+            default=0.05,
+            show_default=True,
+            help="Linear warmup: fraction of the steps (<1) or steps (>=1); then cosine.",
+        ),
+        click.option("--grad-clip", type=float, default=1.0, show_default=True, help="0: off."),
+        click.option(
+            "--pos-weight/--no-pos-weight",
+            default=True,
+            show_default=True,
+            help="Weight positives by n_neg/n_pos per lab (class imbalance).",
+        ),
+        click.option(
+            "--patience",
+            type=int,
+            default=5,
+            show_default=True,
+            help="Evaluations without val mean AUROC gain before stopping (0: never).",
+        ),
+        click.option(
+            "--eval-every", type=int, default=0, help="Steps between evaluations (0: each epoch)."
+        ),
+        click.option(
+            "--ckpt-every",
+            type=int,
+            default=0,
+            help="Steps between checkpoints (0: at each evaluation).",
+        ),
+        click.option("--log-every", type=int, default=20, show_default=True),
+        click.option("--seed", type=int, default=0, show_default=True),
+        click.option(
+            "--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True
+        ),
+        click.option(
+            "--precision",
+            type=click.Choice(["fp32", "bf16", "fp16"]),
+            default="fp32",
+            show_default=True,
+        ),
+        click.option("--compile", "compile_", is_flag=True, help="torch.compile the model (GPU)."),
+        click.option(
+            "--workers", type=int, default=0, show_default=True, help="DataLoader workers."
+        ),
+        click.option(
+            "--resume", is_flag=True, help="Continue from the newest checkpoint in --out (exact)."
+        ),
+    ]
+
+    def decorator(fn: Callable) -> Callable:
+        for opt in reversed(opts):
+            fn = opt(fn)
+        return fn
+
+    return decorator
+
+
+def _config(kw: dict[str, Any]):
+    from anyecg_edge.training.trainer import TrainConfig
+
+    return TrainConfig(
+        epochs=kw["epochs"],
+        max_steps=kw["max_steps"],
+        batch_size=kw["batch_size"],
+        lr=kw["lr"],
+        weight_decay=kw["weight_decay"],
+        warmup=kw["warmup"],
+        grad_clip=kw["grad_clip"],
+        seed=kw["seed"],
+        device=kw["device"],
+        precision=kw["precision"],
+        compile=kw["compile_"],
+        workers=kw["workers"],
+        pos_weight=kw["pos_weight"],
+        eval_every=kw["eval_every"],
+        ckpt_every=kw["ckpt_every"],
+        patience=kw["patience"],
+        log_every=kw["log_every"],
+    )
+
+
+def _labs(text: str | None) -> list[str] | None:
+    if text is None:
+        return None
+    labs = [t.strip() for t in text.split(",") if t.strip()]
+    if not labs:
+        raise click.BadParameter("expected comma-separated lab keys", param_hint="--labs")
+    return labs
+
+
+def _main_process() -> bool:
+    import os
+
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def _report(result: dict[str, Any], out: Path) -> None:
+    if not _main_process():
+        return
+    best = result.get("best_val_mean_auroc")
+    click.echo(
+        f"trainable parameters: {result['trainable_params']:,} of {result['total_params']:,} "
+        f"({result['trainable_pct']:.2f} %)"
+    )
+    click.echo(
+        f"{result['steps']} steps ({result['epochs_completed']} epochs"
+        f"{', stopped early' if result['stopped_early'] else ''}); best val mean AUROC "
+        f"{'n/a' if best is None else f'{best:.4f}'} at step {result['best_step']}; "
+        f"{result['segments_per_s_median'] or 0:.1f} segments/s"
+        + (
+            f"; GPU memory {result['gpu_mem_max_mib']:.0f} MiB"
+            if "gpu_mem_max_mib" in result
+            else ""
+        )
+    )
+    click.echo(f"wrote {out}/model.pt, metrics.json, train_config.json")
 
 
 @click.group(cls=Group)
@@ -13,21 +169,190 @@ def train() -> None:
 
 
 @train.command("lora")
-def train_lora() -> None:
+@click.option(
+    "--init",
+    type=click.Path(path_type=Path, dir_okay=False, exists=True),
+    default=None,
+    help="ECGFounder checkpoint in the authors' format (the frozen base).",
+)
+@click.option(
+    "--arch",
+    default=None,
+    help="Registry model (ecgfounder, net1d-tiny, ...): random base, or the --init architecture "
+    "(detected when omitted).",
+)
+@click.option("--rank", type=int, default=8, show_default=True, help="LoRA rank.")
+@click.option("--alpha", type=float, default=16.0, show_default=True, help="LoRA alpha.")
+@click.option("--dropout", type=float, default=0.0, show_default=True, help="LoRA dropout.")
+@click.option(
+    "--target-modules",
+    default=None,
+    help="Regex over module names, or comma-separated name suffixes "
+    "(default: the 1x1 convs conv1/conv3 and the SE linears; the head is always trained).",
+)
+@click.option("--full", is_flag=True, help="Train every weight (no adapter): pretraining/baseline.")
+@click.option("--keep-head", is_flag=True, help="Keep the --init head when its size fits.")
+@click.option(
+    "--merge", is_flag=True, help="Also write merged.pth, a plain authors'-format checkpoint."
+)
+@_training_options({"epochs": 10, "batch_size": 256, "lr": 1e-3})
+def train_lora(**kw: Any) -> None:
     """LoRA fine-tune ECGFounder (peft) on the lab catalog."""
-    not_built("train lora")
+    from anyecg_edge.training.lora import (
+        DEFAULT_TARGET_MODULES,
+        LoraRun,
+        LoraSettings,
+        parse_target_modules,
+        train_lora,
+    )
+
+    if kw["init"] is None and kw["arch"] is None:
+        raise click.UsageError(
+            "give --init CHECKPOINT (pretrained base) or --arch NAME (random base)"
+        )
+    targets = (
+        parse_target_modules(kw["target_modules"])
+        if kw["target_modules"]
+        else DEFAULT_TARGET_MODULES
+    )
+    settings = LoraSettings(
+        rank=kw["rank"], alpha=kw["alpha"], dropout=kw["dropout"], target_modules=targets
+    )
+    run = LoraRun(
+        corpus=str(kw["corpus"]),
+        out=str(kw["out"]),
+        init=None if kw["init"] is None else str(kw["init"]),
+        arch=kw["arch"],
+        labs=_labs(kw["labs"]),
+        settings=settings,
+        full=kw["full"],
+        keep_head=kw["keep_head"],
+        merge=kw["merge"],
+    )
+    result = train_lora(run, _config(kw), resume=kw["resume"])
+    _report(result, kw["out"])
+    if _main_process() and "merge_max_rel_error" in result:
+        click.echo(
+            f"adapter saved in {kw['out']}/adapter; merged == adapter model "
+            f"(max rel. error {result['merge_max_rel_error']:.2e})"
+        )
 
 
 @train.command("distill")
-def train_distill() -> None:
+@click.option(
+    "--teacher",
+    type=_EXISTING_DIR,
+    required=True,
+    help="Teacher run folder (its model.pt), e.g. from `train lora`.",
+)
+@click.option("--student", default="student-s", show_default=True, help="Registry student model.")
+@click.option("--temperature", type=float, default=2.0, show_default=True)
+@click.option(
+    "--alpha",
+    type=float,
+    default=0.5,
+    show_default=True,
+    help="Weight of the label loss; 1 - alpha goes to matching the teacher.",
+)
+@click.option(
+    "--feature-weight",
+    type=float,
+    default=0.0,
+    show_default=True,
+    help="Weight of feature matching (student features -> teacher features, MSE); 0: off.",
+)
+@_training_options({"epochs": 20, "batch_size": 256, "lr": 3e-3})
+def train_distill(**kw: Any) -> None:
     """Distill a LoRA teacher into a small edge student."""
-    not_built("train distill")
+    from anyecg_edge.training.distill import DistillRun, train_distill
+
+    run = DistillRun(
+        teacher=str(kw["teacher"]),
+        corpus=str(kw["corpus"]),
+        out=str(kw["out"]),
+        student=kw["student"],
+        labs=_labs(kw["labs"]),
+        temperature=kw["temperature"],
+        alpha=kw["alpha"],
+        feature_weight=kw["feature_weight"],
+    )
+    result = train_distill(run, _config(kw), resume=kw["resume"])
+    _report(result, kw["out"])
+    if _main_process():
+        click.echo(
+            f"student {kw['student']}: {result['student_params']:,} parameters, "
+            f"{result['student_macs'] / 1e6:.2f} M MACs per window"
+        )
 
 
 @click.command("evaluate")
-def evaluate() -> None:
+@click.option(
+    "--model",
+    "model_path",
+    type=click.Path(path_type=Path, exists=True),
+    required=True,
+    help="A run folder (its model.pt) or a model.pt file.",
+)
+@click.option("--corpus", type=_EXISTING_DIR, required=True)
+@click.option(
+    "--split", type=click.Choice(["train", "val", "test"]), default="test", show_default=True
+)
+@click.option("--json", "json_out", type=click.Path(path_type=Path, dir_okay=False), required=True)
+@click.option(
+    "--report",
+    type=_DIR,
+    default=None,
+    help="Folder for the PNG/HTML report (default: next to --json, <name>_report).",
+)
+@click.option("--no-report", is_flag=True, help="Write only the JSON.")
+@click.option(
+    "--labs", default=None, help="Comma-separated lab keys (default: all of the model's)."
+)
+@click.option("--bootstrap", type=int, default=1000, show_default=True, help="Bootstrap resamples.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--batch-size", type=int, default=256, show_default=True)
+@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
+@click.option(
+    "--truth",
+    type=click.Path(path_type=Path, dir_okay=False, exists=True),
+    default=None,
+    help="A synthetic cohort's truth.json: adds planted/unplanted means to the summary.",
+)
+def evaluate(**kw: Any) -> None:
     """Per-lab AUROC with bootstrap CIs, calibration and the paper's buckets."""
-    not_built("evaluate")
+    from anyecg_edge.training.evaluate import evaluate_model, write_json, write_report
+
+    result = evaluate_model(
+        kw["model_path"],
+        kw["corpus"],
+        kw["split"],
+        labs=_labs(kw["labs"]),
+        n_boot=kw["bootstrap"],
+        seed=kw["seed"],
+        batch_size=kw["batch_size"],
+        device=kw["device"],
+        truth=kw["truth"],
+    )
+    write_json(result, kw["json_out"])
+    s = result["summary"]
+    mean = s["mean_auroc"]
+    click.echo(
+        f"{s['n_labs_evaluated']} of {s['n_labs']} labs evaluated on {s['n_segments']} segments "
+        f"({s['n_visits']} visits): mean AUROC {'n/a' if mean is None else f'{mean:.3f}'}; "
+        + ", ".join(f"{b}: {n}" for b, n in s["buckets"].items())
+    )
+    if "truth" in s:
+        t = s["truth"]
+        click.echo(
+            "planted labs mean AUROC "
+            + ("n/a" if t["planted_mean_auroc"] is None else f"{t['planted_mean_auroc']:.3f}")
+            + ", unplanted "
+            + ("n/a" if t["unplanted_mean_auroc"] is None else f"{t['unplanted_mean_auroc']:.3f}")
+        )
+    click.echo(f"wrote {kw['json_out']}")
+    if not kw["no_report"]:
+        report_dir = kw["report"] or kw["json_out"].with_name(kw["json_out"].stem + "_report")
+        click.echo(f"wrote {write_report(result, report_dir)}")
 
 
 COMMANDS = [train, evaluate]
