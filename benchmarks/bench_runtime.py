@@ -33,7 +33,9 @@ VARIANTS = {
 }
 
 
-def _time(fn, windows: np.ndarray, iterations: int, warmup: int) -> np.ndarray:
+def time_calls(fn, windows: np.ndarray, iterations: int, warmup: int) -> np.ndarray:
+    """Milliseconds per call of ``fn(windows[i:i+1])`` (one window per call, cycling through
+    ``windows``), after ``warmup`` untimed calls. Shared with `bench.py`."""
     n = len(windows)
     for i in range(warmup):
         fn(windows[i % n : i % n + 1])
@@ -46,7 +48,7 @@ def _time(fn, windows: np.ndarray, iterations: int, warmup: int) -> np.ndarray:
     return out
 
 
-def _stats(ms: np.ndarray) -> dict[str, float]:
+def latency_stats(ms: np.ndarray) -> dict[str, float]:
     return {
         "p50_ms": round(float(np.percentile(ms, 50)), 4),
         "p95_ms": round(float(np.percentile(ms, 95)), 4),
@@ -92,7 +94,7 @@ def run_benchmark(
             "runtime": "torch",
             "precision": "fp32",
             "bytes": None,
-            **_stats(_time(ref.predict_logits, windows, iterations, warmup)),
+            **latency_stats(time_calls(ref.predict_logits, windows, iterations, warmup)),
         }
     ]
     for key in variants or list(VARIANTS):
@@ -113,7 +115,7 @@ def run_benchmark(
                 "agreement": r["calls"]["agreement"],
                 "mean_auroc_delta": r["auroc"]["mean_delta"],
                 "max_abs_logit_error": r["logits"]["max_abs_error"],
-                **_stats(_time(m.predict_logits, windows, iterations, warmup)),
+                **latency_stats(time_calls(m.predict_logits, windows, iterations, warmup)),
             }
         )
     torch_p50 = rows[0]["p50_ms"]

@@ -55,13 +55,6 @@ def test_version() -> None:
     assert code == 0 and __version__ in out
 
 
-@pytest.mark.parametrize("args", [("bench",)])
-def test_unbuilt_commands_exit_2_naming_their_issue(args: tuple[str, ...]) -> None:
-    code, out = run(*args)
-    assert code == 2
-    assert "not built yet" in out and "issue" in out
-
-
 def test_predict_json_on_real_record(student_checkpoint: Path, shared_data: Path) -> None:
     record = shared_data / "cinc2021" / "E07500"
     code, out = run(

@@ -1,16 +1,158 @@
-"""`anyecg-edge bench`: all models side by side in one run (issue 8)."""
+"""`anyecg-edge bench`: all models side by side in one run (issue 8).
+
+The implementation lives in `anyecg_edge.benchmarks.bench` (imported when the command
+runs); with exported .onnx/.tflite files as ``--models`` it needs no torch, so the same
+command benches a Raspberry Pi or a phone.
+"""
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import click
 
-from anyecg_edge.cli import not_built
+
+def _accuracy(items: tuple[str, ...]) -> dict[str, Path]:
+    out: dict[str, Path] = {}
+    for item in items:
+        name, sep, path = item.partition("=")
+        if not sep or not name.strip() or not path.strip():
+            raise click.BadParameter(
+                f"{item!r}: expected MODEL=EVALUATION.json", param_hint="--accuracy"
+            )
+        out[name.strip()] = Path(path.strip())
+    return out
 
 
 @click.command("bench")
-def bench() -> None:
-    """Latency / memory / size / accuracy, all models side by side in one run."""
-    not_built("bench")
+@click.option(
+    "--models", multiple=True, metavar="SPEC[,SPEC...]",
+    help="Registry architectures at random init (ecgfounder, student-s, student-xs, net1d-tiny), "
+    "'teacher' (ECGFounder + LoRA), or [NAME=]PATH of a checkpoint, LoRA run folder or "
+    ".onnx/.tflite export; each may end in @VARIANTS (e.g. ecgfounder@torch, "
+    "student-s@onnxruntime-int8+litert-int8). Default: ecgfounder,teacher,student-s.",
+)  # fmt: skip
+@click.option(
+    "--threads", type=int, default=1, show_default=True, help="Inference threads per model."
+)
+@click.option(
+    "--iterations", type=int, default=None,
+    help="Timed calls per row (default: auto, 300-3000 calls / ~6 s per row; --quick: 10).",
+)  # fmt: skip
+@click.option(
+    "--warmup", type=int, default=None, help="Untimed calls first (default 10; --quick 3)."
+)
+@click.option("--batch", type=int, default=32, show_default=True, help="Batch size for throughput.")
+@click.option(
+    "--quick", is_flag=True,
+    help="Smoke run: few windows and iterations, short stream (numbers are indicative only).",
+)  # fmt: skip
+@click.option(
+    "--runtimes", multiple=True, metavar="VARIANT[,...]",
+    help="Keep only these variants for every model (torch, onnxruntime, litert, tflite-runtime, "
+    "fp32, int8, or full names like onnxruntime-int8).",
+)  # fmt: skip
+@click.option("--json", "json_out", type=click.Path(path_type=Path), default=None, help="Write the rows + machine info as JSON.")  # fmt: skip
+@click.option("--report", "report_dir", type=click.Path(path_type=Path), default=None, help="Write report.md, report.html and PNG plots here.")  # fmt: skip
+@click.option("--compare", "compare_path", type=click.Path(path_type=Path), default=None, help="An earlier bench JSON: show regressions against it.")  # fmt: skip
+@click.option("--tolerance", type=float, default=0.15, show_default=True, help="Relative slow-down that counts as a regression with --compare.")  # fmt: skip
+@click.option(
+    "--fail-on-regression", is_flag=True, help="Exit 1 when --compare finds a regression."
+)
+@click.option("--accuracy", multiple=True, metavar="MODEL=EVAL.json", help="Accuracy columns for a model from an `evaluate --json` file (default: an eval*.json next to its checkpoint).")  # fmt: skip
+@click.option("--stream-jsonl", type=click.Path(path_type=Path), default=None, help="Use this `stream --jsonl` output for the streaming-latency plot instead of running a session.")  # fmt: skip
+@click.option("--stream-s", type=float, default=None, help="Seconds of signal to stream from a simulated Polar H10 for the report (default 60, --quick 12; 0: none).")  # fmt: skip
+@click.option("--stream-speed", type=float, default=20.0, show_default=True, help="Replay speed of that session (x real time).")  # fmt: skip
+@click.option("--data-dir", type=click.Path(path_type=Path), default=None, help="Recordings for the timing windows and the stream (default: ../shared/data; synthetic ECG where absent).")  # fmt: skip
+@click.option("--work-dir", type=click.Path(path_type=Path), default=None, help="Keep checkpoints, exports and worker files here (default: a temporary folder).")  # fmt: skip
+def bench(
+    models: tuple[str, ...],
+    threads: int,
+    iterations: int | None,
+    warmup: int | None,
+    batch: int,
+    quick: bool,
+    runtimes: tuple[str, ...],
+    json_out: Path | None,
+    report_dir: Path | None,
+    compare_path: Path | None,
+    tolerance: float,
+    fail_on_regression: bool,
+    accuracy: tuple[str, ...],
+    stream_jsonl: Path | None,
+    stream_s: float | None,
+    stream_speed: float,
+    data_dir: Path | None,
+    work_dir: Path | None,
+) -> None:
+    """Latency / memory / size / accuracy of every model side by side, in one run.
+
+    Per model and runtime: p50/p95/p99 ms per 10 s window at batch 1, throughput, peak
+    RSS, file size, params, MACs, export parity and evaluation AUROC; the int8 student's
+    speed-up over ECGFounder fp32 is printed. Each row runs in its own process.
+    """
+    from rich.console import Console
+
+    from anyecg_edge.benchmarks.bench import (
+        DEFAULT_MODELS,
+        BenchError,
+        BenchOptions,
+        print_result,
+        run_bench,
+        split_tokens,
+        write_json,
+    )
+    from anyecg_edge.benchmarks.compare import compare_results, load_result, print_comparison
+
+    # A wide table even when piped (rich would wrap it at 80 columns).
+    console = Console(width=None if sys.stdout.isatty() else 200)
+    quiet = (click.get_current_context().find_root().obj or {}).get("quiet", False)
+    old = load_result(compare_path) if compare_path is not None else None
+    if tolerance <= 0:
+        raise BenchError(f"--tolerance must be > 0, got {tolerance}")
+    opts = BenchOptions(
+        models=split_tokens(models) or list(DEFAULT_MODELS),
+        threads=threads,
+        iterations=iterations,
+        warmup=warmup,
+        batch=batch,
+        quick=quick,
+        runtimes=split_tokens(runtimes) or None,
+        data_dir=data_dir,
+        work_dir=work_dir,
+        accuracy=_accuracy(accuracy),
+        stream_s=stream_s,
+        stream_jsonl=stream_jsonl,
+        stream_speed=stream_speed,
+    )
+
+    def say(msg: str) -> None:
+        if not quiet:
+            console.print(f"[dim]{msg}[/]", highlight=False)
+
+    res = run_bench(opts, say=say)
+    comparison = compare_results(res, old, tolerance=tolerance) if old is not None else None
+    if comparison is not None:
+        res["comparison"] = comparison
+    print_result(res, console)
+    if comparison is not None:
+        print_comparison(comparison, console)
+    if json_out is not None:
+        console.print(f"JSON → {write_json(res, json_out)}")
+    if report_dir is not None:
+        from anyecg_edge.benchmarks.report import write_report
+
+        files = write_report(res, report_dir)
+        console.print(
+            f"report → {files['html']} ({len(files['png'])} PNG plots, Markdown {files['md']})"
+        )
+    errors = [r for r in res["rows"] if r.get("error")]
+    if errors:
+        console.print(f"[red]{len(errors)} row(s) failed[/]")
+        sys.exit(1)
+    if fail_on_regression and comparison is not None and comparison["regressions"]:
+        sys.exit(1)
 
 
 COMMANDS = [bench]

@@ -1,0 +1,202 @@
+"""`anyecg-edge bench`: a quick smoke run of the real bench (so it never rots), the JSON
+schema, the report files, `--compare` regressions, device-style file rows, bad input."""
+
+from __future__ import annotations
+
+import json
+import struct
+from pathlib import Path
+
+import pytest
+from anyecg_edge.benchmarks.bench import (
+    FORMAT,
+    BenchError,
+    load_stream_jsonl,
+    match_variants,
+    parse_model_spec,
+    read_evaluation,
+)
+from anyecg_edge.benchmarks.compare import compare_results
+from click.testing import CliRunner
+
+from anyecg_edge.cli import cli
+
+ROW_KEYS = {"model", "runtime", "precision", "p50_ms", "p95_ms", "p99_ms", "iterations"}
+ROW_KEYS |= {"throughput_wps", "peak_rss_mb", "size_bytes", "params", "macs", "samples_ms"}
+
+
+def run(*args: str) -> tuple[int, str]:
+    result = CliRunner().invoke(cli, list(args))
+    return result.exit_code, result.output
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory, shared_data: Path) -> dict:
+    """One quick bench: ECGFounder fp32 (torch) vs student-xs fp32/int8 in torch, ONNX
+    Runtime and LiteRT, a 20 s simulated Polar H10 stream, JSON + report."""
+    out = tmp_path_factory.mktemp("bench")
+    eval_json = out / "evaluation.json"
+    # The schema `anyecg-edge evaluate --json` writes (only the fields bench reads).
+    eval_json.write_text(json.dumps({"split": "test", "summary": {"mean_auroc": 0.61}}))
+    code, text = run(
+        "bench", "--quick", "--threads", "1",
+        "--models", "ecgfounder@torch",
+        "--models", "student-xs@torch+onnxruntime-int8+litert-int8",
+        "--accuracy", f"student-xs={eval_json}",
+        "--json", str(out / "bench.json"), "--report", str(out / "report"),
+        "--work-dir", str(out / "work"), "--data-dir", str(shared_data),
+    )  # fmt: skip
+    assert code == 0, text
+    return {"dir": out, "text": text, "res": json.loads((out / "bench.json").read_text())}
+
+
+def test_smoke_rows_and_machine_info(smoke: dict) -> None:
+    res = smoke["res"]
+    assert res["format"] == FORMAT
+    for key in ("cpu", "cores_logical", "cores_available", "memory_gb", "os", "python", "versions"):
+        assert key in res["machine"]
+    assert res["machine"]["versions"]["onnxruntime"]
+    rows = {(r["model"], r["runtime"], r["precision"]): r for r in res["rows"]}
+    assert set(rows) == {
+        ("ecgfounder", "torch", "fp32"),
+        ("student-xs", "torch", "fp32"),
+        ("student-xs", "onnxruntime", "int8"),
+        ("student-xs", "litert", "int8"),
+    }
+    for r in rows.values():
+        assert set(r) >= ROW_KEYS, sorted(ROW_KEYS - set(r))
+        assert 0 < r["p50_ms"] <= r["p95_ms"] <= r["p99_ms"]
+        assert r["iterations"] == len(r["samples_ms"]) == 10
+        assert r["throughput_wps"] > 0 and r["preprocess_p50_ms"] > 0
+    founder = rows[("ecgfounder", "torch", "fp32")]
+    assert (
+        founder["params"] > 30_000_000 and founder["macs"] > 1e9 and founder["role"] == "foundation"
+    )
+    assert founder["size_bytes"] > 100 * 2**20
+    int8 = rows[("student-xs", "onnxruntime", "int8")]
+    assert int8["size_bytes"] < 2**20 and int8["parity_agreement"] is not None
+    assert rows[("student-xs", "litert", "int8")]["backend"] == "ai-edge-litert"
+    # Each row is its own process: the ONNX Runtime row carries no torch in its peak RSS.
+    assert int8["peak_rss_mb"] < founder["peak_rss_mb"] / 2
+    # Accuracy columns come from the evaluation file given for that model only.
+    assert int8["auroc_mean"] == 0.61 and "auroc_mean" not in founder
+
+
+def test_smoke_prints_the_int8_speedup_over_ecgfounder(smoke: dict) -> None:
+    h = smoke["res"]["headline"]
+    best = min(
+        (r for r in smoke["res"]["rows"] if r["precision"] == "int8"), key=lambda r: r["p50_ms"]
+    )
+    assert h["student_p50_ms"] == best["p50_ms"]
+    assert h["speedup_p50"] == pytest.approx(h["reference_p50_ms"] / best["p50_ms"], rel=0.01)
+    assert "x faster" in smoke["text"] and f"{h['speedup_p50']:,.0f}x" in smoke["text"]
+    assert "Goal >= 100x" in smoke["text"]
+
+
+def test_smoke_report_has_png_plots(smoke: dict) -> None:
+    rep = smoke["dir"] / "report"
+    names = {
+        "latency_distribution.png",
+        "size_latency_auroc.png",
+        "speedup.png",
+        "stream_latency.png",
+    }
+    for name in names:
+        data = (rep / name).read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n"
+        width, height = struct.unpack(">II", data[16:24])
+        assert width > 400 and height > 150
+    md = (rep / "report.md").read_text()
+    assert all(f"]({n})" in md for n in names) and "| ecgfounder |" in md
+    html = (rep / "report.html").read_text()
+    assert html.count("data:image/png;base64,") == len(names)
+    stream = smoke["res"]["stream"]
+    assert stream["summary"]["source"].startswith("sim-polar:")
+    assert len(stream["series"]["t"]) >= 5 and all(v > 0 for v in stream["series"]["latency_ms"])
+
+
+def test_compare_flags_regressions(smoke: dict, tmp_path: Path) -> None:
+    new = smoke["res"]
+    same = compare_results(new, new)
+    assert not same["regressions"] and {e["status"] for e in same["rows"]} == {"same"}
+    old = json.loads(json.dumps(new))
+    target = next(r for r in old["rows"] if r["runtime"] == "onnxruntime")
+    target["p50_ms"] /= 3  # the old run was 3x faster on this row
+    target["p95_ms"] /= 3
+    old["rows"] = [r for r in old["rows"] if r["runtime"] != "litert"]
+    cmp = compare_results(new, old, tolerance=0.2)
+    status = {(e["model"], e["runtime"]): e for e in cmp["rows"]}
+    assert status[("student-xs", "onnxruntime")]["status"] == "regression"
+    assert "p50_ms" in status[("student-xs", "onnxruntime")]["regressed"]
+    assert status[("student-xs", "litert")]["status"] == "new"
+    assert len(cmp["regressions"]) == 1 and "student-xs onnxruntime int8" in cmp["regressions"][0]
+
+    # Through the CLI, on the exported file alone (the way a device runs it: no torch).
+    onnx = Path(next(r for r in new["rows"] if r["runtime"] == "onnxruntime")["file"])
+    old_path = tmp_path / "old.json"
+    for r in old["rows"]:
+        r["model"] = "xs-int8" if r["runtime"] == "onnxruntime" else r["model"]
+    old_path.write_text(json.dumps(old))
+    code, text = run(
+        "bench", "--quick", "--models", f"xs-int8={onnx}", "--stream-s", "0",
+        "--compare", str(old_path), "--tolerance", "0.2", "--fail-on-regression",
+        "--json", str(tmp_path / "new.json"),
+    )  # fmt: skip
+    assert code == 1, text
+    assert "regression" in text and "xs-int8" in text
+    again = json.loads((tmp_path / "new.json").read_text())
+    assert again["rows"][0]["runtime"] == "onnxruntime" and again["rows"][0]["precision"] == "int8"
+    assert again["comparison"]["regressions"] and again["stream"] is None
+
+
+def test_stream_jsonl_is_read_back(smoke: dict) -> None:
+    jsonl = smoke["dir"] / "work" / "stream.jsonl"
+    doc = load_stream_jsonl(jsonl)
+    assert doc["summary"]["windows"] == len(doc["series"]["t"])
+    assert any(e["event"] == "connected" for e in doc["events"])
+
+
+def test_model_specs_and_variants(tmp_path: Path) -> None:
+    assert parse_model_spec("student-s").kind == "arch"
+    t = parse_model_spec("teacher@torch")
+    assert (t.kind, t.key, t.variants) == ("teacher", "ecgfounder+lora", ["torch"])
+    assert parse_model_spec("fast=student-xs@int8").key == "fast"
+    variants = ("torch-fp32", "onnxruntime-fp32", "onnxruntime-int8", "litert-int8")
+    assert match_variants(["int8"], variants, "x") == ["onnxruntime-int8", "litert-int8"]
+    assert match_variants(["onnxruntime"], variants, "x") == [
+        "onnxruntime-fp32",
+        "onnxruntime-int8",
+    ]
+    assert match_variants(["tflite"], variants, "x") == ["litert-int8"]
+    with pytest.raises(BenchError, match="unknown runtime"):
+        match_variants(["tensorrt"], variants, "--runtimes")
+    with pytest.raises(BenchError, match="not a registry model"):
+        parse_model_spec("resnet50")
+    with pytest.raises(BenchError, match="file not found"):
+        parse_model_spec(str(tmp_path / "absent.onnx"))
+    bad = tmp_path / "x.txt"
+    bad.write_text("x")
+    with pytest.raises(BenchError, match="expected a .onnx/.tflite"):
+        parse_model_spec(str(bad))
+    not_eval = tmp_path / "metrics.json"
+    not_eval.write_text("{}")
+    with pytest.raises(BenchError, match="no summary.mean_auroc"):
+        read_evaluation(not_eval)
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["--models", "resnet50"], "not a registry model"),
+        (["--models", "student-xs@tensorrt"], "unknown runtime"),
+        (["--models", "teacher@onnxruntime"], "not available for this model"),
+        (["--models", "student-xs", "--accuracy", "other=x.json"], "evaluation JSON not found"),
+        (["--models", "student-xs", "--threads", "0"], "--threads must be >= 1"),
+        (["--compare", "absent.json"], "bench JSON not found"),
+    ],
+)
+def test_bad_options_get_one_line_errors(args: list[str], expected: str) -> None:
+    code, out = run("bench", "--quick", *args)
+    assert code == 1, out
+    lines = [line for line in out.splitlines() if line.strip()]
+    assert len(lines) == 1 and expected in lines[0] and "Traceback" not in out
