@@ -92,10 +92,11 @@ def _stream(model, record_path, profile, *, faults="", speed=40.0, duration=40.0
     return out, engine.close(), info, handles
 
 
-def _check_exact(handles, *, max_lost_per_link_loss=2):
+def _check_exact(handles, *, max_lost_per_link_loss=25):
     """Every received sample was sent, once, in order, with its own value; consecutive
     blocks of a segment are consecutive device frames; nothing intact was lost except
-    what was in flight when a link dropped."""
+    what was in flight when a link dropped (a few ms of frames at 60x speed), and every
+    lost frame lies in a reported gap (a segment boundary), never silently stitched."""
     wearable, blocks = handles["wearable"], handles["pipeline"].blocks
     sent = sorted(set(wearable.sent_log))  # device order, duplicates once
     j, matched = 0, []
@@ -111,8 +112,14 @@ def _check_exact(handles, *, max_lost_per_link_loss=2):
     for (f1, n1), (f2, _), b1, b2 in zip(matched, matched[1:], blocks, blocks[1:], strict=False):
         if b1.segment == b2.segment:
             assert f2 == f1 + n1, "a segment is not contiguous on the device"
-    lost = len(sent) - len(matched)
-    assert lost <= max_lost_per_link_loss * wearable.stats.link_losses
+    lost = sorted(set(sent) - set(matched))
+    assert len(lost) <= max_lost_per_link_loss * wearable.stats.link_losses
+    seg_of = {m: b.segment for m, b in zip(matched, blocks, strict=True)}
+    for f in lost:
+        before = [m for m in matched if m < f]
+        after = [m for m in matched if m > f]
+        if before and after:
+            assert seg_of[before[-1]] != seg_of[after[0]], f"frame {f} lost without a gap"
     return matched
 
 
@@ -154,7 +161,7 @@ def test_clean_stream_is_exact(model, record_path, profile):
     assert len(matched) == len(set(handles["wearable"].sent_log)) > 0  # nothing lost
     assert not _events(out, "gap") and s["skipped_gap"] == 0
     assert info["decoder"]["malformed"] == 0
-    assert 29 <= s["windows"] == s["accepted"] <= 31
+    assert 27 <= s["windows"] == s["accepted"] <= 31
     assert info["fs_estimated_hz"] == pytest.approx(info["fs_true_hz"], rel=2e-4)
     hr = np.median([w["quality"]["heart_rate_bpm"] for w in _windows(out)])
     assert 65 < hr < 85  # record 100 at ~75 bpm, whatever the device rate

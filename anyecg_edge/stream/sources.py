@@ -333,7 +333,7 @@ async def _run_sim(
             backend_kwargs={"bumble_device": link.central},
             silence_timeout_s=silence_timeout_s, time_scale=1.0 / speed,
         )  # fmt: skip
-        sim_task = asyncio.create_task(wearable.run(sim_stop))
+        sim_task = asyncio.create_task(wearable.run(sim_stop, duration_s))
         if on_ready is not None:
             on_ready({"wearable": wearable, "link": link, "client": client, "pipeline": pipe})
         try:
