@@ -90,7 +90,3 @@ _register()
 
 def main() -> None:
     cli(prog_name="anyecg-edge")
-
-
-if __name__ == "__main__":
-    main()

@@ -6,16 +6,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-${OUT:-runs/gpu}}; shift || true
-mkdir -p "$out" /tmp/ns
-rm -rf /tmp/ns/anyecg_edge && cp -r anyecg_edge /tmp/ns/
-for pkg in training quantization firmware_bridge benchmarks; do ln -sfn "$PWD/$pkg" "/tmp/ns/anyecg_edge/$pkg"; done
-if ls .whl/*.whl >/dev/null 2>&1; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl
-  export PYTHONPATH=/tmp/ns:/tmp/site
-else
-  export PYTHONPATH=/tmp/ns
-fi
-export PYTHONUNBUFFERED=1
+mkdir -p "$out"
+source benchmarks/gpu_env.sh
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv || true
 out=$(cd "$out" && pwd)
 # Run from /tmp: with the repo root as cwd, `python -m` would import the unmapped source tree.
