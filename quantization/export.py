@@ -245,7 +245,7 @@ def export_model(
     dynamic: bool = False,
     calib: list[str] | None = None,
     calib_size: int = DEFAULT_CALIB_SIZE,
-    calib_method: str = "minmax",
+    calib_method: str = "percentile",
     heldout: list[str] | None = None,
     heldout_size: int = DEFAULT_HELDOUT_SIZE,
     tolerance: dict[str, float] | None = None,

@@ -7,8 +7,8 @@ default range update is a moving average of per-window extremes (factor 0.95): o
 student-s it set the logit range to +-6.5 while held-out logits reach +-15, and the clipped
 outputs gave max logit errors of 24. So `minmax` uses the global min/max over all
 calibration windows instead (max error 2.2, the same as ONNX Runtime's QDQ export), and
-`percentile` the 0.1 % / 99.9 % quantiles of the per-window extremes (robust to a few
-artefact windows).
+`percentile` (the default) the 0.1 % / 99.9 % quantiles of the per-window extremes: robust
+to a few artefact windows, and better than minmax on 3 of 4 stand-ins.
 """
 
 from __future__ import annotations
@@ -116,7 +116,7 @@ def _percentile_ranges(qsvs: dict[str, dict]) -> dict[str, dict]:
 
 
 def quantize_static_int8(
-    fp32_path: Path, out: Path, calib_x: np.ndarray, *, method: str = "minmax"
+    fp32_path: Path, out: Path, calib_x: np.ndarray, *, method: str = "percentile"
 ) -> dict[str, Any]:
     """Full-int8 .tflite (int8 I/O); returns settings incl. input/output quant params."""
     from ai_edge_quantizer import calibrator, quantizer, recipe, recipe_manager

@@ -75,7 +75,7 @@ def test_manifest_holds_everything_the_device_needs(art) -> None:
         for tool in ("torch", "onnxruntime", "onnx", "litert-torch", "ai-edge-quantizer"):
             assert m["tools"][tool]
         q = m["quantization"]
-        assert q["scheme"] == "static" and q["calibration_method"] == "minmax"
+        assert q["scheme"] == "static" and q["calibration_method"] == "percentile"
         assert q["calibration_windows"]["n_records"] == 40
         assert abs(q["calibration_windows"]["std"] - 1.0) < 0.05
         assert m["parity"]["passed"] is True and m["parity"]["file"] == parity_path(model).name
@@ -173,11 +173,11 @@ def test_fp32_onnx_export_matches_torch_tightly(art, tmp_path) -> None:
 
 
 @pytest.mark.parametrize(
-    ("fmt", "broken"),
-    [("onnx", "zeros"), ("tflite", "huge")],
+    ("fmt", "broken", "method"),
+    [("onnx", "zeros", "percentile"), ("tflite", "huge", "minmax")],
 )
 def test_broken_calibration_set_fails_the_export_loudly(
-    art, tmp_path, fmt: str, broken: str
+    art, tmp_path, fmt: str, broken: str, method: str
 ) -> None:
     x = np.load(art.windows_npy)[:200]
     # zeros: a dead sensor / all-constant set; huge: raw ADC counts instead of z-scores.
@@ -187,6 +187,7 @@ def test_broken_calibration_set_fails_the_export_loudly(
     out = tmp_path / f"bad.{fmt}"
     args = ["export", "--model", str(art.checkpoint), "--format", fmt, "--int8"]
     args += ["--calib", str(calib), "--heldout", str(art.heldout_npy), "--out", str(out)]
+    args += ["--calib-method", method]
     res = ef.run_cli(*args)
     assert res.exit_code == 4, res.output
     assert "parity vs the torch fp32 model failed" in res.stderr
@@ -210,13 +211,15 @@ def test_tolerance_option_is_applied(art, tmp_path) -> None:
     res = ef.run_cli(
         "export", "--model", str(art.checkpoint), "--format", "onnx", "--int8",
         "--calib", str(art.windows_npy), "--heldout", str(art.heldout_npy), "--out", str(out),
-        "--calib-size", "64", "--tolerance", "max_abs_logit_error=1e-6,agreement=0.5",
+        "--calib-size", "64", "--calib-method", "minmax",
+        "--tolerance", "max_abs_logit_error=1e-6,agreement=0.5",
     )  # fmt: skip
     assert res.exit_code == 4, res.output
     assert "max_abs_logit_error" in res.stderr and "> 1e-06" in res.stderr
     report = _json(parity_path(out))
     assert report["tolerance"]["agreement"] == 0.5
     assert report["quantization"]["calibration_windows"]["n_windows"] == 64
+    assert report["quantization"]["calibration_method"] == "minmax"
 
 
 @pytest.mark.parametrize(
