@@ -1,8 +1,11 @@
 """Signal-quality gate and a small QRS detector, for raw (mV) windows on the device.
 
-Everything here is vectorised numpy/scipy plus one short loop over candidate beats, so
-a 10 s window costs well under a millisecond. It runs *before* z-scoring: amplitudes
-are in mV and only mean something in those units.
+Everything here is vectorised numpy/scipy, so a 10 s window costs about half a
+millisecond. It runs *before* z-scoring: amplitudes are in mV and only mean something
+in those units. :func:`assess_quality_batch` gates many windows at once (the corpus
+builder's path, about half the cost per window): it works on blocks of rows with every
+row independent, and its reports equal :func:`assess_quality`'s one window at a time,
+which is the same code on a block of one.
 
 Reason codes (``QualityReport.reasons``):
 

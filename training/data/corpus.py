@@ -20,10 +20,12 @@ whose order is nearest to the window start (ties: the earlier order); labs witho
 usable result are NaN. Windows come from a grid starting at each segment's start with
 hop ``stride_s`` (default: window_s, no overlap) and never cross a segment gap.
 
-Each window runs through :func:`anyecg_edge.signal.assess_quality` on the raw mV samples
-and :func:`anyecg_edge.signal.preprocess` (the ECGFounder chain, the same code the
-device runs). Rejected windows are counted by reason (and dropped unless
-``keep_rejected``).
+Each window runs through the quality gate on the raw mV samples and
+:func:`anyecg_edge.signal.preprocess` (the ECGFounder chain, the same code the device
+runs), a segment's windows in batches: :func:`anyecg_edge.signal.assess_quality_batch`
+gives the reports :func:`anyecg_edge.signal.assess_quality` gives per window, and a
+batch's preprocessed rows are bit-identical to preprocessing each window alone.
+Rejected windows are counted by reason (and dropped unless ``keep_rejected``).
 
 Splits are by patient: MC-MED's ``split_{scheme}_*.csv`` when present (a patient whose
 visits sit in several splits is kept in the highest of test > val > train and the
