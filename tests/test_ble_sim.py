@@ -161,7 +161,10 @@ def test_clean_stream_is_exact(model, record_path, profile):
     assert len(matched) == len(set(handles["wearable"].sent_log)) > 0  # nothing lost
     assert not _events(out, "gap") and s["skipped_gap"] == 0
     assert info["decoder"]["malformed"] == 0
-    assert 27 <= s["windows"] == s["accepted"] <= 31
+    # one window per second from the first full 10 s on (how much of the 40 s the link
+    # setup takes depends on the machine's load at 40x speed)
+    t = [w["t"] for w in _windows(out)]
+    assert s["windows"] == s["accepted"] == len(t) == round(t[-1] - t[0]) + 1 >= 20
     assert info["fs_estimated_hz"] == pytest.approx(info["fs_true_hz"], rel=2e-4)
     hr = np.median([w["quality"]["heart_rate_bpm"] for w in _windows(out)])
     assert 65 < hr < 85  # record 100 at ~75 bpm, whatever the device rate
@@ -213,7 +216,8 @@ def test_clock_drift_and_jumps(model, record_path):
     # AnyECG: sequence numbers say the samples are continuous, only the clock moved
     out, s, info, handles = _stream(model, record_path, "anyecg", faults="jump=25", duration=60)
     assert len(_events(out, "clock_jump")) == 2 and not _events(out, "gap")
-    assert s["skipped_gap"] == 0 and s["windows"] >= 49
+    t = [w["t"] for w in _windows(out)]
+    assert s["skipped_gap"] == 0 and len(t) == round(t[-1] - t[0]) + 1 >= 35
     _check_exact(handles)
 
 
@@ -309,7 +313,7 @@ def test_standalone_simulator_over_tcp_hci(model_path, record_path, tmp_path):
         assert "ready:" in sim.stdout.readline()
         hci = f"tcp-client:127.0.0.1:{port}"
         runner = CliRunner()
-        res = runner.invoke(cli, ["ble", "scan", "--hci", hci, "--timeout", "0.5", "--json"])
+        res = runner.invoke(cli, ["ble", "scan", "--hci", hci, "--timeout", "2", "--json"])
         assert res.exit_code == 0, res.output
         found = json.loads(res.output)
         assert found[0]["profile"] == "polar" and found[0]["name"].startswith("Polar H10")
@@ -317,7 +321,7 @@ def test_standalone_simulator_over_tcp_hci(model_path, record_path, tmp_path):
         res = runner.invoke(
             cli,
             ["stream", "--source", found[0]["source"], "--hci", hci, "--model", str(model_path),
-             "--duration", "4", "--jsonl", str(out), "--no-live"],
+             "--duration", "6", "--jsonl", str(out), "--no-live"],
         )  # fmt: skip
         assert res.exit_code == 0, res.output
         summary = json.loads(out.read_text().splitlines()[-1])["summary"]
