@@ -211,7 +211,7 @@ def _windows(
     held_ws = subsample(held_ws, heldout_size)
     if calib_ws is not None:
         overlap = set(calib_ws.groups) & set(held_ws.groups)
-        if overlap and not any(g.endswith((":train", ":val")) for g in overlap):
+        if overlap:
             log.warning(
                 "%d record(s) give both calibration and held-out windows (e.g. %s): "
                 "parity is optimistic",
@@ -386,7 +386,13 @@ def export_model(
             "bn_folded": False,
         },
         "heldout": held_ws.stats()
-        | {"sources": held_ws.sources, "labels": held_ws.labels is not None},
+        | {
+            "sources": held_ws.sources,
+            "labels": held_ws.labels is not None,
+            "records_shared_with_calibration": 0
+            if calib_ws is None
+            else len(set(calib_ws.groups) & set(held_ws.groups)),
+        },
         "calibration_warnings": calib_notes,
         **report,
         "tolerance": tol,

@@ -49,6 +49,7 @@ def test_int8_student_export_meets_size_and_parity_goals(art, which: str) -> Non
     assert report["precision"] == "int8"
     # Held out by record: 10 of the 50 CinC records (~120 windows), never calibrated on.
     assert report["heldout"]["n_records"] == 10 and report["n_windows"] >= 100
+    assert report["heldout"]["records_shared_with_calibration"] == 0
     assert report["auroc"]["reference"] == "torch_calls" and report["auroc"]["n_labs"] == 108
     assert 0.0 <= report["auroc"]["mean_delta"] <= 0.002
     assert report["calls"]["agreement"] >= 0.97
