@@ -1,5 +1,9 @@
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
+import venv
 from pathlib import Path
 
 import pytest
@@ -18,3 +22,29 @@ def shared_data() -> Path:
 @pytest.fixture(scope="session")
 def repo_root() -> Path:
     return REPO_ROOT
+
+
+@pytest.fixture(scope="session")
+def edge_venv(tmp_path_factory, repo_root: Path) -> Path:
+    """Python of a clean venv holding only the device install `pip install ".[edge]"`
+    (no torch), built once per session from a copy of the sources (~40 s)."""
+    root = tmp_path_factory.mktemp("edge-venv")
+    src = root / "src"
+    shutil.copytree(
+        repo_root,
+        src,
+        ignore=shutil.ignore_patterns(
+            ".venv", ".git", "build", "*.egg-info", "__pycache__", "demo_out", "runs"
+        ),
+    )
+    env_dir = root / "venv"
+    venv.EnvBuilder(with_pip=True).create(env_dir)
+    py = env_dir / "bin" / "python"
+    proc = subprocess.run(
+        [str(py), "-m", "pip", "install", "--quiet", f"{src}[edge]"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1"},
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return py

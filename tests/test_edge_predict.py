@@ -6,11 +6,8 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
-import shutil
 import subprocess
 import sys
-import venv
 from pathlib import Path
 
 import numpy as np
@@ -42,32 +39,6 @@ def art(tmp_path_factory, shared_data):
     return ef.artifacts(tmp_path_factory.getbasetemp())
 
 
-@pytest.fixture(scope="session")
-def device_venv(tmp_path_factory, repo_root: Path) -> Path:
-    """A clean venv with the device install only (~40 s). Same recipe as test_install's
-    `edge_venv`; kept separate so this file runs on its own (see the report to the lead)."""
-    root = tmp_path_factory.mktemp("device-venv")
-    src = root / "src"
-    shutil.copytree(
-        repo_root,
-        src,
-        ignore=shutil.ignore_patterns(
-            ".venv", ".git", "build", "*.egg-info", "__pycache__", "demo_out", "runs"
-        ),
-    )
-    env_dir = root / "venv"
-    venv.EnvBuilder(with_pip=True).create(env_dir)
-    py = env_dir / "bin" / "python"
-    proc = subprocess.run(
-        [str(py), "-m", "pip", "install", "--quiet", f"{src}[edge]"],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1"},
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return py
-
-
 def _device_predict(py: Path, model: Path, record: Path, lead: str) -> dict:
     cli = py.parent / "anyecg-edge"
     proc = subprocess.run(
@@ -88,27 +59,14 @@ def _torch_prediction(art, record: Path, lead: str) -> dict:
 
 
 @pytest.mark.venv
-def test_device_install_has_no_torch_and_both_runtimes(device_venv: Path) -> None:
-    out = subprocess.run(
-        [str(device_venv), "-m", "pip", "list", "--format", "json"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    installed = {p["name"].lower().replace("_", "-") for p in json.loads(out)}
-    assert not installed & FORBIDDEN, sorted(installed & FORBIDDEN)
-    assert {"onnxruntime", "ai-edge-litert", "wfdb"} <= installed
-
-
-@pytest.mark.venv
 @pytest.mark.parametrize("which", ["onnx_int8", "tflite_int8"])
 def test_device_predict_makes_the_torch_models_calls_on_a_30_min_record(
-    art, device_venv: Path, shared_data: Path, which: str
+    art, edge_venv: Path, shared_data: Path, which: str
 ) -> None:
     """MIT-BIH 100 (MLII, 360 Hz, 30 min: 180 windows averaged per lab)."""
     model = getattr(art, which)
     record = shared_data / "mitdb" / "100"
-    device = _device_predict(device_venv, model, record, "MLII")
+    device = _device_predict(edge_venv, model, record, "MLII")
     ref = _torch_prediction(art, record, "MLII")
     assert device["status"] == ref["status"] == "ok"
     assert device["quality"]["windows_used"] == ref["quality"]["windows_used"] == 180
@@ -130,7 +88,7 @@ def test_device_predict_makes_the_torch_models_calls_on_a_30_min_record(
 @pytest.mark.venv
 @pytest.mark.parametrize("which", ["onnx_int8", "tflite_int8"])
 def test_device_predict_on_single_window_records_flips_only_borderline_calls(
-    art, device_venv: Path, shared_data: Path, which: str
+    art, edge_venv: Path, shared_data: Path, which: str
 ) -> None:
     """One 10 s CinC window per record: no averaging. A call may flip only for a lab whose
     torch probability lies within the parity report's measured probability error of the
@@ -140,7 +98,7 @@ def test_device_predict_on_single_window_records_flips_only_borderline_calls(
     n_labs = n_flips = 0
     for name in ("E07500", "E07506"):
         record = shared_data / "cinc2021" / name
-        device = _device_predict(device_venv, model, record, "II")
+        device = _device_predict(edge_venv, model, record, "II")
         ref = _torch_prediction(art, record, "II")
         for lab, r in ref["labs"].items():
             n_labs += 1
