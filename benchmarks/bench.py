@@ -884,7 +884,7 @@ def run_worker(
         "budget_s": opts.budget_s,
         "min_iterations": opts.min_iterations,
         "max_iterations": opts.max_iterations,
-        "batch": opts.batch,
+        "batch": min(opts.batch, 8) if opts.quick else opts.batch,
         "tp_min_calls": 1 if opts.quick else 2,
         "tp_budget_s": 0.0 if opts.quick else 2.0,
         "out": str(out_path),
@@ -986,13 +986,14 @@ def headline(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
 def headline_text(h: dict[str, Any] | None, threads: int) -> str:
     if h is None:
         return "no int8 student and ECGFounder fp32 rows in this run: no speed-up ratio"
-    vs = "; ".join(f"{v:,.0f}x vs {k}" for k, v in h["speedup_vs"].items())
+    others = {k: v for k, v in h["speedup_vs"].items() if k != h["reference"]}
+    vs = "".join(f"; {v:,.0f}x vs {k}" for k, v in others.items())
     goal = "met" if h["meets_speedup_goal"] else "NOT met"
     lat = "met" if h["meets_latency_goal"] else "NOT met"
     return (
         f"{h['student']}: {h['student_p50_ms']:.3f} ms per 10 s window (p50, {threads} thread) vs "
         f"{h['reference']} {h['reference_p50_ms']:.1f} ms -> {h['speedup_p50']:,.0f}x faster "
-        f"(p99: {h['speedup_p99']:,.0f}x; {vs}). Goal >= 100x: {goal}; goal <= 0.5 ms: {lat}."
+        f"(p99: {h['speedup_p99']:,.0f}x{vs}). Goal >= 100x: {goal}; goal <= 0.5 ms: {lat}."
     )
 
 
@@ -1162,10 +1163,7 @@ def run_bench(opts: BenchOptions, say: Callable[[str], None] = print) -> dict[st
     specs = [parse_model_spec(t) for t in split_tokens(opts.models or DEFAULT_MODELS)]
     if not specs:
         raise BenchError("--models: no model given")
-    keys = [s.key for s in specs]
-    dup = sorted({k for k in keys if keys.count(k) > 1})
-    if dup:
-        raise BenchError(f"--models: the name {dup[0]!r} is used twice; name them NAME=PATH")
+    keys = list(dict.fromkeys(s.key for s in specs))
     if opts.runtimes:
         match_variants(opts.runtimes, VARIANTS, "--runtimes")  # validate early
     unknown = sorted(set(opts.accuracy) - set(keys))
@@ -1173,13 +1171,21 @@ def run_bench(opts: BenchOptions, say: Callable[[str], None] = print) -> dict[st
         raise BenchError(
             f"--accuracy {unknown[0]}=...: no model is named {unknown[0]!r} (names: {', '.join(keys)})"
         )
-    for spec in specs:  # bad variants fail here, before any work
+    planned: list[tuple[str, str]] = []
+    for spec in specs:  # bad variants and clashing names fail here, before any work
         if spec.kind in ("teacher", "lora-run"):
-            _variant_choice(spec, ("torch-fp32",), ("torch-fp32",), opts.runtimes)
+            vs = _variant_choice(spec, ("torch-fp32",), ("torch-fp32",), opts.runtimes)
         elif spec.kind == "file":
-            _file_candidates(spec, opts)
+            vs = [f"{c.runtime}-{c.precision}" for c in _file_candidates(spec, opts)]
         else:
-            _variant_choice(spec, VARIANTS, VARIANTS, opts.runtimes)
+            defaults = FOUNDATION_VARIANTS if _is_foundation(spec.target) else VARIANTS
+            vs = _variant_choice(spec, defaults, VARIANTS, opts.runtimes)
+        for v in vs:
+            if (spec.key, v) in planned:
+                raise BenchError(
+                    f"--models: two rows named {spec.key!r} {v}; give one another name (NAME=...)"
+                )
+            planned.append((spec.key, v))
     machine = machine_info()
     data_dir = opts.data_dir if opts.data_dir is not None else DEFAULT_DATA
     with contextlib.ExitStack() as stack:
@@ -1255,7 +1261,7 @@ def run_bench(opts: BenchOptions, say: Callable[[str], None] = print) -> dict[st
                 else f"auto: {opts.min_iterations}-{opts.max_iterations} calls, ~{opts.budget_s:g} s per row"
             ),
             "warmup": opts.warmup_calls,
-            "batch": opts.batch,
+            "batch": min(opts.batch, 8) if opts.quick else opts.batch,
             "quick": opts.quick,
             "models": [s.key for s in specs],
             "windows": win_source,

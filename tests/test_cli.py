@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import json
 from pathlib import Path
 
@@ -203,20 +202,6 @@ def test_bad_inputs_get_one_line_errors(
     lines = [line for line in out.splitlines() if line.strip()]
     assert len(lines) == 1, out
     assert expected in lines[0] and "Traceback" not in out
-
-
-def test_demo_runs_every_built_stage(tmp_path: Path, shared_data: Path) -> None:
-    from rich.console import Console
-
-    from anyecg_edge.demo import run_demo
-
-    results = run_demo(tmp_path / "demo", console=Console(file=io.StringIO()))
-    built = [r for r in results if r.status != "pending"]
-    assert built and all(r.status == "ok" for r in built), [(r.name, r.summary) for r in built]
-    summary = json.loads((tmp_path / "demo" / "demo_summary.json").read_text())
-    assert [s["name"] for s in summary] == [r.name for r in results]
-    for r in built:
-        assert all(Path(p).exists() for p in r.artefacts)
 
 
 def test_data_synth_then_build(tmp_path: Path) -> None:

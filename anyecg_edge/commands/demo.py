@@ -1,4 +1,4 @@
-"""`anyecg-edge demo`: the fullest end-to-end run that exists."""
+"""`anyecg-edge demo`: the whole mission end to end on this CPU (issue 8)."""
 
 from __future__ import annotations
 
@@ -9,11 +9,16 @@ import click
 
 @click.command("demo")
 @click.option("--out", type=click.Path(path_type=Path), default=Path("demo_out"), show_default=True)
-def demo(out: Path) -> None:
-    """Run the fullest end-to-end path that exists, printing where every artefact is."""
-    from anyecg_edge.demo import run_demo
+@click.option(
+    "--quick", is_flag=True,
+    help="CI-sized run of the same stages (smaller cohort, a few training steps, quick bench).",
+)  # fmt: skip
+def demo(out: Path, quick: bool) -> None:
+    """Synthetic cohort -> corpus -> LoRA -> evaluation -> distillation -> int8 exports ->
+    simulated Polar H10 stream -> bench report, printing where every artefact is."""
+    from anyecg_edge.demo import DemoConfig, run_demo
 
-    run_demo(out)
+    run_demo(out, config=DemoConfig.quick() if quick else DemoConfig())
 
 
 COMMANDS = [demo]

@@ -1,0 +1,117 @@
+"""`anyecg-edge demo --quick`: every stage of the mission runs for real, end to end, and
+leaves the artefacts it names (report with PNG plots included)."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from rich.console import Console
+
+from anyecg_edge import demo as demo_mod
+from anyecg_edge.cli import cli
+
+STAGE_NAMES = [s.name for s in demo_mod.STAGES]
+
+
+@pytest.fixture(scope="module")
+def quick_demo(tmp_path_factory, shared_data: Path) -> dict:
+    out = tmp_path_factory.mktemp("demo") / "demo_out"
+    result = CliRunner().invoke(cli, ["demo", "--quick", "--out", str(out)])
+    return {"out": out, "code": result.exit_code, "text": result.output}
+
+
+def test_every_stage_runs_and_names_its_artefacts(quick_demo: dict) -> None:
+    out, text = quick_demo["out"], quick_demo["text"]
+    assert quick_demo["code"] == 0, text[-3000:]
+    summary = json.loads((out / "demo_summary.json").read_text())
+    stages = summary["stages"]
+    assert [s["name"] for s in stages] == STAGE_NAMES
+    assert all(s["status"] == "ok" for s in stages), [(s["name"], s["summary"]) for s in stages]
+    for s in stages:
+        assert s["artefacts"], s["name"]
+        for path in s["artefacts"]:
+            assert Path(path).exists(), path
+            assert str(path) in text.replace("\n", "")  # printed where it is
+    # The stages are the CLI, printed as commands a user can copy.
+    for cmd in ("data synth", "data build", "train lora", "evaluate", "train distill", "export"):
+        assert f"$ anyecg-edge -q {cmd} " in text
+    assert "torchrun --nproc_per_node" in text and "--device cuda" in text
+    assert "AnyECG-Edge demo" in text and "Research use only" in text  # the summary table
+
+
+def test_training_evaluation_and_exports_are_real(quick_demo: dict) -> None:
+    out = quick_demo["out"]
+    truth = json.loads((out / "cohort" / "truth.json").read_text())
+    for run in ("teacher", "student"):
+        ev = json.loads((out / "runs" / run / "evaluation.json").read_text())
+        assert ev["split"] == "test" and ev["summary"]["truth"]["planted_labs"]
+        assert set(ev["summary"]["truth"]["planted_labs"]) <= set(truth["planted_keys"])
+        report = out / "runs" / run / "evaluation_report"
+        assert (report / "auroc.png").read_bytes()[:4] == b"\x89PNG"
+    assert (out / "runs" / "teacher" / "adapter" / "adapter_config.json").is_file()
+    for ext in ("onnx", "tflite"):
+        model = out / "exports" / f"student_int8.{ext}"
+        parity = json.loads(Path(f"{model}.parity.json").read_text())
+        assert parity["precision"] == "int8" and parity["n_windows"] > 0
+        manifest = json.loads(Path(f"{model}.manifest.json").read_text())
+        assert manifest["arch"] == "student-s" and model.stat().st_size < 2**20
+
+
+def test_stream_and_bench_report(quick_demo: dict) -> None:
+    out = quick_demo["out"]
+    lines = [json.loads(x) for x in (out / "stream" / "stream.jsonl").read_text().splitlines()]
+    windows = [x for x in lines if "latency_ms" in x and "t" in x]
+    assert len(windows) >= 5 and lines[-1]["summary"]["source"].startswith("sim-polar:")
+    assert any(x.get("event") == "connected" for x in lines)
+
+    res = json.loads((out / "bench" / "bench.json").read_text())
+    rows = {(r["model"], r["runtime"], r["precision"]): r for r in res["rows"]}
+    assert set(rows) == {
+        ("ecgfounder", "torch", "fp32"),
+        ("teacher", "torch", "fp32"),
+        ("student", "torch", "fp32"),
+        ("student", "onnxruntime", "int8"),
+        ("student", "litert", "int8"),
+    }
+    student_eval = json.loads((out / "runs" / "student" / "evaluation.json").read_text())
+    for key in [k for k in rows if k[0] == "student"]:  # accuracy columns found next to it
+        assert rows[key]["auroc_mean"] == student_eval["summary"]["mean_auroc"]
+    assert rows[("teacher", "torch", "fp32")]["role"] == "teacher"
+    assert rows[("student", "litert", "int8")]["backend"] == "ai-edge-litert"
+    assert res["headline"]["student"].startswith("student ")
+    assert res["stream"]["jsonl"] == str(out / "stream" / "stream.jsonl")
+    for name in ("latency_distribution", "size_latency_auroc", "speedup", "stream_latency"):
+        assert (out / "bench" / f"{name}.png").read_bytes()[:4] == b"\x89PNG"
+    assert (out / "bench" / "report.html").read_text().count("data:image/png;base64,") == 4
+    assert "x faster" in quick_demo["text"]
+
+
+def test_failed_stage_skips_what_depends_on_it(tmp_path: Path, monkeypatch) -> None:
+    def broken(ctx: demo_mod.DemoContext) -> tuple[str, list[Path]]:
+        raise demo_mod.DemoError("no corpus today")
+
+    def fine(ctx: demo_mod.DemoContext) -> tuple[str, list[Path]]:
+        path = ctx.path("note.txt")
+        path.write_text("x")
+        return "independent stage ran", [path]
+
+    monkeypatch.setattr(
+        demo_mod,
+        "STAGES",
+        [
+            demo_mod.Stage("corpus", broken),
+            demo_mod.Stage("train", fine, ("corpus",)),
+            demo_mod.Stage("other", fine),
+        ],
+    )
+    console = Console(file=io.StringIO(), width=200)
+    with pytest.raises(SystemExit) as exc:
+        demo_mod.run_demo(tmp_path / "d", console=console)
+    assert exc.value.code == 1
+    stages = json.loads((tmp_path / "d" / "demo_summary.json").read_text())["stages"]
+    assert [s["status"] for s in stages] == ["failed", "skipped", "ok"]
+    assert "no corpus today" in stages[0]["summary"] and "needs corpus" in stages[1]["summary"]
