@@ -95,9 +95,10 @@ SPLIT_ORDER = ("train", "val", "test")
 _SPLIT_PRIORITY = {"train": 0, "val": 1, "test": 2}
 _MAX_LISTED_SKIPS = 1000  # per unit and in the manifest; counts are always complete
 _MISSING = np.iinfo(np.int64).min
-# Windows gated and preprocessed together: amortises per-call overhead while a batch's
-# float64 copies stay small (256 x 5000 x 8 B = 10 MB) whatever the segment length.
-_WINDOWS_PER_BATCH = 256
+# Windows gated and preprocessed together (across segments and visits, in order): full
+# gate blocks and few calls, while the chain's float64 temporaries stay small
+# (64 x 5000 x 8 B = 2.6 MB each) whatever the segment length.
+_WINDOWS_PER_BATCH = 64
 # Rows per row group of index.parquet (~2 MB with the ~230 lab columns): far fewer
 # column chunks to write than a group per unit, small enough that the build (holding one
 # group before writing it) and a reader (CorpusDataset, a group at a time) stay flat.
@@ -349,6 +350,71 @@ def _process_unit(unit: int, visits: list[tuple]) -> dict[str, Any]:
         if len(skipped_list) < _MAX_LISTED_SKIPS:
             skipped_list.append({"record": record, "reason": reason_kind, "detail": message})
 
+    pending: list[tuple] = []  # queued windows: (csn, mrn, split, record, raw, ...)
+    n_pending = 0
+    pending_fs = 0.0
+    visits_with_windows: set[str] = set()
+
+    def run_pending() -> None:
+        """Gate and preprocess the queued windows; append the kept ones in queue order."""
+        nonlocal pending, n_pending, buffered
+        if not pending:
+            return
+        fs = pending_fs
+        w64 = np.concatenate([item[4] for item in pending]).astype(np.float64)
+        reports = assess_quality_batch(w64, fs)
+        ok = np.fromiter((q.ok for q in reports), dtype=bool, count=len(reports))
+        if not ok.all():
+            for q in reports:
+                if not q.ok:
+                    rejected.update(q.reasons)
+            counts["windows_rejected"] += int(ok.size - ok.sum())
+        take = np.arange(ok.size) if cfg.keep_rejected else np.flatnonzero(ok)
+        z = None
+        if take.size:
+            try:
+                z = preprocess(w64[take], fs, mains_hz=cfg.mains_hz, target_fs=cfg.target_fs)
+            except SignalError:
+                # Only reachable with keep_rejected (a long NaN gap passes no gate):
+                # keep the windows that can be preprocessed, count the others.
+                good, zs = [], []
+                for t in take.tolist():
+                    try:
+                        zs.append(
+                            preprocess(w64[t], fs, mains_hz=cfg.mains_hz, target_fs=cfg.target_fs)
+                        )
+                        good.append(t)
+                    except SignalError:
+                        counts["windows_unpreprocessable"] += 1
+                take = np.asarray(good, dtype=np.int64)
+                z = np.stack(zs) if zs else None
+        if z is not None:
+            buf.append(z.astype(cfg.dtype))
+            buffered += take.size
+            bounds = np.cumsum([0] + [item[4].shape[0] for item in pending])
+            cut = np.searchsorted(take, bounds)  # each item's slice of take
+            for item, a0, a1, b0 in zip(pending, cut[:-1], cut[1:], bounds[:-1], strict=True):
+                if a1 == a0:
+                    continue
+                i_csn, i_mrn, i_split, i_rel, _, start_ms, offsets, abn, val = item
+                local = take[a0:a1] - b0
+                n_new = local.size
+                cols["csn"] += [i_csn] * n_new
+                cols["mrn"] += [i_mrn] * n_new
+                cols["split"] += [i_split] * n_new
+                cols["start_ms"].append(start_ms[local])
+                cols["record"] += [i_rel] * n_new
+                cols["sample_offset"].append(offsets[local])
+                abn_parts.append(abn[local])
+                val_parts.append(val[local])
+                visits_with_windows.add(i_csn)
+            kept_reports = [reports[t] for t in take.tolist()]
+            cols["quality"] += [q.metrics["beat_prominence"] for q in kept_reports]
+            cols["quality_ok"].append(ok[take])
+            cols["hr"] += [q.metrics["heart_rate_bpm"] for q in kept_reports]
+            flush(final=False)
+        pending, n_pending = [], 0
+
     for csn, mrn, split, labs in visits:
         counts["visits"] += 1
         segs, errs = list_segments(root, csn)
@@ -358,7 +424,6 @@ def _process_unit(unit: int, visits: list[tuple]) -> dict[str, Any]:
             counts["visits_without_waveforms"] += 1
             continue
         counts["visits_with_waveforms"] += 1
-        visit_windows = 0
         for seg in segs:
             counts["segments"] += 1
             rel = os.path.relpath(seg.record, root)
@@ -387,64 +452,31 @@ def _process_unit(unit: int, visits: list[tuple]) -> dict[str, Any]:
                 skip(rel, _classify(str(e)), str(e))
                 continue
             counts["segments_read"] += 1
-            # All selected windows of the segment at once (in chunks, so memory stays
-            # flat on hours-long segments): one batched gate and one batched chain.
+            # Queue the selected windows; they are gated and preprocessed in batches
+            # that span segments and visits (fuller blocks, fewer calls), in order.
+            view = sliding_window_view(x, win)
             for c0 in range(0, sel.size, _WINDOWS_PER_BATCH):
                 rows = sel[c0 : c0 + _WINDOWS_PER_BATCH]
-                # Copies, float64 once (what the gate and the chain compute in anyway).
-                w64 = sliding_window_view(x, win)[rows * hop].astype(np.float64)
-                reports = assess_quality_batch(w64, seg.fs)
-                ok = np.fromiter((q.ok for q in reports), dtype=bool, count=len(reports))
-                if not ok.all():
-                    for q in reports:
-                        if not q.ok:
-                            rejected.update(q.reasons)
-                    counts["windows_rejected"] += int(ok.size - ok.sum())
-                take = np.arange(ok.size) if cfg.keep_rejected else np.flatnonzero(ok)
-                if take.size == 0:
-                    continue
-                try:
-                    z = preprocess(
-                        w64[take], seg.fs, mains_hz=cfg.mains_hz, target_fs=cfg.target_fs
+                if pending and (pending_fs != seg.fs or n_pending + rows.size > _WINDOWS_PER_BATCH):
+                    run_pending()
+                pending_fs = seg.fs
+                pending.append(
+                    (
+                        csn,
+                        mrn,
+                        split,
+                        rel,
+                        view[rows * hop],
+                        t_ms[rows],
+                        rows * hop,
+                        abn[rows],
+                        val[rows],
                     )
-                except SignalError:
-                    # Only reachable with keep_rejected (a long NaN gap passes no gate):
-                    # keep the windows that can be preprocessed, count the others.
-                    good, zs = [], []
-                    for t in take.tolist():
-                        try:
-                            zs.append(
-                                preprocess(
-                                    w64[t], seg.fs, mains_hz=cfg.mains_hz, target_fs=cfg.target_fs
-                                )
-                            )
-                            good.append(t)
-                        except SignalError:
-                            counts["windows_unpreprocessable"] += 1
-                    if not good:
-                        continue
-                    take = np.asarray(good, dtype=np.int64)
-                    z = np.stack(zs)
-                buf.append(z.astype(cfg.dtype))
-                kept = rows[take]
-                n_new = kept.size
-                buffered += n_new
-                cols["csn"] += [csn] * n_new
-                cols["mrn"] += [mrn] * n_new
-                cols["split"] += [split] * n_new
-                cols["start_ms"].append(t_ms[kept])
-                kept_reports = [reports[t] for t in take.tolist()]
-                cols["quality"] += [q.metrics["beat_prominence"] for q in kept_reports]
-                cols["quality_ok"].append(ok[take])
-                cols["hr"] += [q.metrics["heart_rate_bpm"] for q in kept_reports]
-                cols["record"] += [rel] * n_new
-                cols["sample_offset"].append(kept * hop)
-                abn_parts.append(abn[kept])
-                val_parts.append(val[kept])
-                visit_windows += n_new
-                flush(final=False)
-        if visit_windows:
-            counts["visits_with_windows"] += 1
+                )
+                n_pending += rows.size
+    run_pending()
+    if visits_with_windows:
+        counts["visits_with_windows"] = len(visits_with_windows)
     flush(final=True)
     n = len(cols["csn"])
     counts["windows"] = n
