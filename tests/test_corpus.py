@@ -355,6 +355,28 @@ def test_keep_rejected_and_overlapping_stride(small, tmp_path):
     assert len(CorpusDataset(tmp_path / "kept", None, quality_ok_only=False)) == len(df)
 
 
+def test_batching_does_not_change_the_corpus(small, tmp_path, monkeypatch):
+    # Windows are gated/preprocessed in batches spanning segments and visits; the corpus
+    # must not depend on where the batches cut (incl. the keep_rejected fallback for a
+    # window that cannot be preprocessed, and overlapping windows).
+    from anyecg_edge.training.data import corpus
+
+    root = tmp_path / "m"
+    shutil.copytree(small, root, symlinks=True)
+    for dat in sorted(root.glob("waveforms/*/*/II/*.dat"))[::3]:
+        d = np.fromfile(dat, dtype="<i2")
+        d[1000:2500] = -32768  # 3 s of WFDB-invalid samples: no window over it preprocesses
+        d.tofile(dat)
+    kw = dict(keep_rejected=True, stride_s=5.0, **BUILD)
+    ref = build_corpus(root, tmp_path / "ref", **kw)
+    assert ref["counts"]["windows_unpreprocessable"] >= 1
+    for size in (1, 7):
+        monkeypatch.setattr(corpus, "_WINDOWS_PER_BATCH", size)
+        got = build_corpus(root, tmp_path / f"b{size}", **kw)
+        assert got["counts"] == ref["counts"]
+        assert _corpus_bytes(tmp_path / f"b{size}") == _corpus_bytes(tmp_path / "ref")
+
+
 def test_bad_options(tmp_path, small):
     with pytest.raises(CorpusError, match="policy must be"):
         build_corpus(small, tmp_path / "x", policy="nearest", **BUILD)
