@@ -566,7 +566,14 @@ def test_bench_preprocess_runs(capsys):
     res = json.loads(capsys.readouterr().out)
     assert res["windows_500hz"] == 50 and res["windows_360hz"] == 60
     assert res["max_abs_diff_z"] < 1e-3
-    for key in ("fast", "authors", "quality_gate", "fast_from_360hz"):
+    for key in (
+        "fast",
+        "authors",
+        "quality_gate",
+        "fast_from_360hz",
+        "fast_batch",
+        "quality_gate_batch",
+    ):
         assert res[key]["calls"] > 0 and 0 < res[key]["p50_ms"] <= res[key]["p95_ms"]
     assert main(["--iterations", "1", "--data-dir", str(DATA)]) == 0
     assert "authors_preprocess" in capsys.readouterr().out
