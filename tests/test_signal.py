@@ -577,3 +577,13 @@ def test_bench_preprocess_runs(capsys):
         assert res[key]["calls"] > 0 and 0 < res[key]["p50_ms"] <= res[key]["p95_ms"]
     assert main(["--iterations", "1", "--data-dir", str(DATA)]) == 0
     assert "authors_preprocess" in capsys.readouterr().out
+
+
+def test_resample_rates_within_ratio_resolution_are_a_copy() -> None:
+    # 360.11 -> 360 Hz rounds to a 1/1 ratio (denominator cap): no filter design, no crash.
+    from anyecg_edge.signal import resample
+
+    x = np.random.default_rng(0).normal(size=3600)
+    y = resample(x, 360.11, 360)
+    assert y.dtype == np.float32 and y.shape == x.shape
+    np.testing.assert_allclose(y, x.astype(np.float32))

@@ -142,9 +142,11 @@ def fill_short_gaps(x: np.ndarray, fs: float, max_gap_s: float = MAX_NAN_GAP_S) 
 
 
 @lru_cache(maxsize=64)
-def _resample_plan(fs: float, target_fs: float) -> tuple[int, int, np.ndarray]:
+def _resample_plan(fs: float, target_fs: float) -> tuple[int, int, np.ndarray | None]:
     ratio = Fraction(target_fs / fs).limit_denominator(_MAX_RATIO_DENOMINATOR)
     up, down = ratio.numerator, ratio.denominator
+    if up == down:  # e.g. 360.11 -> 360 Hz: within the ratio's resolution, nothing to do
+        return up, down, None
     # resample_poly's own default design (Kaiser beta 5, half length 10*max(up, down)),
     # built once here instead of on every call.
     max_rate = max(up, down)
