@@ -7,7 +7,6 @@ them, so the device install runs `predict`/`stream` without them.
 from __future__ import annotations
 
 import logging
-import sys
 from typing import Any
 
 import click
@@ -15,28 +14,6 @@ import click
 from anyecg_edge import __version__
 
 log = logging.getLogger("anyecg_edge")
-
-# Where each command that is not built yet will come from (see the project's issues).
-_PLANNED = {
-    "data synth": 4,
-    "data build": 4,
-    "train lora": 5,
-    "train distill": 5,
-    "evaluate": 5,
-    "export": 6,
-    "stream": 7,
-    "ble scan": 7,
-    "ble simulate": 7,
-    "bench": 8,
-}
-
-
-def not_built(command: str) -> None:
-    click.echo(
-        f"error: `anyecg-edge {command}` is not built yet (planned in issue {_PLANNED[command]}).",
-        err=True,
-    )
-    sys.exit(2)
 
 
 class Group(click.Group):

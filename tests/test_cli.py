@@ -1,4 +1,4 @@
-"""The CLI spine: subcommands, honest 'not built' exits, predict on real records, one-line errors."""
+"""The CLI spine: subcommands, data commands, predict on real records, one-line errors."""
 
 from __future__ import annotations
 
