@@ -51,9 +51,9 @@ class DemoConfig:
     segments_per_visit: tuple[int, int] = (1, 2)
     segment_s: tuple[float, float] = (60.0, 90.0)
     teacher_arch: str = "net1d-tiny"
-    lora_steps: int = 40
+    lora_steps: int = 80
     lora_batch: int = 32
-    lora_lr: float = 3e-3
+    lora_lr: float = 1e-2
     student: str = "student-s"
     distill_steps: int = 120
     distill_batch: int = 32

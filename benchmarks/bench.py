@@ -464,11 +464,15 @@ def _count(module: Any, window_samples: int) -> dict[str, Any]:
 
 
 def _parity_info(report: dict[str, Any]) -> dict[str, Any]:
+    """Parity columns from a full parity report or from a manifest's flat parity summary."""
+    calls, auroc, logits = (report.get(k) or {} for k in ("calls", "auroc", "logits"))
     return {
         "parity_passed": report.get("passed"),
-        "parity_agreement": (report.get("calls") or {}).get("agreement"),
-        "parity_mean_auroc_delta": (report.get("auroc") or {}).get("mean_delta"),
-        "parity_max_abs_logit_error": (report.get("logits") or {}).get("max_abs_error"),
+        "parity_agreement": calls.get("agreement", report.get("agreement")),
+        "parity_mean_auroc_delta": auroc.get("mean_delta", report.get("mean_auroc_delta")),
+        "parity_max_abs_logit_error": logits.get(
+            "max_abs_error", report.get("max_abs_logit_error")
+        ),
     }
 
 
@@ -714,8 +718,6 @@ def _file_candidates(spec: ModelSpec, opts: BenchOptions) -> list[Candidate]:
         "size_bytes": path.stat().st_size,
         **_parity_info(man.get("parity") or {}),
     }
-    if man.get("parity"):
-        info["parity_passed"] = man["parity"].get("passed")
     with contextlib.suppress(Exception):  # params/MACs need torch; a device has none
         from anyecg_edge.training.models import create_model
 
@@ -1130,6 +1132,7 @@ def load_stream_jsonl(path: Path) -> dict[str, Any]:
         raise BenchError(f"{path}: no window lines (with 't' and 'latency_ms') in this JSONL")
     keep = (
         "source",
+        "model",
         "windows",
         "accepted",
         "rejected",
@@ -1328,6 +1331,8 @@ def _fmt_bytes(n: Any) -> str:
 def _fmt_count(n: Any) -> str:
     if n is None:
         return "-"
+    if n >= 1e9:
+        return f"{n / 1e9:.2f} G"
     return f"{n / 1e6:.2f} M" if n >= 1e6 else f"{n / 1e3:.1f} k"
 
 

@@ -211,7 +211,7 @@ def plot_stream_latency(res: dict[str, Any], path: Path) -> Path | None:
     ax.set_title(
         f"{PLOTS['stream_latency.png']}\n{src} {('· ' + model) if model else ''}", fontsize=9
     )
-    ax.legend(fontsize=8, loc="upper right")
+    ax.legend(fontsize=8, loc="best", framealpha=0.6)
     ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -340,6 +340,10 @@ def write_report(res: dict[str, Any], out_dir: str | Path) -> dict[str, Any]:
         "stream_latency.png": plot_stream_latency,
     }
     pngs: list[Path] = []
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:  # a lean device install: tables only
+        makers = {}
     for name, fn in makers.items():
         target = out / name
         if target.exists():
@@ -361,6 +365,8 @@ def write_report(res: dict[str, Any], out_dir: str | Path) -> dict[str, Any]:
             md.append(_md_table(*content))
         md.append("")
     md += ["## Plots", ""]
+    if not pngs:
+        md += ["(no plots: matplotlib is not installed here; `pip install matplotlib`)", ""]
     for p in pngs:
         md += [f"### {PLOTS[p.name]}", "", f"![{PLOTS[p.name]}]({p.name})", ""]
     (out / "report.md").write_text("\n".join(md))

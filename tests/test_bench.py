@@ -198,3 +198,37 @@ def test_bad_options_get_one_line_errors(args: list[str], expected: str) -> None
     assert code == 1, out
     lines = [line for line in out.splitlines() if line.strip()]
     assert len(lines) == 1 and expected in lines[0] and "Traceback" not in out
+
+
+@pytest.mark.venv
+def test_bench_runs_on_a_device_install_without_torch(
+    smoke: dict, edge_venv: Path, tmp_path: Path
+) -> None:
+    """The documented device method: `pip install ".[edge]"`, copy the exports, bench them."""
+    import subprocess
+
+    py = str(edge_venv)
+    no_torch = subprocess.run([py, "-c", "import torch"], capture_output=True)
+    assert no_torch.returncode != 0
+    onnx = next(r for r in smoke["res"]["rows"] if r["runtime"] == "onnxruntime")["file"]
+    models = tmp_path / "models"
+    models.mkdir()
+    for suffix in ("", ".manifest.json"):
+        (models / f"student_int8.onnx{suffix}").write_bytes(Path(onnx + suffix).read_bytes())
+    out = tmp_path / "device"
+    proc = subprocess.run(
+        [
+            str(Path(py).parent / "anyecg-edge"), "bench", "--quick", "--stream-s", "0",
+            "--models", f"student={models / 'student_int8.onnx'}",
+            "--json", str(out / "bench.json"), "--report", str(out),
+        ],
+        capture_output=True, text=True, cwd=tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    res = json.loads((out / "bench.json").read_text())
+    (row,) = res["rows"]
+    assert (row["model"], row["runtime"], row["precision"]) == ("student", "onnxruntime", "int8")
+    assert row["p50_ms"] > 0 and row.get("params") is None  # params need torch: none here
+    assert res["machine"]["versions"]["torch"] is None
+    assert "synthetic" in res["settings"]["windows"]  # no recordings next to this install
+    assert (out / "report.html").is_file()
