@@ -124,6 +124,15 @@ def compare_results(
             f"different machines ({om.get('cpu')} x{om.get('cores_available')} then "
             f"{nm.get('cpu')} x{nm.get('cores_available')}): ratios compare hardware, not code"
         )
+    busy = [
+        f"{which} run: load average {m.get('load_avg_1m')} on {m.get('cores_available')} cores"
+        for which, m in (("old", om), ("new", nm))
+        if isinstance(m.get("load_avg_1m"), int | float)
+        and m.get("cores_available")
+        and m["load_avg_1m"] > m["cores_available"]
+    ]
+    if busy:
+        notes.append("busy machine (" + "; ".join(busy) + "): other jobs slow every row")
     if (old.get("settings") or {}).get("threads") != (new.get("settings") or {}).get("threads"):
         notes.append("different --threads")
     if (old.get("settings") or {}).get("quick") or (new.get("settings") or {}).get("quick"):
@@ -235,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
     except BenchError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print_comparison(cmp, Console())
+    print_comparison(cmp, Console(width=None if sys.stdout.isatty() else 160))
     return 1 if cmp["regressions"] else 0
 
 
