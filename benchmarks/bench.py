@@ -1199,7 +1199,7 @@ def run_bench(opts: BenchOptions, say: Callable[[str], None] = print) -> dict[st
             work.mkdir(parents=True, exist_ok=True)
             for stale in work.glob("worker_*.json"):
                 stale.unlink()
-        n_windows = 48 if opts.quick else 160
+        n_windows = 24 if opts.quick else 160
         raw, pre, win_source = bench_windows(data_dir, n_windows)
         windows_npy = work / "windows.npy"
         np.save(windows_npy, pre)
