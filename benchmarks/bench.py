@@ -1174,6 +1174,14 @@ def run_bench(opts: BenchOptions, say: Callable[[str], None] = print) -> dict[st
         raise BenchError(
             f"--accuracy {unknown[0]}=...: no model is named {unknown[0]!r} (names: {', '.join(keys)})"
         )
+    asked = [t for spec in specs for t in (spec.variants or [])] + list(opts.runtimes or [])
+    if any(t.lower().startswith("tflite-runtime") for t in asked) and not (
+        _tflite_runtime_available()
+    ):
+        raise BenchError(
+            "tflite-runtime is not installed here (it is the LiteRT fallback for numpy<2 "
+            "devices: pip install tflite-runtime in such an environment)"
+        )
     planned: list[tuple[str, str]] = []
     for spec in specs:  # bad variants and clashing names fail here, before any work
         if spec.kind in ("teacher", "lora-run"):

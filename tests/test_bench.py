@@ -20,6 +20,7 @@ from anyecg_edge.benchmarks.compare import compare_results
 from click.testing import CliRunner
 
 from anyecg_edge.cli import cli
+from anyecg_edge.runtime import available_runtimes
 
 ROW_KEYS = {"model", "runtime", "precision", "p50_ms", "p95_ms", "p99_ms", "iterations"}
 ROW_KEYS |= {"throughput_wps", "peak_rss_mb", "size_bytes", "params", "macs", "samples_ms"}
@@ -191,6 +192,13 @@ def test_model_specs_and_variants(tmp_path: Path) -> None:
         (["--models", "student-xs", "--accuracy", "other=x.json"], "evaluation JSON not found"),
         (["--models", "student-xs", "--threads", "0"], "--threads must be >= 1"),
         (["--compare", "absent.json"], "bench JSON not found"),
+        pytest.param(
+            ["--models", "student-xs", "--runtimes", "tflite-runtime"],
+            "tflite-runtime is not",
+            marks=pytest.mark.skipif(
+                "tflite-runtime" in available_runtimes(), reason="tflite-runtime is installed"
+            ),
+        ),
     ],
 )
 def test_bad_options_get_one_line_errors(args: list[str], expected: str) -> None:
