@@ -872,7 +872,7 @@ def run_worker(
     cand: Candidate, opts: BenchOptions, windows_npy: Path, work: Path
 ) -> dict[str, Any]:
     """Measure one candidate in a fresh Python process; returns its row fields."""
-    idx = len(list(work.glob("worker_*.json")))
+    idx = len(list(work.glob("worker_??.json")))
     spec_path = work / f"worker_{idx:02d}.json"
     out_path = work / f"worker_{idx:02d}.out.json"
     spec = {
