@@ -217,7 +217,11 @@ def test_clock_drift_and_jumps(model, record_path):
     out, s, info, handles = _stream(model, record_path, "anyecg", faults="jump=25", duration=60)
     assert len(_events(out, "clock_jump")) == 2 and not _events(out, "gap")
     t = [w["t"] for w in _windows(out)]
-    assert s["skipped_gap"] == 0 and len(t) == round(t[-1] - t[0]) + 1 >= 35
+    # Contiguous windows: none skipped at a gap; a window dropped by backpressure (a busy
+    # machine running the sim at 40x) is counted, never silently missing.
+    assert s["skipped_gap"] == 0 and len(t) >= 35
+    assert len(t) + s["dropped"] >= round(t[-1] - t[0]) + 1
+    assert s["dropped"] > 0 or np.allclose(np.diff(t), 1.0)
     _check_exact(handles)
 
 
