@@ -24,7 +24,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 
 bench: $(STAMP)
-	$(BIN)/anyecg-edge bench
+	$(BIN)/anyecg-edge bench --json bench_out/bench.json --report bench_out
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache
