@@ -5,7 +5,6 @@ from __future__ import annotations
 import importlib.util
 import logging
 import pickle
-import time
 from pathlib import Path
 
 import numpy as np
@@ -454,16 +453,15 @@ def test_registry_errors():
         create_model_from_config({"n_classes": 2})
 
 
-def test_net1d_tiny_is_small_and_fast():
+def test_net1d_tiny_is_small_and_cheap():
+    # "Fast enough for CPU tests" as a compute bound, not a wall-clock one (shared CI boxes).
     model = create_model("net1d-tiny", n_classes=108).eval()
     assert 10_000 < count_params(model) < 100_000
-    x = torch.randn(32, 1, WINDOW)
+    assert count_macs(model, (1, WINDOW)) < 0.02 * count_macs(
+        create_model("ecgfounder", n_classes=108), (1, WINDOW)
+    )
     with torch.no_grad():
-        model(x)
-        t0 = time.perf_counter()
-        model(x)
-        elapsed = time.perf_counter() - t0
-    assert elapsed < 0.5  # ~15 ms measured on 2 cores; generous for a loaded CI box
+        assert model(torch.randn(2, 1, WINDOW)).shape == (2, 108)
 
 
 def test_create_model_overrides_apply():
