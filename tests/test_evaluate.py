@@ -10,7 +10,6 @@ import pandas as pd
 import pytest
 import torch
 from anyecg_edge.training.calibration import fit_lab_calibration, fit_platt, youden_threshold
-from anyecg_edge.training.data import build_corpus, synth_cohort
 from anyecg_edge.training.data.dataset import CorpusDataset, corpus_lab_keys
 from anyecg_edge.training.evaluate import (
     BUCKETS,
@@ -25,6 +24,7 @@ from anyecg_edge.training.models import create_model
 from anyecg_edge.training.torch_model import save_model_checkpoint
 from click.testing import CliRunner
 from sklearn.metrics import average_precision_score, roc_auc_score
+from train_fixtures import target_corpus
 
 from anyecg_edge.cli import cli
 from anyecg_edge.runtime import ModelMetadata
@@ -141,13 +141,7 @@ def test_youden_threshold_and_identity_fallback() -> None:
 
 @pytest.fixture(scope="module")
 def small_corpus(tmp_path_factory):
-    root = tmp_path_factory.mktemp("eval_cohort")
-    synth_cohort(
-        root, 120, seed=21, segments_per_visit=(1, 1), segment_s=(15.0, 25.0), defects=False
-    )
-    out = tmp_path_factory.mktemp("eval_corpus")
-    build_corpus(root, out, window_s=5.0, visits_per_unit=16, progress=False)
-    return root, out
+    return target_corpus(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")

@@ -305,9 +305,11 @@ def train_distill(run: DistillRun, config: TrainConfig, *, resume: bool = False)
     summary = trainer.fit(resume=resume)
 
     student.eval()
-    val_logits = predict_logits(
-        student, val_base, batch_size=config.batch_size, device=info.device, info=info
-    )
+    val_logits = trainer.best_val_logits
+    if val_logits is None:  # resumed after the best evaluation
+        val_logits = predict_logits(
+            student, val_base, batch_size=config.batch_size, device=info.device, info=info
+        )
     teacher_val_auroc, _ = mean_auroc(teacher_val_logits, val_base.targets)
     window = train_base.window_samples
     student_cpu = student.to("cpu")

@@ -378,9 +378,11 @@ def train_lora(run: LoraRun, config: TrainConfig, *, resume: bool = False) -> di
     # Best weights are loaded; fit calibration on val and write the outputs.
     model.eval()
     plain = model if run.full else merged_copy(model)
-    val_logits = predict_logits(
-        plain, val_set, batch_size=config.batch_size, device=info.device, info=info
-    )
+    val_logits = trainer.best_val_logits
+    if val_logits is None:  # resumed after the best evaluation
+        val_logits = predict_logits(
+            plain, val_set, batch_size=config.batch_size, device=info.device, info=info
+        )
     result = {
         **summary,
         "labs": labs,
@@ -390,7 +392,7 @@ def train_lora(run: LoraRun, config: TrainConfig, *, resume: bool = False) -> di
         "trainable_pct": pct,
     }
     if not run.full:
-        x = torch.stack([val_set[i][0] for i in range(min(len(val_set), 8))]).to(info.device)
+        x = torch.stack([val_set[i][0] for i in range(min(len(val_set), 2))]).to(info.device)
         with torch.no_grad():
             result["merge_max_rel_error"] = max_rel_error(model(x).float(), plain(x).float())
     if info.is_main:

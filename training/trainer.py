@@ -503,6 +503,9 @@ class Trainer:
         self.best_metric: float | None = None
         self.best_step: int | None = None
         self.best_state: dict[str, torch.Tensor] | None = None
+        # Val logits of the best state (not checkpointed: val may be large); the runs reuse
+        # them for calibration and recompute them after a resume.
+        self.best_val_logits: np.ndarray | None = None
         self.bad_evals = 0
         self.stopped_early = False
         self.done = False
@@ -635,6 +638,8 @@ class Trainer:
         self.history = json.loads(state["history"])
         self.loss_acc = dict(state["loss_acc"])
         self.last_eval_step = int(state["last_eval_step"])
+        if self.done and not self.stopped_early and self.step < self.total_steps:
+            self.done = False  # a finished run continued with more steps
         if self.info.is_main:
             log.info(
                 "resumed from %s (step %d, epoch %d, batch %d)",
@@ -704,6 +709,7 @@ class Trainer:
             self.best_metric = None if math.isnan(metric) else metric
             self.best_step = self.step
             self.best_state = self.trainable_state()
+            self.best_val_logits = logits
             self.bad_evals = 0
         else:
             self.bad_evals += 1

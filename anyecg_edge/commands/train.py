@@ -51,6 +51,13 @@ def _training_options(defaults: dict[str, Any]) -> Callable:
             show_default=True,
             help="Linear warmup: fraction of the steps (<1) or steps (>=1); then cosine.",
         ),
+        click.option(
+            "--min-lr-ratio",
+            type=float,
+            default=0.0,
+            show_default=True,
+            help="Cosine floor as a fraction of --lr.",
+        ),
         click.option("--grad-clip", type=float, default=1.0, show_default=True, help="0: off."),
         click.option(
             "--pos-weight/--no-pos-weight",
@@ -112,6 +119,7 @@ def _config(kw: dict[str, Any]):
         lr=kw["lr"],
         weight_decay=kw["weight_decay"],
         warmup=kw["warmup"],
+        min_lr_ratio=kw["min_lr_ratio"],
         grad_clip=kw["grad_clip"],
         seed=kw["seed"],
         device=kw["device"],

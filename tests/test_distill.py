@@ -1,0 +1,75 @@
+"""Distillation into the edge student: the student keeps the teacher's accuracy on the planted
+labs, fits the edge budget, runs behind the device Model interface; KD loss and feature
+matching mechanics."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from anyecg_edge.training.data.dataset import CorpusDataset
+from anyecg_edge.training.distill import DistillModel, IndexedDataset
+from anyecg_edge.training.models import create_model
+from anyecg_edge.training.torch_model import TorchModel
+from train_fixtures import run_cli, student_run, target_corpus, teacher_run
+
+
+@pytest.mark.slow
+def test_student_is_within_003_of_the_teacher_on_planted_labs(tmp_path_factory) -> None:
+    _, teacher_eval, _ = teacher_run(tmp_path_factory)
+    run, student_eval = student_run(tmp_path_factory)
+    t = teacher_eval["summary"]["truth"]
+    s = student_eval["summary"]["truth"]
+    print(
+        f"\nteacher planted {t['planted_mean_auroc']:.3f} / unplanted {t['unplanted_mean_auroc']:.3f}; "
+        f"student-s planted {s['planted_mean_auroc']:.3f} / unplanted {s['unplanted_mean_auroc']:.3f} "
+        f"(gap {t['planted_mean_auroc'] - s['planted_mean_auroc']:+.3f})"
+    )
+    assert s["planted_mean_auroc"] >= t["planted_mean_auroc"] - 0.03
+    assert abs(s["unplanted_mean_auroc"] - 0.5) < 0.08
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["student"] == "student-s"
+    assert metrics["student_params"] <= 250_000
+    # MACs per 5 s test window; a 10 s x 500 Hz window is twice that: <= 5 MFLOPs = 2.5 M MACs.
+    assert metrics["student_macs"] * 2 <= 2_500_000
+
+    model = TorchModel.load(run / "model.pt")
+    assert model.metadata.arch == "student-s" and model.metadata.calibrated
+    _, corpus = target_corpus(tmp_path_factory)
+    ds = CorpusDataset(corpus, "test", labs=model.labs)
+    windows = np.stack([ds[i][0].numpy() for i in range(4)])
+    probs = model.predict(windows)
+    assert probs.shape == (4, len(model.labs)) and np.all((probs > 0) & (probs < 1))
+
+
+def test_indexed_dataset_and_feature_matching_model(tmp_path_factory) -> None:
+    _, corpus = target_corpus(tmp_path_factory)
+    base = CorpusDataset(corpus, "val")
+    ds = IndexedDataset(base)
+    items = ds.__getitems__([5, 2])
+    assert int(items[0][3]) == 5 and torch.equal(items[1][0], base[2][0])
+    model = DistillModel(create_model("student-xs", n_classes=3), teacher_features=32)
+    logits, proj = model(torch.randn(2, 1, 2500))
+    assert logits.shape == (2, 3) and proj.shape == (2, 32)
+
+
+@pytest.mark.slow
+def test_distill_with_feature_matching_reuses_teacher_cache_on_resume(tmp_path_factory, tmp_path):
+    teacher, _, _ = teacher_run(tmp_path_factory)
+    _, corpus = target_corpus(tmp_path_factory)
+    args = ["train", "distill", "--teacher", teacher, "--corpus", corpus, "--out", tmp_path]
+    args += ["--student", "student-xs", "--feature-weight", "0.5", "--batch-size", "32"]
+    args += ["--ckpt-every", "2", "--eval-every", "2"]
+    run_cli(*args, "--max-steps", "3")
+    cache = tmp_path / "teacher"
+    meta = json.loads((cache / "teacher.json").read_text())
+    train = np.load(cache / "train.npy")
+    n_labs = len(json.loads((tmp_path / "metrics.json").read_text())["labs"])
+    assert meta["features"] and train.shape[1] == n_labs + 32  # net1d-tiny: 32 features
+    stamp = (cache / "train.npy").stat().st_mtime_ns
+    run_cli(*args, "--max-steps", "5", "--resume")  # continue a finished run for 2 more steps
+    assert (cache / "train.npy").stat().st_mtime_ns == stamp  # not recomputed
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["steps"] == 5
