@@ -184,6 +184,12 @@ def train() -> None:
     help="ECGFounder checkpoint in the authors' format (the frozen base).",
 )
 @click.option(
+    "--from-hub",
+    is_flag=True,
+    help="Download the released 1-lead ECGFounder checkpoint from the model hub "
+    "(huggingface_hub, network needed) and use it as --init. Opt-in; never used in tests.",
+)
+@click.option(
     "--arch",
     default=None,
     help="Registry model (ecgfounder, net1d-tiny, ...): random base, or the --init architecture "
@@ -214,6 +220,12 @@ def train_lora(**kw: Any) -> None:
         train_lora,
     )
 
+    if kw.pop("from_hub"):
+        if kw["init"] is not None:
+            raise click.UsageError("give either --init or --from-hub, not both")
+        from anyecg_edge.training.ecgfounder import download_ecgfounder
+
+        kw["init"] = download_ecgfounder(leads=1)
     if kw["init"] is None and kw["arch"] is None:
         raise click.UsageError(
             "give --init CHECKPOINT (pretrained base) or --arch NAME (random base)"
