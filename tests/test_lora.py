@@ -89,6 +89,8 @@ def test_full_ecgfounder_lora_from_authors_checkpoint(micro_corpus, ecgfounder_c
             "--warmup",
             "0",
             "--merge",
+            "--threads",
+            "1",
         ],
     )
     assert result.exit_code == 0, result.output

@@ -92,6 +92,8 @@ RESUME_ARGS = [
     "4",
     "--seed",
     "1",
+    "--threads",
+    "1",
 ]
 
 

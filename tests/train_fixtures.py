@@ -70,8 +70,17 @@ def target_corpus(tmp_path_factory) -> tuple[Path, Path]:
     return _CACHE["target"]  # type: ignore[return-value]
 
 
+# One torch thread: on a shared 2-core machine two OpenMP threads per process thrash (measured
+# 2.5-40x slower per step under load); on a quiet machine one thread costs ~1.5x.
+THREADS = ["--threads", "1"]
+
+
 def run_cli(*args: str) -> str:
-    result = CliRunner().invoke(cli, [str(a) for a in args])
+    """Run a training/evaluation command in-process (one torch thread) and return its output."""
+    args = [str(a) for a in args]
+    if "--threads" not in args:
+        args += THREADS
+    result = CliRunner().invoke(cli, args)
     assert result.exit_code == 0, result.output
     return result.output
 

@@ -8,6 +8,7 @@ Multi-GPU / multi-node: launch the same command line with torchrun, e.g.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,13 @@ import click
 from anyecg_edge.cli import Group
 
 _DIR = click.Path(path_type=Path, file_okay=False)
+_THREADS = click.option(
+    "--threads",
+    type=click.IntRange(min=1),
+    default=None,
+    help="CPU threads for torch (default: torch's choice). 1 avoids thread thrashing when "
+    "the CPU is shared.",
+)
 _EXISTING_DIR = click.Path(path_type=Path, exists=True, file_okay=False)
 
 
@@ -96,6 +104,7 @@ def _training_options(defaults: dict[str, Any]) -> Callable:
         click.option(
             "--workers", type=int, default=0, show_default=True, help="DataLoader workers."
         ),
+        _THREADS,
         click.option(
             "--resume", is_flag=True, help="Continue from the newest checkpoint in --out (exact)."
         ),
@@ -132,6 +141,22 @@ def _config(kw: dict[str, Any]):
         patience=kw["patience"],
         log_every=kw["log_every"],
     )
+
+
+@contextlib.contextmanager
+def _torch_threads(n: int | None):
+    """Set torch's intra-op threads for one command, restoring them after (in-process use)."""
+    if n is None:
+        yield
+        return
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _labs(text: str | None) -> list[str] | None:
@@ -249,7 +274,8 @@ def train_lora(**kw: Any) -> None:
         keep_head=kw["keep_head"],
         merge=kw["merge"],
     )
-    result = train_lora(run, _config(kw), resume=kw["resume"])
+    with _torch_threads(kw["threads"]):
+        result = train_lora(run, _config(kw), resume=kw["resume"])
     _report(result, kw["out"])
     if _main_process() and "merge_max_rel_error" in result:
         click.echo(
@@ -296,7 +322,8 @@ def train_distill(**kw: Any) -> None:
         alpha=kw["alpha"],
         feature_weight=kw["feature_weight"],
     )
-    result = train_distill(run, _config(kw), resume=kw["resume"])
+    with _torch_threads(kw["threads"]):
+        result = train_distill(run, _config(kw), resume=kw["resume"])
     _report(result, kw["out"])
     if _main_process():
         click.echo(
@@ -332,6 +359,7 @@ def train_distill(**kw: Any) -> None:
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--batch-size", type=int, default=256, show_default=True)
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
+@_THREADS
 @click.option(
     "--truth",
     type=click.Path(path_type=Path, dir_okay=False, exists=True),
@@ -342,17 +370,18 @@ def evaluate(**kw: Any) -> None:
     """Per-lab AUROC with bootstrap CIs, calibration and the paper's buckets."""
     from anyecg_edge.training.evaluate import evaluate_model, write_json, write_report
 
-    result = evaluate_model(
-        kw["model_path"],
-        kw["corpus"],
-        kw["split"],
-        labs=_labs(kw["labs"]),
-        n_boot=kw["bootstrap"],
-        seed=kw["seed"],
-        batch_size=kw["batch_size"],
-        device=kw["device"],
-        truth=kw["truth"],
-    )
+    with _torch_threads(kw["threads"]):
+        result = evaluate_model(
+            kw["model_path"],
+            kw["corpus"],
+            kw["split"],
+            labs=_labs(kw["labs"]),
+            n_boot=kw["bootstrap"],
+            seed=kw["seed"],
+            batch_size=kw["batch_size"],
+            device=kw["device"],
+            truth=kw["truth"],
+        )
     write_json(result, kw["json_out"])
     s = result["summary"]
     mean = s["mean_auroc"]
