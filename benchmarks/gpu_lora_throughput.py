@@ -134,7 +134,7 @@ def run_config(
         "trainable_pct": round(100 * trainable / total, 2),
         "final_loss": round(float(loss.detach()), 4),
     }
-    del model, fwd, opt
+    model = fwd = opt = None  # free GPU memory before the next configuration
     if use_cuda:
         torch.cuda.empty_cache()
     return row
