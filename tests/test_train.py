@@ -20,7 +20,7 @@ from anyecg_edge.training.trainer import (
     pos_weight_from_targets,
 )
 from click.testing import CliRunner
-from train_fixtures import cli_exe, subprocess_env, target_corpus, teacher_run
+from train_fixtures import cli_exe, run_cli, subprocess_env, target_corpus, teacher_run
 
 from anyecg_edge.cli import cli
 
@@ -69,6 +69,19 @@ def test_warmup_then_cosine_schedule() -> None:
 def test_bad_training_options_are_named(field, value) -> None:
     with pytest.raises(TrainError, match=field):
         TrainConfig(**{field: value})
+
+
+def test_early_stopping_keeps_the_best_state(tmp_path_factory, tmp_path) -> None:
+    """A learning rate too small to change the val AUROC: no evaluation after the first
+    improves, so the run stops after `patience` more evaluations and keeps step 2's weights."""
+    _, corpus = target_corpus(tmp_path_factory)
+    args = ["train", "lora", "--arch", "net1d-tiny", "--corpus", corpus, "--out", tmp_path]
+    args += ["--max-steps", "20", "--batch-size", "16", "--lr", "1e-12", "--warmup", "0"]
+    args += ["--eval-every", "2", "--patience", "2"]
+    run_cli(*args)
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["stopped_early"] and metrics["steps"] == 6
+    assert metrics["best_step"] == 2 and [h["step"] for h in metrics["history"]] == [2, 4, 6]
 
 
 # ----------------------------------------------------------------------------- resume

@@ -421,6 +421,9 @@ def evaluate_model(
     unknown = [k for k in wanted if k not in meta.labs]
     if unknown:
         raise EvaluationError(f"{path}: the model has no output for lab(s) {', '.join(unknown)}")
+    absent = [k for k in wanted if k not in in_corpus]
+    if labs and absent:
+        raise EvaluationError(f"{corpus}: lab(s) {', '.join(absent)} are not in this corpus")
     wanted = [k for k in wanted if k in in_corpus]
     if not wanted:
         raise EvaluationError(f"{corpus}: none of the model's labs are in this corpus")
@@ -455,6 +458,7 @@ def evaluate_model(
     )
     result["model"] = {"path": str(path), "arch": meta.arch, "n_outputs": len(meta.labs)}
     result["corpus"] = str(corpus)
+    result["labs_not_in_corpus"] = absent
     result["split"] = split
     result["bootstrap"] = {"n": n_boot, "seed": seed, "unit": "visit", "level": 0.95}
     result["_curves"] = {  # for the report; dropped from the JSON

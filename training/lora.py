@@ -418,7 +418,9 @@ def train_lora(run: LoraRun, config: TrainConfig, *, resume: bool = False) -> di
         )
         if not run.full:
             model.save_pretrained(str(out / "adapter"))
-            _set_base_path(out / "adapter", init_meta["path"] if init_meta else str(base_file))
+            _set_base_path(
+                out / "adapter", init_meta["path"] if init_meta else str(base_file.resolve())
+            )
         if run.merge:
             save_authors_format(
                 plain_cpu,

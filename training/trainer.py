@@ -326,7 +326,11 @@ def predict_logits(
     idx = list(range(lo, hi))
     batches = [idx[i : i + batch_size] for i in range(0, len(idx), batch_size)]
     loader = DataLoader(
-        dataset, batch_sampler=batches, num_workers=workers, pin_memory=device.type == "cuda"
+        dataset,
+        batch_sampler=batches,
+        num_workers=workers,
+        pin_memory=device.type == "cuda",
+        generator=torch.Generator().manual_seed(0),  # keep the global RNG stream untouched
     )
     was_training = module.training
     module.eval()
@@ -495,6 +499,9 @@ class Trainer:
             pin_memory=info.device.type == "cuda",
             persistent_workers=False,
             prefetch_factor=4 if config.workers else None,
+            # Each loader iterator draws a worker seed; from its own generator it leaves the
+            # global RNG stream (dropout) alone, which keeps resumed runs bit-exact.
+            generator=torch.Generator().manual_seed(config.seed),
         )
         # Progress and early-stopping state (all of it is checkpointed).
         self.step = 0
