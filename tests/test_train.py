@@ -84,6 +84,22 @@ def test_early_stopping_keeps_the_best_state(tmp_path_factory, tmp_path) -> None
     assert metrics["best_step"] == 2 and [h["step"] for h in metrics["history"]] == [2, 4, 6]
 
 
+def test_loader_workers_do_not_change_the_run(tmp_path_factory, tmp_path) -> None:
+    """Two persistent loader workers over three epochs (with evaluations between) give the
+    same weights and metrics as loading in the main process."""
+    _, corpus = target_corpus(tmp_path_factory)
+    args = ["train", "lora", "--arch", "net1d-tiny", "--corpus", corpus, "--threads", "1"]
+    args += ["--epochs", "3", "--batch-size", "512", "--eval-every", "3", "--patience", "99"]
+    run_cli(*args, "--out", tmp_path / "w0", "--workers", "0")
+    run_cli(*args, "--out", tmp_path / "w2", "--workers", "2")
+    a = json.loads((tmp_path / "w0" / "metrics.json").read_text())
+    b = json.loads((tmp_path / "w2" / "metrics.json").read_text())
+    assert a["steps"] == b["steps"] and b["epochs_completed"] == 3
+    assert [h["val_mean_auroc"] for h in a["history"]] == [
+        h["val_mean_auroc"] for h in b["history"]
+    ]
+
+
 # ----------------------------------------------------------------------------- resume
 
 RESUME_ARGS = [

@@ -49,6 +49,7 @@ __all__ = [
     "mean_auroc",
     "pos_weight_from_targets",
     "predict_logits",
+    "slice_loader",
     "setup_distributed",
 ]
 
@@ -302,6 +303,29 @@ def _autocast(device: torch.device, precision: str):
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
+def slice_loader(
+    dataset: Any,
+    *,
+    batch_size: int,
+    info: DistInfo,
+    workers: int = 0,
+    persistent: bool = False,
+) -> DataLoader:
+    """In-order loader over this rank's contiguous slice of ``dataset`` (for inference)."""
+    n = len(dataset)
+    lo, hi = (n * info.rank) // info.world_size, (n * (info.rank + 1)) // info.world_size
+    idx = list(range(lo, hi))
+    batches = [idx[i : i + batch_size] for i in range(0, len(idx), batch_size)]
+    return DataLoader(
+        dataset,
+        batch_sampler=batches,
+        num_workers=workers,
+        pin_memory=info.device.type == "cuda",
+        persistent_workers=persistent and workers > 0,
+        generator=torch.Generator().manual_seed(0),  # keep the global RNG stream untouched
+    )
+
+
 @torch.no_grad()
 def predict_logits(
     module: nn.Module,
@@ -313,25 +337,20 @@ def predict_logits(
     info: DistInfo | None = None,
     workers: int = 0,
     outputs: Callable[[Any], torch.Tensor] | None = None,
+    loader: DataLoader | None = None,
 ) -> np.ndarray:
     """Logits (n, n_out) float32 for every item of ``dataset`` (items start with x).
 
     Under DDP each rank runs a contiguous slice and every rank gets the whole array back.
     ``outputs`` maps the module's output to the logits tensor (default: the output itself).
+    ``loader`` is a ready loader from :func:`slice_loader` over the same dataset (a trainer
+    keeps one with persistent workers instead of starting workers at every evaluation).
     """
     info = info or DistInfo(device=torch.device(device))
     device = torch.device(device)
     n = len(dataset)
-    lo, hi = (n * info.rank) // info.world_size, (n * (info.rank + 1)) // info.world_size
-    idx = list(range(lo, hi))
-    batches = [idx[i : i + batch_size] for i in range(0, len(idx), batch_size)]
-    loader = DataLoader(
-        dataset,
-        batch_sampler=batches,
-        num_workers=workers,
-        pin_memory=device.type == "cuda",
-        generator=torch.Generator().manual_seed(0),  # keep the global RNG stream untouched
-    )
+    if loader is None:
+        loader = slice_loader(dataset, batch_size=batch_size, info=info, workers=workers)
     was_training = module.training
     module.eval()
     parts = []
@@ -450,6 +469,7 @@ class Trainer:
         self.loss_fn = loss_fn
         self.train_set = train_set
         self.val_set = val_set
+        self.val_loader: DataLoader | None = None  # built at the first evaluation
         self.val_targets = np.asarray(val_targets)
         self.labs = list(labs)
         self.out = Path(out_dir)
@@ -497,7 +517,10 @@ class Trainer:
             batch_sampler=self.sampler,
             num_workers=config.workers,
             pin_memory=info.device.type == "cuda",
-            persistent_workers=False,
+            # Workers live across epochs: restarting them each epoch (re-opening every memmap)
+            # dominated short epochs in the H100 run. The batch sampler runs in this process,
+            # so set_epoch() still takes effect on the next iteration.
+            persistent_workers=config.workers > 0,
             prefetch_factor=4 if config.workers else None,
             # Each loader iterator draws a worker seed; from its own generator it leaves the
             # global RNG stream (dropout) alone, which keeps resumed runs bit-exact.
@@ -689,14 +712,22 @@ class Trainer:
         return float(value)
 
     def evaluate(self) -> dict[str, Any]:
+        if self.val_loader is None:
+            self.val_loader = slice_loader(
+                self.val_set,
+                batch_size=max(self.cfg.batch_size // self.info.world_size, 1) * 2,
+                info=self.info,
+                workers=self.cfg.workers,
+                persistent=True,
+            )
         logits = predict_logits(
             self.val_module,
             self.val_set,
-            batch_size=max(self.cfg.batch_size // self.info.world_size, 1) * 2,
             device=self.info.device,
             precision=self.cfg.precision,
             info=self.info,
             outputs=self.val_outputs,
+            loader=self.val_loader,
         )
         metric, per_lab = mean_auroc(logits, self.val_targets)
         entry = {
