@@ -778,7 +778,10 @@ class Trainer:
         throughput: list[float] = []
         t_log = time.perf_counter()
         wait_s = 0.0
+        pause_s = 0.0  # evaluation + checkpoint time inside the current log interval
         seen = 0
+        seen_total = 0
+        t_fit = time.perf_counter()
         if info.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(info.device)
         self.model.train()
@@ -789,6 +792,7 @@ class Trainer:
                 wait_s += time.perf_counter() - t_wait
                 loss = self._train_step(batch)
                 seen += len(batch[0]) * info.world_size  # approximate for an uneven last batch
+                seen_total += len(batch[0]) * info.world_size
                 self.loss_acc["sum"] += loss
                 self.loss_acc["n"] += 1
                 self.step += 1
@@ -799,7 +803,9 @@ class Trainer:
                     self.batch_in_epoch = 0
                 if self.step % cfg.log_every == 0 or self.step == self.total_steps:
                     now = time.perf_counter()
-                    rate = seen / max(now - t_log, 1e-9)
+                    # Training throughput excludes the evaluations and checkpoints of the
+                    # interval (logged apart): it is the number an epoch's length scales with.
+                    rate = seen / max(now - t_log - pause_s, 1e-9)
                     throughput.append(rate)
                     rec = {
                         "step": self.step,
@@ -807,7 +813,9 @@ class Trainer:
                         "loss": loss,
                         "lr": self.scheduler.get_last_lr()[0],
                         "segments_per_s": rate,
-                        "loader_wait_frac": wait_s / max(now - t_log, 1e-9),
+                        "segments_per_s_wall": seen / max(now - t_log, 1e-9),
+                        "eval_ckpt_s": pause_s,
+                        "loader_wait_frac": wait_s / max(now - t_log - pause_s, 1e-9),
                     }
                     if info.device.type == "cuda":
                         rec["gpu_mem_max_mib"] = (
@@ -817,22 +825,25 @@ class Trainer:
                         with open(log_path, "a") as fh:
                             fh.write(json.dumps(rec) + "\n")
                         log.info(
-                            "step %d/%d epoch %d loss %.4f lr %.2e %.1f segments/s%s",
+                            "step %d/%d epoch %d loss %.4f lr %.2e %.1f segments/s "
+                            "(%.1f/s with eval+ckpt)%s",
                             self.step,
                             self.total_steps,
                             self.epoch,
                             loss,
                             rec["lr"],
                             rate,
+                            rec["segments_per_s_wall"],
                             f" gpu {rec['gpu_mem_max_mib']:.0f} MiB"
                             if "gpu_mem_max_mib" in rec
                             else "",
                         )
-                    t_log, wait_s, seen = now, 0.0, 0
+                    t_log, wait_s, pause_s, seen = now, 0.0, 0.0, 0
                 do_eval = (cfg.eval_every and self.step % cfg.eval_every == 0) or (
                     not cfg.eval_every and epoch_end
                 )
                 finished = self.step >= self.total_steps
+                t_pause = time.perf_counter()
                 if do_eval or (finished and self.last_eval_step != self.step):
                     self.evaluate()
                 finished = finished or self.stopped_early
@@ -843,6 +854,7 @@ class Trainer:
                 )
                 if do_ckpt or finished:
                     self.save_checkpoint()
+                pause_s += time.perf_counter() - t_pause
                 if finished or epoch_end:
                     break
                 t_wait = time.perf_counter()
@@ -859,6 +871,9 @@ class Trainer:
             "history": self.history,
             "world_size": info.world_size,
             "segments_per_s_median": float(np.median(throughput)) if throughput else None,
+            # This process's whole loop, evaluations and checkpoints included.
+            "fit_wall_s": time.perf_counter() - t_fit,
+            "segments_per_s_overall": seen_total / max(time.perf_counter() - t_fit, 1e-9),
         }
         if info.device.type == "cuda":
             summary["gpu_mem_max_mib"] = torch.cuda.max_memory_allocated(info.device) / 2**20
