@@ -51,6 +51,11 @@ def test_global_batches_do_not_depend_on_world_size() -> None:
     resumed = EpochBatchSampler(lambda e: order, 37, 8)
     resumed.set_epoch(0, start_batch=3)
     assert list(resumed) == single[3:]
+    # Training drops a partial last batch (one batch shape under torch.compile) unless the
+    # split holds less than one batch.
+    dropped = EpochBatchSampler(lambda e: order, 37, 8, drop_last=True)
+    assert list(dropped) == single[:4]
+    assert [len(b) for b in EpochBatchSampler(lambda e: order[:5], 5, 8, drop_last=True)] == [5]
 
 
 @pytest.mark.slow
