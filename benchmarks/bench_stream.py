@@ -60,18 +60,28 @@ class _RssSampler(threading.Thread):
         self.samples.append((self.samples[-1][0] if self.samples else 0.0, _rss_mb()))
 
 
-def _tiny_onnx(folder: Path, labs: int = 8) -> Path:
+def write_tiny_onnx(
+    path: Path,
+    labs: list[str] | None = None,
+    seed: int = 0,
+    thresholds: dict[str, float] | None = None,
+) -> Path:
+    """A small conv -> relu -> mean -> linear ONNX model over (n, 1, 5000), plus the
+    manifest the device runtime needs next to it: a stand-in that keeps the stream's own
+    costs visible (also the streaming tests' model)."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     from anyecg_edge.runtime import ModelMetadata
 
-    rng = np.random.default_rng(0)
+    labs = list(labs) if labs is not None else [f"lab_{i}" for i in range(8)]
+    rng = np.random.default_rng(seed)
+    k = len(labs)
     inits = {
-        "W": rng.normal(0, 0.2, (8, 1, 64)).astype(np.float32),
-        "B": np.zeros(8, np.float32),
-        "G": rng.normal(0, 1.0, (8, labs)).astype(np.float32),
-        "c": np.zeros(labs, np.float32),
+        "W": rng.normal(0, 0.2, (4, 1, 64)).astype(np.float32),
+        "B": np.zeros(4, np.float32),
+        "G": rng.normal(0, 1.0, (4, k)).astype(np.float32),
+        "c": rng.normal(0, 0.1, (k,)).astype(np.float32),
         "axes": np.array([2], np.int64),
     }
     nodes = [
@@ -84,14 +94,14 @@ def _tiny_onnx(folder: Path, labs: int = 8) -> Path:
         nodes,
         "tiny",
         [helper.make_tensor_value_info("ecg", TensorProto.FLOAT, ["n", 1, 5000])],
-        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["n", labs])],
-        initializer=[numpy_helper.from_array(v, k) for k, v in inits.items()],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["n", k])],
+        initializer=[numpy_helper.from_array(v, name) for name, v in inits.items()],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
     model.ir_version = 9
-    path = folder / "tiny.onnx"
+    onnx.checker.check_model(model)
     onnx.save(model, str(path))
-    meta = ModelMetadata(labs=[f"lab_{i}" for i in range(labs)])
+    meta = ModelMetadata(labs=labs, thresholds=dict(thresholds or {}))
     Path(str(path) + ".manifest.json").write_text(json.dumps(meta.to_dict()))
     return path
 
@@ -213,7 +223,7 @@ def main(argv: list[str] | None = None) -> None:
     if not DATA.with_suffix(".hea").exists():
         raise SystemExit(f"bench_stream: {DATA}.hea not found (the shared recordings folder)")
     with tempfile.TemporaryDirectory() as tmp:
-        model_path = args.model or _tiny_onnx(Path(tmp))
+        model_path = args.model or write_tiny_onnx(Path(tmp) / "tiny.onnx")
         if args.sim:
             result = sim(
                 model_path, args.sim, args.faults, args.minutes, args.speed, args.hop, args.threads

@@ -7,9 +7,10 @@ import venv
 from pathlib import Path
 
 import pytest
+from recordings import DATA
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
+SHARED_DATA = DATA
 
 
 @pytest.fixture(scope="session")
@@ -48,3 +49,11 @@ def edge_venv(tmp_path_factory, repo_root: Path) -> Path:
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return py
+
+
+@pytest.fixture(scope="session")
+def art(tmp_path_factory, shared_data):
+    """The exported models of tests/export_fixtures.py (built once per session)."""
+    import export_fixtures
+
+    return export_fixtures.artifacts(tmp_path_factory.getbasetemp())

@@ -4,10 +4,8 @@ records and makes the torch fp32 model's abnormal calls."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -18,25 +16,6 @@ from anyecg_edge.predict import predict_record
 from anyecg_edge.runtime import load_model, parity_path
 
 FORBIDDEN = {"torch", "peft", "onnx", "onnxscript", "litert-torch", "ai-edge-quantizer", "jax"}
-
-
-def _export_fixtures():
-    """tests/export_fixtures.py, loaded once per session whichever test file comes first."""
-    name = "anyecg_edge_export_fixtures"
-    if name not in sys.modules:
-        path = Path(__file__).resolve().parent / "export_fixtures.py"
-        spec = importlib.util.spec_from_file_location(name, path)
-        sys.modules[name] = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(sys.modules[name])
-    return sys.modules[name]
-
-
-ef = _export_fixtures()
-
-
-@pytest.fixture(scope="session")
-def art(tmp_path_factory, shared_data):
-    return ef.artifacts(tmp_path_factory.getbasetemp())
 
 
 def _device_predict(py: Path, model: Path, record: Path, lead: str) -> dict:

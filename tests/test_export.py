@@ -3,37 +3,17 @@ parity reports, and loud failure when a broken calibration set ruins parity."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
-import sys
 from pathlib import Path
 
+import export_fixtures as ef
 import numpy as np
 import pytest
 
 from anyecg_edge.runtime import file_sha256, load_model, manifest_path, parity_path
 
-
-def _export_fixtures():
-    """tests/export_fixtures.py, loaded once per session whichever test file comes first."""
-    name = "anyecg_edge_export_fixtures"
-    if name not in sys.modules:
-        path = Path(__file__).resolve().parent / "export_fixtures.py"
-        spec = importlib.util.spec_from_file_location(name, path)
-        sys.modules[name] = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(sys.modules[name])
-    return sys.modules[name]
-
-
-ef = _export_fixtures()
-
 MAX_BYTES = 1_000_000
-
-
-@pytest.fixture(scope="session")
-def art(tmp_path_factory, shared_data):
-    return ef.artifacts(tmp_path_factory.getbasetemp())
 
 
 def _json(path: Path) -> dict:

@@ -7,18 +7,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from recordings import CINC, MITDB, needs_data
 
 from anyecg_edge.io import MissingDependencyError, Record, RecordError, list_leads, read_record
 from anyecg_edge.signal import preprocess
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-CINC = DATA / "cinc2021"
-MITDB = DATA / "mitdb" / "100"
-
-needs_data = pytest.mark.skipif(
-    not (CINC.is_dir() and Path(str(MITDB) + ".hea").is_file()),
-    reason=f"real recordings not found under {DATA}",
-)
 wfdb = pytest.importorskip("wfdb")
 
 

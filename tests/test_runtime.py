@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import shutil
@@ -11,6 +10,7 @@ import sys
 import venv
 from pathlib import Path
 
+import export_fixtures as ef
 import numpy as np
 import pytest
 
@@ -22,25 +22,6 @@ from anyecg_edge.runtime import (
     manifest_path,
     quantize,
 )
-
-
-def _export_fixtures():
-    """tests/export_fixtures.py, loaded once per session whichever test file comes first."""
-    name = "anyecg_edge_export_fixtures"
-    if name not in sys.modules:
-        path = Path(__file__).resolve().parent / "export_fixtures.py"
-        spec = importlib.util.spec_from_file_location(name, path)
-        sys.modules[name] = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(sys.modules[name])
-    return sys.modules[name]
-
-
-ef = _export_fixtures()
-
-
-@pytest.fixture(scope="session")
-def art(tmp_path_factory, shared_data):
-    return ef.artifacts(tmp_path_factory.getbasetemp())
 
 
 @pytest.fixture(scope="module")

@@ -4,11 +4,11 @@ quality gate. Real recordings from ../shared/data (CinC 2021, MIT-BIH 100)."""
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
 import scipy.signal
+from recordings import CINC, DATA, MITDB, needs_data
 
 from anyecg_edge.signal import (
     MAX_NAN_GAP_S,
@@ -26,14 +26,6 @@ from anyecg_edge.signal import (
     resample,
 )
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-CINC = DATA / "cinc2021"
-MITDB = DATA / "mitdb" / "100"
-
-needs_data = pytest.mark.skipif(
-    not (CINC.is_dir() and Path(str(MITDB) + ".hea").is_file()),
-    reason=f"real recordings not found under {DATA}",
-)
 wfdb = pytest.importorskip("wfdb")
 
 # Beat annotation symbols of the MIT-BIH format (rhythm/noise marks such as '+' excluded).

@@ -15,12 +15,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from anyecg_edge.benchmarks.bench_stream import write_tiny_onnx as write_onnx_standin
 from anyecg_edge.firmware_bridge.frames import FrameFlags
 from anyecg_edge.firmware_bridge.sequencer import Block
 from click.testing import CliRunner
 
 from anyecg_edge.io import Record, read_record
-from anyecg_edge.runtime import Model, ModelMetadata, load_model
+from anyecg_edge.runtime import Model, load_model
 from anyecg_edge.signal import extract_windows, preprocess
 from anyecg_edge.stream.engine import StreamEngine, resampling_rate
 from anyecg_edge.stream.latency import LatencyStats
@@ -32,40 +33,7 @@ LABS = ["potassium", "sodium", "hemoglobin", "glucose"]
 
 
 def write_tiny_onnx(path: Path, labs: list[str] = LABS, seed: int = 0) -> Path:
-    """A small conv -> relu -> mean -> linear ONNX model over (n, 1, 5000), plus the
-    manifest the device runtime needs next to it."""
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
-
-    rng = np.random.default_rng(seed)
-    k = len(labs)
-    inits = {
-        "W": rng.normal(0, 0.2, (4, 1, 64)).astype(np.float32),
-        "B": np.zeros(4, np.float32),
-        "G": rng.normal(0, 1.0, (4, k)).astype(np.float32),
-        "c": rng.normal(0, 0.1, (k,)).astype(np.float32),
-        "axes": np.array([2], np.int64),
-    }
-    nodes = [
-        helper.make_node("Conv", ["ecg", "W", "B"], ["c1"], kernel_shape=[64], strides=[16]),
-        helper.make_node("Relu", ["c1"], ["r1"]),
-        helper.make_node("ReduceMean", ["r1", "axes"], ["m"], keepdims=0),
-        helper.make_node("Gemm", ["m", "G", "c"], ["logits"]),
-    ]
-    graph = helper.make_graph(
-        nodes,
-        "tiny",
-        [helper.make_tensor_value_info("ecg", TensorProto.FLOAT, ["n", 1, 5000])],
-        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["n", k])],
-        initializer=[numpy_helper.from_array(v, name) for name, v in inits.items()],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
-    model.ir_version = 9
-    onnx.checker.check_model(model)
-    onnx.save(model, str(path))
-    meta = ModelMetadata(labs=labs, thresholds={"glucose": 0.6})
-    Path(str(path) + ".manifest.json").write_text(json.dumps(meta.to_dict()))
-    return path
+    return write_onnx_standin(path, labs, seed, thresholds={"glucose": 0.6})
 
 
 @pytest.fixture(scope="session")
