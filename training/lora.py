@@ -196,6 +196,7 @@ def merged_copy(peft_model: PeftModel) -> nn.Module:
 
 def max_rel_error(a: torch.Tensor, b: torch.Tensor) -> float:
     """max |a - b| / max |a| (the scale of the outputs)."""
+    a, b = a.detach(), b.detach()
     return float((a - b).abs().max() / a.abs().max().clamp(min=1e-12))
 
 
