@@ -872,6 +872,7 @@ class Trainer:
                 if finished or epoch_end:
                     break
                 t_wait = time.perf_counter()
+        fit_wall_s = time.perf_counter() - t_fit
         if self.best_state is not None:
             self.load_trainable_state(self.best_state, "best state")
         summary = {
@@ -886,8 +887,8 @@ class Trainer:
             "world_size": info.world_size,
             "segments_per_s_median": float(np.median(throughput)) if throughput else None,
             # This process's whole loop, evaluations and checkpoints included.
-            "fit_wall_s": time.perf_counter() - t_fit,
-            "segments_per_s_overall": seen_total / max(time.perf_counter() - t_fit, 1e-9),
+            "fit_wall_s": fit_wall_s,
+            "segments_per_s_overall": seen_total / max(fit_wall_s, 1e-9),
         }
         if info.device.type == "cuda":
             summary["gpu_mem_max_mib"] = torch.cuda.max_memory_allocated(info.device) / 2**20
