@@ -120,6 +120,36 @@ def test_predict_matches_the_torch_model_directly(
     np.testing.assert_allclose(got, expected, atol=1e-4)
 
 
+def test_predict_mains_none_skips_the_notch(student_checkpoint: Path, shared_data: Path) -> None:
+    """`--mains none` reaches predict_record as mains_hz=None (no notch), not float('none')."""
+    from anyecg_edge.io import read_record
+    from anyecg_edge.predict import predict_record
+
+    record = shared_data / "cinc2021" / "E07500"
+    code, out = run(
+        "-q",
+        "predict",
+        "--model",
+        str(student_checkpoint),
+        "--input",
+        str(record),
+        "--lead",
+        "I",
+        "--mains",
+        "none",
+        "--json",
+    )
+    assert code == 0, out
+    result = json.loads(out)
+    assert result["status"] == "ok"
+    model = TorchModel.load(student_checkpoint)
+    rec = read_record(record, lead="I")
+    expected = predict_record(rec, model, mains_hz=None)
+    assert {k: v["probability"] for k, v in result["labs"].items()} == {
+        k: v["probability"] for k, v in expected.labs.items()
+    }
+
+
 def test_predict_table_says_research_use(student_checkpoint: Path, shared_data: Path) -> None:
     code, out = run(
         "-q",

@@ -95,7 +95,10 @@ def predict(
 
     record = read_record(input_path, lead=lead, fs=fs)
     model = load_model(model_path, threads=threads)
-    mains_hz: float | None | str = {"none": None, "model": "model"}.get(mains) or float(mains)
+    # "none" maps to None (no notch), so a dict .get(...) or float(...) would fall through.
+    mains_hz: float | None | str = (
+        None if mains == "none" else "model" if mains == "model" else float(mains)
+    )
     result = predict_record(record, model, hop_s=hop_s, mains_hz=mains_hz).to_dict()
     if as_json:
         click.echo(json.dumps(result, indent=2))
