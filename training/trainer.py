@@ -37,6 +37,8 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader, Sampler
 
+from anyecg_edge.runtime.manifest import file_sha256
+
 log = logging.getLogger("anyecg_edge.training")
 
 __all__ = [
@@ -45,6 +47,7 @@ __all__ = [
     "TrainConfig",
     "Trainer",
     "TrainError",
+    "file_sha256",  # re-exported from the torch-free runtime (lora/distill/tests import it here)
     "masked_bce_terms",
     "mean_auroc",
     "pos_weight_from_targets",
@@ -953,13 +956,3 @@ def _json_default(obj: Any) -> Any:
     if isinstance(obj, Path):
         return str(obj)
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    import hashlib
-
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()

@@ -40,7 +40,6 @@ produces the identical corpus (index + shard bytes), whatever ``workers`` is.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -66,6 +65,8 @@ from anyecg_edge.training.data.mcmed import (
     read_visits,
 )
 from numpy.lib.stride_tricks import sliding_window_view
+
+from anyecg_edge.runtime.manifest import file_sha256
 
 __all__ = [
     "CorpusError",
@@ -308,7 +309,8 @@ def _process_unit(unit: int, visits: list[tuple]) -> dict[str, Any]:
     t0 = time.perf_counter()
     n_labs = len(cfg.lab_keys)
     name = _unit_name(unit)
-    counts: Counter = Counter()
+    # Counters the summaries read are always in the manifest, zero included.
+    counts: Counter = Counter(windows_rejected=0, segments_read=0)
     rejected: Counter = Counter()
     skipped: Counter = Counter()
     skipped_list: list[dict[str, str]] = []
@@ -475,8 +477,7 @@ def _process_unit(unit: int, visits: list[tuple]) -> dict[str, Any]:
                 )
                 n_pending += rows.size
     run_pending()
-    if visits_with_windows:
-        counts["visits_with_windows"] = len(visits_with_windows)
+    counts["visits_with_windows"] = len(visits_with_windows)
     flush(final=True)
     n = len(cols["csn"])
     counts["windows"] = n
@@ -1000,7 +1001,7 @@ def _finalize(
         "skipped_visits_and_rows": {k: v for k, v in sorted(skipped_rows.items()) if v},
         "labs_csv": lab_stats.as_dict(),
         "shards": shards,
-        "index_sha256": _sha256(index_path),
+        "index_sha256": file_sha256(index_path),
     }
 
 
@@ -1016,14 +1017,6 @@ def _read_part(path: Path):
         with pa.OSFile(str(path), "rb") as f:
             table = pa.ipc.open_file(f).read_all()
     return table.replace_schema_metadata(None)
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _empty_index_schema(cfg: CorpusConfig):
