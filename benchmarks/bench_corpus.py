@@ -115,8 +115,8 @@ def _build_child(mcmed_dir: str, out_dir: str, workers: int) -> None:
         json.dumps(
             {
                 "windows": manifest["counts"]["windows"],
-                "rejected": manifest["counts"].get("windows_rejected", 0),
-                "segments_read": manifest["counts"].get("segments_read", 0),
+                "rejected": manifest["counts"]["windows_rejected"],
+                "segments_read": manifest["counts"]["segments_read"],
                 "wall_s": wall,
                 "cpu_s": cpu,
                 "unit_s": unit_s,

@@ -444,6 +444,41 @@ def test_manifest_is_json_with_counts(built):
     assert c["visit"] >= c["order"] > 0
 
 
+def _cli_build(root, out) -> str:
+    from click.testing import CliRunner
+
+    from anyecg_edge.cli import cli
+
+    args = ["data", "build", "--mcmed", str(root), "--out", str(out), "--no-progress"]
+    r = CliRunner().invoke(cli, args)
+    assert r.exit_code == 0, r.output
+    return r.output
+
+
+def test_cli_build_summary_counts(tmp_path):
+    # A clean cohort where the gate rejects no window and no record is skipped: the
+    # summary still prints (zero counters are in the manifest) and claims no skips.
+    clean = tmp_path / "clean"
+    synth_cohort(clean, 6, seed=2, segments_per_visit=(1, 1), segment_s=(30.0, 40.0), defects=False)
+    out = _cli_build(clean, tmp_path / "clean_corpus")
+    counts = json.loads((tmp_path / "clean_corpus" / "manifest.json").read_text())["counts"]
+    assert counts["windows_rejected"] == 0 and counts["visits_with_windows"] > 0
+    assert f"{counts['windows']} windows from {counts['visits_with_windows']} visits" in out
+    assert "(0 rejected by the quality gate)" in out
+    assert "skipped" not in out
+    # With the two planted defects plus one more truncated .dat: 3 records over 2 reasons.
+    bad = tmp_path / "bad"
+    truth = synth_cohort(bad, 6, seed=2, segments_per_visit=(1, 1), segment_s=(30.0, 40.0))
+    defect = {d["kind"]: d["record"] for d in truth["defects"]}
+    other = bad / (defect["truncated_dat"].rsplit("_", 1)[0] + "_1.dat")
+    assert other.is_file() and str(other.relative_to(bad))[:-4] not in defect.values()
+    other.write_bytes(other.read_bytes()[:1000])
+    out = _cli_build(bad, tmp_path / "bad_corpus")
+    skipped = json.loads((tmp_path / "bad_corpus" / "manifest.json").read_text())["skipped_records"]
+    assert skipped["by_reason"] == {"truncated or short data file": 2, "wrong fs": 1}
+    assert "  3 records skipped (reasons in " in out
+
+
 # ----------------------------------------------------------------------------- benchmark
 
 

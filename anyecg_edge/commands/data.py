@@ -155,7 +155,7 @@ def data_build(
     click.echo(
         f"  candidate windows by policy: {json.dumps(counts['candidate_windows_by_policy'])}"
     )
-    n_skipped = len(manifest["skipped_records"])
+    n_skipped = sum(manifest["skipped_records"]["by_reason"].values())
     if n_skipped:
         click.echo(f"  {n_skipped} records skipped (reasons in {out / 'manifest.json'})")
 
