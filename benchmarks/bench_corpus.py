@@ -10,7 +10,7 @@ memory is that build's alone) and reports:
   (wall time x workers) and inside the workers only (sum of work-unit times), and per
   CPU-second used by the build and its workers (``seg/cpu-s``: the same rate on an idle
   machine, but much less sensitive to other load on a shared one);
-* peak RSS of the build's main process (getrusage), of its largest worker and of the
+* peak RSS of the build's main process (VmHWM), of its largest worker and of the
   whole process tree (sampled from /proc every 50 ms; workers=1 builds in-process, so
   the tree is the main process and nothing is sampled);
 * the extrapolated time for 20 M segments (the AnyECG-Lab corpus size) on 1 core and on
@@ -91,8 +91,10 @@ def _build_child(mcmed_dir: str, out_dir: str, workers: int) -> None:
     """Runs in the measuring subprocess: build, then print one JSON line of numbers."""
     peak: dict[str, float] = {}
     stop = threading.Event()
+    from anyecg_edge.benchmarks.bench import peak_rss_mb
+
     # The /proc scan costs ~3 ms per sample: with workers=1 the build runs in this
-    # process, whose peak getrusage reports exactly, so do not steal its CPU and GIL.
+    # process, whose peak VmHWM reports exactly, so do not steal its CPU and GIL.
     th = None
     if workers > 1:
         th = threading.Thread(target=_tree_sampler, args=(stop, peak), daemon=True)
@@ -110,7 +112,9 @@ def _build_child(mcmed_dir: str, out_dir: str, workers: int) -> None:
     unit_s = 0.0
     for p in Path(out_dir, "done").glob("*.json"):
         unit_s += json.loads(p.read_text())["seconds"]
-    self_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    # Not ru_maxrss: Linux carries it over fork+exec, so this subprocess would report
+    # the benchmark parent's peak when that is larger.
+    self_mb = peak_rss_mb()
     print(
         json.dumps(
             {
@@ -120,11 +124,11 @@ def _build_child(mcmed_dir: str, out_dir: str, workers: int) -> None:
                 "wall_s": wall,
                 "cpu_s": cpu,
                 "unit_s": unit_s,
-                "peak_main_mb": self_kb / 1024.0,
+                "peak_main_mb": self_mb,
                 # Sampled: RUSAGE_CHILDREN's maxrss also counts the parent's pages that
                 # a forked child held before exec, so it overstates small workers.
                 "peak_worker_mb": peak.get("worker_mb", 0.0) if workers > 1 else 0.0,
-                "peak_tree_mb": peak.get("tree_mb", 0.0) if workers > 1 else self_kb / 1024.0,
+                "peak_tree_mb": peak.get("tree_mb", 0.0) if workers > 1 else self_mb,
             }
         )
     )

@@ -507,3 +507,15 @@ def test_bench_corpus_smoke(tmp_path, capsys):
         # It timed a real build: the corpus it leaves has those windows.
         idx = pd.read_parquet(tmp_path / f"corpus_{r['visits']}_w1" / "index.parquet")
         assert len(idx) == r["windows"]
+
+
+def test_bench_corpus_peak_is_the_build_not_the_parent(tmp_path):
+    # ru_maxrss survives fork+exec on Linux: a parent holding 1.5 GB made the measuring
+    # subprocess report >= 1.5 GB for a tiny build. VmHWM is the build's own peak.
+    from anyecg_edge.benchmarks.bench_corpus import _measure
+
+    ballast = np.ones(1536 * 2**20 // 8)  # touched: resident in this process
+    synth_cohort(tmp_path / "c", 3, seed=1, segment_s=(30.0, 40.0), defects=False)
+    r = _measure(tmp_path / "c", tmp_path / "o", 1)
+    assert ballast[-1] == 1.0
+    assert 0 < r["peak_main_mb"] == r["peak_tree_mb"] < 1024
