@@ -14,8 +14,14 @@ import numpy as np
 from anyecg_edge import RESEARCH_USE_NOTE
 from anyecg_edge.io import Record, RecordError
 from anyecg_edge.labs import load_catalog
-from anyecg_edge.runtime import Model
-from anyecg_edge.signal import SignalError, assess_quality, extract_windows, preprocess
+from anyecg_edge.runtime import Model, ModelMetadata
+from anyecg_edge.signal import (
+    QualityReport,
+    SignalError,
+    assess_quality_batch,
+    extract_windows,
+    preprocess,
+)
 
 
 @dataclass
@@ -60,6 +66,32 @@ class RecordPrediction:
         }
 
 
+def model_inputs(
+    windows_mv: np.ndarray,
+    fs: float,
+    meta: ModelMetadata,
+    mains_hz: float | None | str = "model",
+) -> tuple[list[QualityReport], np.ndarray | None]:
+    """Gate raw windows and preprocess the accepted ones into what the model is fed.
+
+    ``windows_mv``: raw mV windows (windows, samples) at ``fs``. Each row is gated on
+    raw mV (:func:`~anyecg_edge.signal.assess_quality_batch`, equal to one window at a
+    time), then the accepted rows are preprocessed like the training corpus (batched,
+    equal to row by row) to ``meta.fs``, with the notch at ``mains_hz`` ("model": the
+    manifest's ``meta.mains_hz``; None: no notch). Returns one report per row and the
+    accepted rows' float32 model inputs (accepted, window_samples), or None if no row
+    was accepted.
+    """
+    mains = meta.mains_hz if mains_hz == "model" else mains_hz
+    w64 = np.asarray(windows_mv, dtype=np.float64)  # once, for both gate and preprocess
+    reports = assess_quality_batch(w64, fs)
+    ok = np.fromiter((r.ok for r in reports), dtype=bool, count=len(reports))
+    if not ok.any():
+        return reports, None
+    x = preprocess(w64[ok], fs, mains_hz=mains, target_fs=int(meta.fs))
+    return reports, x
+
+
 def predict_record(
     record: Record,
     model: Model,
@@ -70,19 +102,17 @@ def predict_record(
     """Estimate per-lab abnormality probabilities for one record.
 
     Each 10 s window is gated on raw mV, preprocessed exactly like the training corpus
-    (window by window), and scored; the record estimate is the mean over accepted windows,
-    with the spread across windows as a simple uncertainty.
+    (:func:`model_inputs`), and scored; the record estimate is the mean over accepted
+    windows, with the spread across windows as a simple uncertainty.
     """
     meta = model.metadata
-    mains = meta.mains_hz if mains_hz == "model" else mains_hz
     try:
         raw_windows, starts = extract_windows(record.signal_mv, record.fs, meta.window_s, hop_s)
     except SignalError as exc:
         raise RecordError(f"{record.source} (lead {record.lead}): {exc}") from None
+    reports, accepted = model_inputs(raw_windows, record.fs, meta, mains_hz)
     qualities: list[WindowQuality] = []
-    accepted: list[np.ndarray] = []
-    for raw, start in zip(raw_windows, starts, strict=True):
-        report = assess_quality(raw, record.fs)
+    for report, start in zip(reports, starts, strict=True):
         hr = report.metrics.get("heart_rate_bpm")
         qualities.append(
             WindowQuality(
@@ -92,8 +122,6 @@ def predict_record(
                 heart_rate_bpm=None if hr is None or not np.isfinite(hr) else round(float(hr), 1),
             )
         )
-        if report.ok:
-            accepted.append(preprocess(raw, record.fs, mains_hz=mains, target_fs=int(meta.fs)))
 
     result = RecordPrediction(
         record=record.source,
@@ -108,10 +136,10 @@ def predict_record(
             "calibrated": meta.calibrated,
         },
     )
-    if not accepted:
+    if accepted is None:
         return result
 
-    probs = model.predict(np.stack(accepted)[:, None, :])
+    probs = model.predict(accepted[:, None, :])
     mean = probs.mean(axis=0)
     thresholds = model.thresholds()
     catalog = load_catalog()

@@ -29,8 +29,9 @@ import numpy as np
 from anyecg_edge.quantization.errors import WindowsError
 
 from anyecg_edge.io import RecordError, list_leads, read_record
+from anyecg_edge.predict import model_inputs
 from anyecg_edge.runtime import ModelMetadata
-from anyecg_edge.signal import SignalError, assess_quality, extract_windows, preprocess
+from anyecg_edge.signal import SignalError, extract_windows, preprocess
 
 log = logging.getLogger(__name__)
 
@@ -134,7 +135,7 @@ def _read_leads(path: Path) -> list[tuple[str, np.ndarray, float]]:
 def record_windows(
     paths: Sequence[str | Path], meta: ModelMetadata, *, quality_gate: bool = True
 ) -> WindowSet:
-    """Preprocessed windows of every lead of every record (the device path, window by window)."""
+    """Preprocessed windows of every lead of every record (the device path, model_inputs)."""
     xs: list[np.ndarray] = []
     groups: list[str] = []
     rejected = 0
@@ -150,13 +151,14 @@ def record_windows(
             except SignalError as exc:
                 log.info("%s lead %s: %s; skipped", rec_path, lead, exc)
                 continue
-            keep = [w for w in raw if not quality_gate or assess_quality(w, fs).ok]
-            rejected += len(raw) - len(keep)
-            if not keep:
-                continue
-            # One batched call per lead: the chain is per row, so this equals the device's
-            # window-by-window preprocessing.
-            x = preprocess(np.stack(keep), fs, mains_hz=meta.mains_hz, target_fs=int(meta.fs))
+            if quality_gate:
+                # The device's own gate -> preprocess step (predict_record calls it too).
+                reports, x = model_inputs(raw, fs, meta)
+                rejected += sum(not r.ok for r in reports)
+                if x is None:
+                    continue
+            else:
+                x = preprocess(raw, fs, mains_hz=meta.mains_hz, target_fs=int(meta.fs))
             xs.append(x)
             groups += [str(rec_path)] * len(x)
     if not xs:

@@ -535,6 +535,36 @@ def test_quality_batch_on_mitdb_windows_at_360hz(mit100):
     assert all(q.ok for q in reports)
 
 
+@needs_data
+def test_model_inputs_equals_gate_then_preprocess_window_by_window(mit100):
+    """The device's gate -> preprocess step (batched) feeds the model exactly what gating
+    and preprocessing each window alone gives, rejected windows included."""
+    from anyecg_edge.predict import model_inputs
+    from anyecg_edge.runtime import ModelMetadata
+
+    x, _ = mit100
+    x = x[: 360 * 300].copy()
+    x[360 * 25 : 360 * 60] = 0.0  # a dead-lead stretch: some windows get rejected
+    windows, _ = extract_windows(x, 360, hop_s=5.0)
+    for mains, used in (("model", 60.0), (None, None), (50.0, 50.0)):
+        meta = ModelMetadata(labs=["a"], mains_hz=60.0)
+        reports, got = model_inputs(windows, 360, meta, mains)
+        singles = [assess_quality(w, 360) for w in windows]
+        assert all(_same_report(a, b) for a, b in zip(reports, singles, strict=True))
+        assert 0 < sum(not q.ok for q in singles) < len(singles)
+        want = np.stack(
+            [
+                preprocess(w, 360, mains_hz=used)
+                for w, q in zip(windows, singles, strict=True)
+                if q.ok
+            ]
+        )
+        assert got.dtype == np.float32 and np.array_equal(got, want)
+    flat = np.zeros((2, 3600))
+    reports, got = model_inputs(flat, 360, ModelMetadata(labs=["a"]))
+    assert got is None and [q.ok for q in reports] == [False, False]
+
+
 def test_quality_batch_errors_and_empty():
     assert assess_quality_batch(np.zeros((0, 5000)), 500) == []
     with pytest.raises(SignalError, match="2-D"):
