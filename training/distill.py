@@ -112,7 +112,7 @@ def _teacher_path(teacher: str | os.PathLike) -> Path:
 
 def _teacher_outputs(
     teacher: nn.Module,
-    teacher_file: Path,
+    teacher_sha256: str,
     datasets: dict[str, Any],
     cols: list[int],
     *,
@@ -122,10 +122,10 @@ def _teacher_outputs(
     info,
 ) -> dict[str, np.ndarray]:
     """Teacher logits (and features) per split, cached in ``cache`` and reused on resume."""
-    from anyecg_edge.training.trainer import file_sha256, predict_logits, write_json
+    from anyecg_edge.training.trainer import predict_logits, write_json
 
     key = {
-        "teacher_sha256": file_sha256(teacher_file),
+        "teacher_sha256": teacher_sha256,
         "cols": cols,
         "features": features,
         "rows": {k: len(v) for k, v in datasets.items()},
@@ -191,6 +191,7 @@ def train_distill(run: DistillRun, config: TrainConfig, *, resume: bool = False)
     info = setup_distributed(config.device)
     out = Path(run.out)
     teacher_file = _teacher_path(run.teacher)
+    teacher_sha256 = file_sha256(teacher_file)
     teacher, tmeta = load_model_checkpoint(teacher_file)
     measured = set(corpus_lab_keys(run.corpus))
     labs = resolve_labs(run.corpus, run.labs or [k for k in tmeta.labs if k in measured])
@@ -216,7 +217,7 @@ def train_distill(run: DistillRun, config: TrainConfig, *, resume: bool = False)
     want_feat = run.feature_weight > 0
     t_out = _teacher_outputs(
         teacher,
-        teacher_file,
+        teacher_sha256,
         {"train": train_base, "val": val_base},
         cols,
         features=want_feat,
@@ -283,7 +284,7 @@ def train_distill(run: DistillRun, config: TrainConfig, *, resume: bool = False)
     run_meta = {
         "task": "distill",
         "student": run.student,
-        "teacher_sha256": file_sha256(teacher_file),
+        "teacher_sha256": teacher_sha256,
         "temperature": temp,
         "alpha": alpha,
         "feature_weight": run.feature_weight,
