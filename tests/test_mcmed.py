@@ -230,12 +230,19 @@ def test_truncated_dat_and_wrong_fs_are_clear_errors(tmp_path):
     os.truncate(rec.with_suffix(".dat"), 2000)
     (info,), _ = mcmed.list_segments(tmp_path, "5550001")
     with pytest.raises(MCMEDError, match=r"5550001_1\.dat: truncated: holds 1000 samples, "
-                       "header says 3000"):  # fmt: skip
+                       "header says 3000") as e:  # fmt: skip
         mcmed.read_segment(info)
+    assert str(e.value) == mcmed.check_segment(info)
+    os.remove(rec.with_suffix(".dat"))
+    with pytest.raises(MCMEDError, match=r"5550001_1\.dat: data file not found") as e:
+        mcmed.read_segment(info)
+    assert str(e.value) == mcmed.check_segment(info)
     rec = _write_segment(tmp_path, "5550002", 1, x, dt.datetime(2250, 1, 1), fs=250)
     (info,), _ = mcmed.list_segments(tmp_path, "5550002")
-    with pytest.raises(MCMEDError, match=r"fs 250 Hz, expected 500 Hz"):
+    with pytest.raises(MCMEDError, match=r"fs 250 Hz, expected 500 Hz") as e:
         mcmed.read_segment(info)
+    # read_segment raises exactly check_segment's problem (the corpus classifies the text).
+    assert str(e.value) == mcmed.check_segment(info)
     hea = rec.with_suffix(".hea")
     hea.write_text(hea.read_text().replace(" 00:00:00 01/01/2250", ""))
     with pytest.raises(MCMEDError, match="no base_time/base_date"):

@@ -449,7 +449,7 @@ def _process_unit(unit: int, visits: list[tuple]) -> dict[str, Any]:
             if sel.size == 0:
                 continue  # nothing to cut here: do not even read the samples
             try:
-                x = read_segment(seg, expected_fs=cfg.expected_fs)
+                x = read_segment(seg, checked=True)  # check_segment passed above
             except MCMEDError as e:
                 skip(rel, _classify(str(e)), str(e))
                 continue

@@ -628,6 +628,10 @@ def list_segments(
     return segs, errors
 
 
+def _dat_not_found(dat: Path, info: SegmentInfo) -> str:
+    return f"{dat}: data file not found (header {info.record}.hea names it)"
+
+
 def check_segment(info: SegmentInfo, *, expected_fs: float | None = ECG_FS_HZ) -> str | None:
     """Cheap checks without reading samples: None if fine, else a one-line problem.
 
@@ -646,26 +650,28 @@ def check_segment(info: SegmentInfo, *, expected_fs: float | None = ECG_FS_HZ) -
             try:
                 size = dat.stat().st_size
             except OSError:
-                return f"{dat}: data file not found (header {info.record}.hea names it)"
+                return _dat_not_found(dat, info)
             if size < 2 * info.n_samples:
                 return f"{dat}: truncated: holds {size // 2} samples, header says {info.n_samples}"
     return None
 
 
-def read_segment(info: SegmentInfo, *, expected_fs: float | None = ECG_FS_HZ) -> np.ndarray:
+def read_segment(
+    info: SegmentInfo, *, expected_fs: float | None = ECG_FS_HZ, checked: bool = False
+) -> np.ndarray:
     """Samples of one segment in mV (float32, NaN where WFDB marks samples invalid).
 
-    Raises MCMEDError when the header's fs is not ``expected_fs`` (MC-MED's lead II is
-    500 Hz: another rate means a broken header, not a resampling job) and when the data
-    file is missing or shorter than its header says (truncated download).
+    Raises MCMEDError with :func:`check_segment`'s message when the header's fs is not
+    ``expected_fs`` (MC-MED's lead II is 500 Hz: another rate means a broken header, not
+    a resampling job) or the data file is missing or shorter than its header says
+    (truncated download). ``checked=True``: the caller has just run ``check_segment``
+    on ``info`` (with this ``expected_fs``) and got None, so it is not repeated.
     """
     from anyecg_edge.io import RecordError, read_record
 
-    if expected_fs is not None and abs(info.fs - expected_fs) > 1e-6:
-        raise MCMEDError(
-            f"{info.record}.hea: fs {info.fs:g} Hz, expected {expected_fs:g} Hz "
-            f"for MC-MED lead {ECG_LEAD}"
-        )
+    problem = None if checked else check_segment(info, expected_fs=expected_fs)
+    if problem is not None:
+        raise MCMEDError(problem)
     x = _read_fmt16(info)
     if x is None:  # not the plain layout: the general reader handles (or refuses) it
         try:
@@ -693,7 +699,8 @@ def _read_fmt16(info: SegmentInfo) -> np.ndarray | None:
     Same numbers as wfdb.rdrecord(physical=True) -> float32, without its per-record
     overhead (~5 ms, mostly header parsing through pandas). None when the header is not
     that simple layout (multi-signal, other formats, byte offsets, skew, a lead name
-    other than II); the caller then uses the general reader.
+    other than II); the caller then uses the general reader. The data file's presence
+    and length are :func:`check_segment`'s to check.
     """
     if len(info.signal_lines) != 1:
         return None
@@ -712,18 +719,13 @@ def _read_fmt16(info: SegmentInfo) -> np.ndarray | None:
     scale = _UNIT_MV.get((m.group(3) or "mV").lower())
     if scale is None:
         return None
+    # check_segment (run by read_segment) has seen the data file hold n_samples; a file
+    # cut since then reads short and fails read_segment's length check.
     dat = info.record.parent / f[0]
     try:
-        size = dat.stat().st_size
+        d = np.fromfile(dat, dtype="<i2", count=info.n_samples)
     except OSError:
-        raise MCMEDError(
-            f"{dat}: data file not found (header {info.record}.hea names it)"
-        ) from None
-    if size < 2 * info.n_samples:
-        raise MCMEDError(
-            f"{dat}: truncated: holds {size // 2} samples, header says {info.n_samples}"
-        )
-    d = np.fromfile(dat, dtype="<i2", count=info.n_samples)
+        raise MCMEDError(_dat_not_found(dat, info)) from None
     # (d - baseline) / gain * scale in float64, in place (same arithmetic, fewer copies).
     x = d.astype(np.float64)
     x -= baseline
