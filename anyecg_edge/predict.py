@@ -144,7 +144,7 @@ def predict_record(
     thresholds = model.thresholds()
     catalog = load_catalog()
     for j, name in enumerate(model.labs):
-        lab = catalog.lookup(name) or _by_key(catalog, name)
+        lab = catalog.lookup(name) or catalog.get(name)
         column = probs[:, j]
         result.labs[name] = {
             "probability": round(float(mean[j]), 4),
@@ -161,10 +161,3 @@ def predict_record(
             },
         }
     return result
-
-
-def _by_key(catalog: Any, name: str) -> Any:
-    try:
-        return catalog.by_key(name)
-    except KeyError:
-        return None

@@ -153,6 +153,14 @@ def test_by_key_unknown(cat: LabCatalog) -> None:
     assert str(ei.value).startswith("unknown lab key 'potasium'")
 
 
+def test_get_is_by_key_without_the_error(cat: LabCatalog) -> None:
+    for lab in cat:
+        assert cat.get(lab.key) is cat.by_key(lab.key) is lab
+    assert cat.get("potasium") is None
+    assert cat.get("ecgfounder_class_000", cat[0]) is cat[0]
+    assert cat.get("Potassium") is None  # keys are exact; names go through lookup()
+
+
 def test_reference_ranges_spot_checks(cat: LabCatalog) -> None:
     def rng(key: str) -> tuple[float | None, float | None, str]:
         lab = cat.by_key(key)

@@ -323,6 +323,11 @@ class LabCatalog(Sequence[Lab]):
             raise UnknownLabError(f"unknown lab key {key!r} in {self.source}{hint}")
         return lab
 
+    def get(self, key: str, default: Lab | None = None) -> Lab | None:
+        """The lab with this key, or ``default``: a plain lookup, for keys that may be
+        outside the catalog (``by_key`` spends time on close-match hints for its error)."""
+        return self._by_key.get(key, default)
+
     def position(self, key: str) -> int:
         """Index of the lab in file order (its model output column)."""
         return self._labs.index(self.by_key(key))
