@@ -7,6 +7,8 @@ Spec string (``--faults``), comma-separated ``key=value``:
 ``dup=P``      each notification is sent twice with probability P
 ``reorder=P``  each notification is held back and sent after the next one (prob. P)
 ``corrupt=P``  each notification is cut short or has a byte flipped (prob. P)
+``cut=P``      each notification is cut short (prob. P): a fault that the profiles without
+               a CRC (Polar, Movesense) can always detect, by the stream's frame length
 ``disconnect=S``  the link is lost every S s of stream time (the device keeps sampling)
 ``stall=S``    every S s the device silently stops notifying while the link stays up
                (the field failure a data-silence watchdog must catch)
@@ -36,6 +38,7 @@ class FaultSpec:
     dup: float = 0.0
     reorder: float = 0.0
     corrupt: float = 0.0
+    cut: float = 0.0
     disconnect: float = 0.0
     stall: float = 0.0
     jump: float = 0.0
@@ -43,7 +46,7 @@ class FaultSpec:
     drift: float = 0.0
     seed: int = 0
 
-    _PROBABILITIES = ("drop", "dup", "reorder", "corrupt")
+    _PROBABILITIES = ("drop", "dup", "reorder", "corrupt", "cut")
     _PERIODS = ("disconnect", "stall", "jump")
 
     @classmethod
@@ -85,14 +88,21 @@ class FaultSpec:
 
 
 class FaultInjector:
-    """Applies the per-notification faults (drop, dup, reorder, corrupt) to a stream of
+    """Applies the per-notification faults (drop, dup, reorder, corrupt, cut) to a stream of
     notifications; counts what it did so tests can compare with what was detected."""
 
     def __init__(self, spec: FaultSpec) -> None:
         self.spec = spec
         self.rng = random.Random(spec.seed)
         self._held: bytes | None = None
-        self.counts = {"sent": 0, "dropped": 0, "duplicated": 0, "reordered": 0, "corrupted": 0}
+        self.counts = {
+            "sent": 0,
+            "dropped": 0,
+            "duplicated": 0,
+            "reordered": 0,
+            "corrupted": 0,
+            "cut": 0,
+        }
 
     def process(self, frame: bytes) -> list[bytes]:
         """Notifications to put on air for this frame (in order)."""
@@ -104,6 +114,9 @@ class FaultInjector:
             if s.corrupt and rng.random() < s.corrupt:
                 frame = self._corrupt(frame)
                 self.counts["corrupted"] += 1
+            if s.cut and rng.random() < s.cut and len(frame) > 1:
+                frame = frame[: rng.randrange(1, len(frame))]
+                self.counts["cut"] += 1
             copies = 2 if s.dup and rng.random() < s.dup else 1
             self.counts["duplicated"] += copies - 1
             if self._held is None and s.reorder and rng.random() < s.reorder:

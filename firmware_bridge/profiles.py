@@ -23,8 +23,10 @@ from anyecg_edge.firmware_bridge.frames import DecodeStats, DeviceError, Frame, 
 
 __all__ = [
     "PROFILES",
+    "RELEARN_FRAMES",
     "AnyEcgProfile",
     "FrameDecoder",
+    "FrameLength",
     "MovesenseProfile",
     "PolarH10Profile",
     "Profile",
@@ -36,6 +38,9 @@ __all__ = [
 CONTROL_TIMEOUT_S = 5.0
 
 DataCallback = Callable[[bytes, int], None]
+
+# Frames in a row, all of one length other than the stream's, that make it the stream's.
+RELEARN_FRAMES = 3
 
 
 class Profile(ABC):
@@ -91,6 +96,53 @@ def _data_forwarder(on_data: DataCallback) -> Callable[[Any, bytearray], None]:
     return forward
 
 
+class FrameLength:
+    """Frames of this stream have one length: the rule for profiles whose frames carry
+    neither sequence numbers nor a CRC (Polar, Movesense).
+
+    A notification cut in transit on a sample boundary still decodes. Accepting it would
+    lose its missing samples silently: the sequencer places a frame by its timestamp,
+    and a frame short by up to a quarter frame fits its tolerance and is stitched on
+    (Polar's timestamp, of the last sample of the full frame, even misplaces the kept
+    samples). So a frame whose length differs from the stream's is rejected (FrameError:
+    'truncated' when shorter, 'frame_length' when longer), which counts it as malformed
+    and leaves a hole the sequencer reports as a gap -- from the very first frame, since
+    the stream's length starts as the protocol's (``SAMPLES_PER_FRAME``), never unknown.
+
+    A device that sends another frame size (other firmware, another rate or MTU) has its
+    first frames rejected, each counted, until ``relearn`` frames in a row agree on one
+    other length: that one is accepted and the length becomes the stream's. Random cuts
+    practically never agree that many times in a row. The learned length is kept across
+    reconnects (the same device; a changed size is learned again the same way).
+    """
+
+    def __init__(self, samples: int, what: str, relearn: int = RELEARN_FRAMES) -> None:
+        if samples < 1 or relearn < 1:
+            raise ValueError(f"FrameLength({samples}, relearn={relearn}): both must be >= 1")
+        self.samples = int(samples)
+        self.what = what
+        self.relearn = int(relearn)
+        self._other = 0  # the other length seen in a row, and how many times
+        self._run = 0
+
+    def check(self, n: int) -> None:
+        """Accept a frame of ``n`` samples, or raise FrameError."""
+        if n == self.samples:
+            self._run = 0
+            return
+        self._run = self._run + 1 if n == self._other else 1
+        self._other = n
+        if self._run >= self.relearn:
+            self.samples, self._run = n, 0
+            return
+        shorter = n < self.samples
+        raise FrameError(
+            f"{self.what} frame of {n} samples; this stream's frames have {self.samples}"
+            + (" (cut in transit)" if shorter else ""),
+            "truncated" if shorter else "frame_length",
+        )
+
+
 class PolarH10Profile(Profile):
     """Polar H10 PMD ECG: 130 Hz nominal (real 128-131 Hz), uV samples, ns timestamps.
 
@@ -107,20 +159,12 @@ class PolarH10Profile(Profile):
 
     def __init__(self, fs_hz: float = polar.ECG_FS_HZ, lead: str = "chest") -> None:
         super().__init__(fs_hz, lead)
-        self._frame_len = 0
+        # A shorter frame was cut in transit (see FrameLength).
+        self.frame_length = FrameLength(polar.SAMPLES_PER_FRAME, "Polar PMD ECG")
 
     def decode(self, data: bytes) -> Frame:
         frame = polar.decode_ecg_frame(data)
-        # The H10 sends equally long frames for a given MTU. A shorter one was cut in
-        # transit; decoding it would misplace its samples (the timestamp stamps the
-        # last sample of the full frame), so it is rejected.
-        if len(data) < self._frame_len:
-            raise FrameError(
-                f"Polar PMD ECG frame of {len(data)} bytes, shorter than this stream's "
-                f"{self._frame_len}-byte frames (cut in transit)",
-                "truncated",
-            )
-        self._frame_len = len(data)
+        self.frame_length.check(frame.n)
         return frame
 
     async def _command(self, client: Any, cmd: bytes, what: str) -> polar.ControlResponse:
@@ -134,7 +178,6 @@ class PolarH10Profile(Profile):
 
     async def start(self, client: Any, on_data: DataCallback) -> None:
         self._control = asyncio.Queue()
-        self._frame_len = 0  # the MTU, hence the frame size, may differ after a reconnect
         # Replies to control-point writes arrive as indications (reading the
         # characteristic returns a stale '0f 05 00...').
         await client.start_notify(polar.CONTROL_UUID, self._on_control)
@@ -175,9 +218,12 @@ class MovesenseProfile(Profile):
                 f"Movesense ECG rate {fs_hz:g} Hz; expected one of {movesense.ECG_RATES_HZ}"
             )
         super().__init__(fs_hz, lead)
+        self.frame_length = FrameLength(movesense.SAMPLES_PER_FRAME, "Movesense ECG")
 
     def decode(self, data: bytes) -> Frame:
-        return movesense.decode_ecg_frame(data)
+        frame = movesense.decode_ecg_frame(data)
+        self.frame_length.check(frame.n)
+        return frame
 
     async def start(self, client: Any, on_data: DataCallback) -> None:
         self._control = asyncio.Queue()

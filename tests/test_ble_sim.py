@@ -236,6 +236,23 @@ def test_corrupted_duplicated_reordered_packets(model, record_path):
     _check_exact(handles)  # (a corrupted frame is lost: its hole is a gap, nothing else)
 
 
+@pytest.mark.parametrize("profile", ["polar", "movesense"])
+def test_cut_packets_without_crc_are_gaps(model, record_path, profile):
+    # No CRC: a notification cut on a sample boundary still decodes. The stream's frame
+    # length rejects every cut one (a malformed event), and its hole is a gap; nothing is
+    # stitched on silently.
+    # About 5 cut frames in 40 s; the seeds cut on a sample boundary the first frame after
+    # the start (polar seed 66: to 34 samples) and frames short by 3 and by 1 sample
+    # (movesense seed 1: the 14th and 90th), which the sequencer's tolerance would hide.
+    faults = {"polar": "cut=0.08,seed=66", "movesense": "cut=0.015,seed=1"}[profile]
+    out, s, info, handles = _stream(model, record_path, profile, faults=faults)
+    injected = handles["wearable"].injector.counts
+    assert info["decoder"]["malformed_by_reason"] == {"truncated": injected["cut"]}
+    assert len(_events(out, "malformed")) == injected["cut"] > 0
+    assert _events(out, "gap") and s["stream_s"] > 20  # the stream goes on
+    _check_exact(handles)
+
+
 def test_mtu_too_small_is_a_clear_error(record_path):
     async def main():
         wearable = _wearable(record_path)

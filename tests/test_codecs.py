@@ -16,6 +16,7 @@ from anyecg_edge.firmware_bridge.encoders import FrameEncoder
 from anyecg_edge.firmware_bridge.faults import FaultInjector, FaultSpec
 from anyecg_edge.firmware_bridge.frames import FrameError, FrameFlags
 from anyecg_edge.firmware_bridge.profiles import (
+    RELEARN_FRAMES,
     AnyEcgProfile,
     FrameDecoder,
     MovesenseProfile,
@@ -71,6 +72,52 @@ def test_polar_mtu_cut_frame_rejected():
     assert decoder.feed(full[:20]) is None  # default ATT MTU 23 cuts to 20 bytes
     assert decoder.feed(full[: 10 + 3 * 40]) is None  # cut on a sample boundary
     assert decoder.stats.malformed == {"truncated": 2}
+
+
+def _frames(profile, n_frames, spf):
+    enc = FrameEncoder(profile, 130.0 if profile == "polar" else 128.0, samples_per_frame=spf)
+    return [enc.encode(np.arange(k * spf, (k + 1) * spf), k * spf) for k in range(n_frames)]
+
+
+@pytest.mark.parametrize(
+    ("profile", "cut"),
+    [("polar", 40), ("polar", 72), ("movesense", 15), ("movesense", 12), ("movesense", 4)],
+)
+def test_short_frame_rejected_even_first_after_start(profile, cut):
+    # No sequence numbers, no CRC: a frame cut on a sample boundary decodes. The stream's
+    # frame length starts from the protocol's, so even the very first frame (of a fresh
+    # decoder, i.e. after a start) is rejected when short, and counted.
+    spf = {"polar": polar.SAMPLES_PER_FRAME, "movesense": movesense.SAMPLES_PER_FRAME}[profile]
+    frames = _frames(profile, 3, spf)
+    header = len(frames[0]) - spf * (3 if profile == "polar" else 4)
+    short = frames[0][: header + cut * (3 if profile == "polar" else 4)]
+    prof = PolarH10Profile() if profile == "polar" else MovesenseProfile()
+    decoder = FrameDecoder(prof)
+    assert decoder.feed(short) is None and decoder.last_reason == "truncated"
+    assert all(decoder.feed(f).n == spf for f in frames[1:])
+    assert decoder.feed(short) is None  # and later in the stream as well
+    assert decoder.stats.malformed == {"truncated": 2} and decoder.stats.frames == 2
+
+
+@pytest.mark.parametrize("profile", ["polar", "movesense"])
+@pytest.mark.parametrize("spf", [8, 40])
+def test_other_frame_size_relearned_after_agreeing_frames(profile, spf):
+    # A device sending another frame size than the protocol's: its first frames are
+    # rejected (and counted) until RELEARN_FRAMES in a row agree; from then on that is
+    # the stream's length, and a frame of another length is rejected again.
+    frames = _frames(profile, RELEARN_FRAMES + 3, spf)
+    decoder = FrameDecoder(PolarH10Profile() if profile == "polar" else MovesenseProfile())
+    got = [decoder.feed(f) for f in frames]
+    assert got[: RELEARN_FRAMES - 1] == [None] * (RELEARN_FRAMES - 1)
+    assert all(f is not None and f.n == spf for f in got[RELEARN_FRAMES - 1 :])
+    expected = "truncated" if spf < {"polar": 73, "movesense": 16}[profile] else "frame_length"
+    assert decoder.stats.malformed == {expected: RELEARN_FRAMES - 1}
+    assert decoder.feed(_frames(profile, 1, spf - 1)[0]) is None
+    assert decoder.last_reason == "truncated"
+    # frames of another length that do not agree with each other never take over
+    other = [_frames(profile, 1, n)[0] for n in (spf + 1, spf + 2) * RELEARN_FRAMES]
+    assert all(decoder.feed(f) is None for f in other)
+    assert decoder.feed(frames[0]).n == spf
 
 
 @ROUND_TRIP
@@ -400,6 +447,42 @@ def test_sequencer_exactly_once_random_faults(profile, drop, dup, reorder, seed)
     spec = f"drop={drop},dup={dup},reorder={reorder},seed={seed}"
     codes, spf, out, _, seq, _, intact, _ = _replay(profile, spec, n_frames=120, seed=seed)
     _check_exactly_once(codes, spf, out, seq, intact)
+
+
+@pytest.mark.parametrize("profile", ["polar", "movesense"])
+def test_truncated_frames_are_gaps_never_stitched(profile):
+    # Frames cut on a sample boundary decode (no CRC); the first frame of the stream and
+    # frames short by a tolerance's worth of samples (which the sequencer alone would
+    # stitch on) included. Each is rejected and counted, and its hole is a gap.
+    enc = FrameEncoder(profile, FS_TRUE[profile])
+    spf, width = enc.samples_per_frame, (3 if profile == "polar" else 4)
+    codes = np.arange(60 * spf)
+    cuts = {0: spf // 2, 10: spf - 1, 20: spf - 4, 21: spf - 2, 35: 1, 50: spf - 3}
+    decoder = FrameDecoder(PolarH10Profile() if profile == "polar" else MovesenseProfile())
+    seq, out = Sequencer(decoder.profile.nominal_fs), []
+    for k in range(60):
+        raw = enc.encode(codes[k * spf : (k + 1) * spf], k * spf)
+        if k in cuts:
+            raw = raw[: len(raw) - width * (spf - cuts[k])]
+        frame = decoder.feed(raw)
+        if frame is not None:
+            out.extend(seq.push(frame, k))
+    out.extend(seq.flush())
+    intact = set(range(60)) - set(cuts)
+    blocks, gaps, idx = _check_exactly_once(codes, spf, out, seq, intact)
+    assert decoder.stats.malformed == {"truncated": len(cuts)}
+    assert len(idx) == len(intact) * spf
+    assert len(gaps) == 4  # frames 10, 20-21, 35, 50; frame 0 only delays the start
+    assert idx[0] == spf
+
+
+@pytest.mark.parametrize("profile", ["polar", "movesense"])
+def test_random_cuts_with_drops_and_reordering_exactly_once(profile):
+    spec = "cut=0.05,drop=0.02,reorder=0.03,seed=5"  # (a dup would repeat a cut frame)
+    codes, spf, out, decoder, seq, inj, intact, _ = _replay(profile, spec, n_frames=600)
+    _check_exactly_once(codes, spf, out, seq, intact)
+    assert decoder.stats.malformed == {"truncated": inj.counts["cut"]}
+    assert inj.counts["cut"] > 10
 
 
 def test_anyecg_stream_with_garbage_and_corruption():

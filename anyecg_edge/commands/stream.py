@@ -74,7 +74,7 @@ class _Output:
 @click.option(
     "--faults", default=None,
     help='Sim sources: fault injection, e.g. "drop=0.02,disconnect=45" (keys: drop, dup, reorder, '
-    "corrupt, disconnect, stall, jump, jump_s, drift, seed).",
+    "corrupt, cut, disconnect, stall, jump, jump_s, drift, seed).",
 )  # fmt: skip
 @click.option(
     "--jsonl", "jsonl_path", type=click.Path(path_type=Path, allow_dash=True), default=None,
