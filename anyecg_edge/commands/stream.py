@@ -14,7 +14,6 @@ from typing import IO, Any
 import click
 
 from anyecg_edge import RESEARCH_USE_NOTE
-from anyecg_edge.runtime import Model
 
 log = logging.getLogger(__name__)
 
@@ -23,21 +22,6 @@ SOURCE_HELP = (
     "(simulated wearable over an in-process GATT link), polar:ADDR / movesense:ADDR / "
     "anyecg:ADDR (real device)"
 )
-
-
-def load_stream_model(path: Path, threads: int | None) -> Model:
-    """Device runtimes for .onnx/.tflite (issue 6's loader), torch for .pt/.pth."""
-    if path.suffix.lower() in (".onnx", ".tflite"):
-        try:
-            from anyecg_edge.runtime import load_model
-        except ImportError:  # older tree: the predict command's loader
-            from anyecg_edge.commands.predict import load_model as load_predict
-
-            return load_predict(path)
-        return load_model(path, threads=threads)
-    from anyecg_edge.commands.predict import load_model as load_predict
-
-    return load_predict(path)
 
 
 class _Output:
@@ -127,6 +111,7 @@ def stream(
     are detected from device timestamps / sequence numbers: windows that would span one
     are skipped. Ctrl-C stops cleanly and prints the summary.
     """
+    from anyecg_edge.commands.predict import load_model
     from anyecg_edge.firmware_bridge.faults import FaultSpec
     from anyecg_edge.stream.engine import StreamEngine
     from anyecg_edge.stream.sources import SourceError, SourceSpec, load_record, run_file
@@ -140,7 +125,7 @@ def stream(
     if spec.kind != "device" and hci:
         raise SourceError("--hci applies to real-device sources (polar:ADDR, ...)")
     record = load_record(spec.target, lead=lead, fs=fs) if spec.kind == "file" else None
-    model = load_stream_model(model_path, threads)
+    model = load_model(model_path, threads=threads)
 
     use_live = sys.stdout.isatty() if live is None else live
     jsonl: IO[str] | None = None
