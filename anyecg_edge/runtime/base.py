@@ -11,7 +11,7 @@ import math
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -192,3 +192,56 @@ class Model(ABC):
 
     def thresholds(self) -> np.ndarray:
         return np.array([self.metadata.thresholds.get(lab, 0.5) for lab in self.labs])
+
+
+_RM = TypeVar("_RM", bound="RuntimeModel")
+
+
+class RuntimeModel(Model):
+    """A model file run by a device runtime (ONNX Runtime, LiteRT), its manifest next to it.
+
+    Holds what the backends share: ``load``, the threads and I/O shape checks.
+    """
+
+    threads: int | None = None
+
+    @classmethod
+    def load(cls: type[_RM], path: str | Path, *, threads: int | None = None) -> _RM:
+        from anyecg_edge.runtime.manifest import load_manifest  # manifest imports this module
+
+        path = Path(path)
+        if not path.is_file():
+            raise ModelError(f"{path}: model file not found")
+        return cls(path, load_manifest(path), threads=threads)  # type: ignore[call-arg]
+
+    @staticmethod
+    def _check_threads(threads: int | None) -> None:
+        if threads is not None and threads < 1:
+            raise ModelError(f"threads must be >= 1, got {threads}")
+
+    @staticmethod
+    def _check_io_counts(path: str | Path, n_inputs: int, n_outputs: int) -> None:
+        if n_inputs != 1 or n_outputs != 1:
+            raise ModelError(
+                f"{path}: expected 1 input and 1 output, got {n_inputs} and {n_outputs}"
+            )
+
+    def _check_io_shapes(self, path: str | Path, in_shape: list, out_shape: list) -> None:
+        """Input (batch, 1, window_samples) and output (batch, n_labs), as in the manifest."""
+        meta = self.metadata
+        if len(in_shape) != 3 or in_shape[1:] != [1, meta.window_samples]:
+            raise ModelError(
+                f"{path}: input shape {in_shape} does not match the manifest's window "
+                f"({meta.window_samples} samples = {meta.fs:g} Hz x {meta.window_s:g} s)"
+            )
+        if len(out_shape) != 2 or out_shape[1] != len(meta.labs):
+            raise ModelError(
+                f"{path}: output shape {out_shape} does not match the manifest's "
+                f"{len(meta.labs)} labs"
+            )
+
+
+def one_line(exc: BaseException) -> str:
+    """The first line of an exception's message (at most 300 characters), or its type."""
+    text = str(exc).strip().splitlines()
+    return text[0][:300] if text else type(exc).__name__

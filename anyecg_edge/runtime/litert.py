@@ -12,8 +12,14 @@ from typing import Any
 
 import numpy as np
 
-from anyecg_edge.runtime.base import Model, ModelError, ModelMetadata, dequantize, quantize
-from anyecg_edge.runtime.manifest import load_manifest
+from anyecg_edge.runtime.base import (
+    ModelError,
+    ModelMetadata,
+    RuntimeModel,
+    dequantize,
+    one_line,
+    quantize,
+)
 
 # Relative tolerance between the manifest's and the model file's quant params: both are
 # written by the exporter from the same float32 numbers, so they agree to float32 round-off.
@@ -39,7 +45,7 @@ def import_interpreter() -> tuple[Any, str]:
         ) from None
 
 
-class LiteRTModel(Model):
+class LiteRTModel(RuntimeModel):
     backend = "litert"
 
     def __init__(
@@ -48,35 +54,21 @@ class LiteRTModel(Model):
         super().__init__(metadata, str(path))
         interpreter_cls, package = import_interpreter()
         self.backend = package
-        if threads is not None and threads < 1:
-            raise ModelError(f"threads must be >= 1, got {threads}")
+        self._check_threads(threads)
         try:
             self.interpreter = interpreter_cls(model_path=str(path), num_threads=threads)
             self.interpreter.allocate_tensors()
         except (ValueError, RuntimeError) as exc:
-            raise ModelError(f"{path}: {package} cannot load it ({_one_line(exc)})") from None
+            raise ModelError(f"{path}: {package} cannot load it ({one_line(exc)})") from None
         self.threads = threads
         self.precision = str(metadata.extra.get("precision") or "fp32")
         inputs = self.interpreter.get_input_details()
         outputs = self.interpreter.get_output_details()
-        if len(inputs) != 1 or len(outputs) != 1:
-            raise ModelError(
-                f"{path}: expected 1 input and 1 output, got {len(inputs)} and {len(outputs)}"
-            )
+        self._check_io_counts(path, len(inputs), len(outputs))
         self._in, self._out = inputs[0], outputs[0]
         shape = [int(v) for v in self._in["shape"]]
-        if len(shape) != 3 or shape[1:] != [1, metadata.window_samples]:
-            raise ModelError(
-                f"{path}: input shape {shape} does not match the manifest's window "
-                f"({metadata.window_samples} samples = {metadata.fs:g} Hz x {metadata.window_s:g} s)"
-            )
+        self._check_io_shapes(path, shape, [int(v) for v in self._out["shape"]])
         self._batch = shape[0]
-        out_shape = [int(v) for v in self._out["shape"]]
-        if len(out_shape) != 2 or out_shape[1] != len(metadata.labs):
-            raise ModelError(
-                f"{path}: output shape {out_shape} does not match the manifest's "
-                f"{len(metadata.labs)} labs"
-            )
         self._in_q = self._check_quant(path, "input", self._in, metadata.input_quant)
         self._out_q = self._check_quant(path, "output", self._out, metadata.output_quant)
 
@@ -109,13 +101,6 @@ class LiteRTModel(Model):
             )
         return q
 
-    @classmethod
-    def load(cls, path: str | Path, *, threads: int | None = None) -> LiteRTModel:
-        path = Path(path)
-        if not path.is_file():
-            raise ModelError(f"{path}: model file not found")
-        return cls(path, load_manifest(path), threads=threads)
-
     def predict_logits(self, windows: np.ndarray) -> np.ndarray:
         x = np.asarray(windows, dtype=np.float32)
         if self._in_q is not None:
@@ -135,8 +120,3 @@ class LiteRTModel(Model):
         if self._out_q is not None:
             return dequantize(logits, self._out_q)
         return logits.astype(np.float32)
-
-
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0][:300] if text else type(exc).__name__
