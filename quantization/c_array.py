@@ -169,9 +169,14 @@ def _identifier(stem: str) -> str:
     return ident if not ident[:1].isdigit() else f"m_{ident}"
 
 
-def write_c_array(tflite_path: Path, out: Path) -> list[Path]:
-    """Write ``out`` (.cc/.c) and ``<stem>.h``; returns both paths."""
-    info = analyze(tflite_path)
+def write_c_array(tflite_path: Path, out: Path, info: dict[str, Any] | None = None) -> list[Path]:
+    """Write ``out`` (.cc/.c) and ``<stem>.h``; returns both paths.
+
+    ``info``: :func:`analyze` of ``tflite_path`` when the caller already has it (it is
+    computed here otherwise).
+    """
+    if info is None:
+        info = analyze(tflite_path)
     data = Path(tflite_path).read_bytes()
     name = _identifier(out.stem)
     upper = name.upper()

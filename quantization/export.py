@@ -417,7 +417,7 @@ def export_model(
     if fmt == "c-array":
         from anyecg_edge.quantization.c_array import write_c_array
 
-        extra_files = write_c_array(model_out, out)
+        extra_files = write_c_array(model_out, out, tflm)  # the analysis made above
     if failures and not allow_degraded:
         for p in (model_out, mpath, *extra_files):
             p.unlink(missing_ok=True)
