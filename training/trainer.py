@@ -346,19 +346,16 @@ def predict_logits(
     precision: str = "fp32",
     info: DistInfo | None = None,
     workers: int = 0,
-    outputs: Callable[[Any], torch.Tensor] | None = None,
     loader: DataLoader | None = None,
 ) -> np.ndarray:
     """Logits (n, n_out) float32 for every item of ``dataset`` (items start with x).
 
     Under DDP each rank runs a contiguous slice and every rank gets the whole array back.
-    ``outputs`` maps the module's output to the logits tensor (default: the output itself).
     ``loader`` is a ready loader from :func:`slice_loader` over the same dataset (a trainer
     keeps one with persistent workers instead of starting workers at every evaluation).
     """
     info = info or DistInfo(device=torch.device(device))
     device = torch.device(device)
-    n = len(dataset)
     if loader is None:
         loader = slice_loader(dataset, batch_size=batch_size, info=info, workers=workers)
     was_training = module.training
@@ -369,20 +366,18 @@ def predict_logits(
             x = batch[0].to(device, non_blocking=True)
             with _autocast(device, precision):
                 out = module(x)
-            out = outputs(out) if outputs is not None else out
             parts.append(out.float().cpu())
     finally:
         module.train(was_training)
     local = torch.cat(parts) if parts else None
     if not info.distributed:
         return local.numpy() if local is not None else np.zeros((0, 0), np.float32)
-    width = _gather_objects(info, None if local is None else int(local.shape[1]))
-    n_out = next(w for w in width if w is not None)
+    # each rank's (rows, width) as its loader produced them, so the slice bounds live only in
+    # slice_loader; a rank with an empty slice has no width to report
+    shapes = _gather_objects(info, None if local is None else tuple(local.shape))
+    n_out = next(s[1] for s in shapes if s is not None)
     local = local if local is not None else torch.zeros((0, n_out))
-    sizes = [
-        (n * (r + 1)) // info.world_size - (n * r) // info.world_size
-        for r in range(info.world_size)
-    ]
+    sizes = [0 if s is None else int(s[0]) for s in shapes]
     padded = torch.zeros((max(sizes), n_out))
     padded[: local.shape[0]] = local
     if info.device.type == "cuda":
@@ -467,7 +462,6 @@ class Trainer:
         info: DistInfo,
         labs: Sequence[str],
         val_module: nn.Module | None = None,
-        val_outputs: Callable[[Any], torch.Tensor] | None = None,
         order_fn: Callable[[int], np.ndarray] | None = None,
         run_meta: dict[str, Any] | None = None,
     ) -> None:
@@ -475,7 +469,6 @@ class Trainer:
         self.info = info
         self.model = model
         self.val_module = val_module if val_module is not None else model
-        self.val_outputs = val_outputs
         self.loss_fn = loss_fn
         self.train_set = train_set
         self.val_set = val_set
@@ -743,7 +736,6 @@ class Trainer:
             device=self.info.device,
             precision=self.cfg.precision,
             info=self.info,
-            outputs=self.val_outputs,
             loader=self.val_loader,
         )
         metric, per_lab = mean_auroc(logits, self.val_targets)
