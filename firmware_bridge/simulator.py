@@ -27,8 +27,8 @@ import math
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from anyecg_edge.firmware_bridge import anyecg, movesense, polar
@@ -42,6 +42,9 @@ from bumble.gatt import Characteristic, CharacteristicValue, Service
 from bumble.host import Host
 from bumble.link import LocalLink
 from bumble.transport.common import AsyncPipeSink
+
+if TYPE_CHECKING:
+    from anyecg_edge.io import Record
 
 __all__ = ["SimLink", "SimulatedWearable", "device_signal"]
 
@@ -98,7 +101,6 @@ class SimStats:
     stalls: int = 0
     clock_jumps: int = 0
     starts: int = 0
-    errors: list[str] = field(default_factory=list)
 
 
 class SimulatedWearable:
@@ -159,6 +161,22 @@ class SimulatedWearable:
         self._data_char: Characteristic | None = None
         self._control_char: Characteristic | None = None
         self._tasks: set[asyncio.Task] = set()
+
+    @classmethod
+    def from_record(
+        cls, profile: str, record: Record, *, faults: FaultSpec | None = None, **kwargs: Any
+    ) -> SimulatedWearable:
+        """The wearable of ``profile`` replaying ``record`` (its lead): the signal as the
+        device samples it (`device_signal`: its nominal rate, off by the faults' drift,
+        quantized to its codes). ``kwargs`` go to the constructor (speed, name, ...)."""
+        faults = faults or FaultSpec()
+        codes, fs_nominal, fs_true, _ = device_signal(
+            record.signal_mv, record.fs, profile, drift_ppm=faults.drift
+        )
+        return cls(
+            profile, codes, fs_nominal=fs_nominal, fs_true=fs_true, lead=record.lead,
+            faults=faults, **kwargs,
+        )  # fmt: skip
 
     # --- device clock -----------------------------------------------------------------------
     def device_time_s(self) -> float:

@@ -36,11 +36,7 @@ from anyecg_edge.firmware_bridge.client import BackoffPolicy, WearableClient  # 
 from anyecg_edge.firmware_bridge.faults import FaultSpec  # noqa: E402
 from anyecg_edge.firmware_bridge.frames import DeviceError  # noqa: E402
 from anyecg_edge.firmware_bridge.profiles import PolarH10Profile  # noqa: E402
-from anyecg_edge.firmware_bridge.simulator import (  # noqa: E402
-    SimLink,
-    SimulatedWearable,
-    device_signal,
-)
+from anyecg_edge.firmware_bridge.simulator import SimLink, SimulatedWearable  # noqa: E402
 from bleak import BleakClient, BleakScanner  # noqa: E402
 
 from anyecg_edge.io import read_record  # noqa: E402
@@ -68,13 +64,9 @@ def record_path(shared_data) -> Path:
 
 
 def _wearable(record_path, profile="polar", faults="", speed=40.0, **kw) -> SimulatedWearable:
-    rec = read_record(record_path)
-    spec = FaultSpec.parse(faults)
-    codes, fs_nom, fs_true, _ = device_signal(rec.signal_mv, rec.fs, profile, drift_ppm=spec.drift)
-    return SimulatedWearable(
-        profile, codes, fs_nominal=fs_nom, fs_true=fs_true, lead=rec.lead, faults=spec,
-        speed=speed, **kw,
-    )  # fmt: skip
+    return SimulatedWearable.from_record(
+        profile, read_record(record_path), faults=FaultSpec.parse(faults), speed=speed, **kw
+    )
 
 
 def _stream(model, record_path, profile, *, faults="", speed=40.0, duration=40.0, hop=1.0, **kw):

@@ -154,7 +154,7 @@ def ble_simulate(
     from anyecg_edge.io import read_record
 
     try:
-        from anyecg_edge.firmware_bridge.simulator import SimulatedWearable, device_signal
+        from anyecg_edge.firmware_bridge.simulator import SimulatedWearable
     except ImportError:
         raise BleUnavailableError(
             'simulation needs bumble: pip install "anyecg-edge[ble]"'
@@ -163,13 +163,9 @@ def ble_simulate(
         raise click.BadParameter("must be > 0", param_hint="--speed")
     fault_spec = FaultSpec.parse(faults)
     record = read_record(record_path, lead=lead, fs=fs)
-    codes, fs_nom, fs_true, _ = device_signal(
-        record.signal_mv, record.fs, profile, drift_ppm=fault_spec.drift
+    wearable = SimulatedWearable.from_record(
+        profile, record, faults=fault_spec, speed=speed, name=name
     )
-    wearable = SimulatedWearable(
-        profile, codes, fs_nominal=fs_nom, fs_true=fs_true, lead=record.lead,
-        faults=fault_spec, speed=speed, name=name,
-    )  # fmt: skip
     logging.getLogger("bumble").setLevel(logging.ERROR)
     stats = asyncio.run(
         _simulate(wearable, serve=serve, transport=transport, duration_s=duration_s)
@@ -218,7 +214,7 @@ async def _simulate(
             _ready(wearable, where, hint)
             del link
             await wearable.run(stop, duration_s)
-    return {k: v for k, v in vars(wearable.stats).items() if k != "errors"}
+    return dict(vars(wearable.stats))
 
 
 def _ready(wearable: Any, where: str, hint: str) -> None:

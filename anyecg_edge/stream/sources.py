@@ -302,7 +302,7 @@ async def _run_sim(
     from anyecg_edge.firmware_bridge import anyecg
     from anyecg_edge.firmware_bridge.bumble_backend import BumbleClientBackend
     from anyecg_edge.firmware_bridge.client import WearableClient
-    from anyecg_edge.firmware_bridge.simulator import SimLink, SimulatedWearable, device_signal
+    from anyecg_edge.firmware_bridge.simulator import SimLink, SimulatedWearable
 
     if not speed > 0:
         raise SourceError(
@@ -311,19 +311,10 @@ async def _run_sim(
         )
     assert spec.profile is not None
     record = load_record(spec.target, lead=lead, fs=None)
-    codes, fs_nom, fs_true, _ = device_signal(
-        record.signal_mv, record.fs, spec.profile, drift_ppm=faults.drift
+    wearable = SimulatedWearable.from_record(
+        spec.profile, record, faults=faults, speed=speed, keep_log=keep_blocks
     )
-    wearable = SimulatedWearable(
-        spec.profile, codes, fs_nominal=fs_nom, fs_true=fs_true, lead=record.lead,
-        faults=faults, speed=speed, keep_log=keep_blocks,
-    )  # fmt: skip
-    if spec.profile == "anyecg":
-        profile: Profile = get_profile("anyecg")
-    elif spec.profile == "movesense":
-        profile = get_profile("movesense", fs_hz=fs_nom)
-    else:
-        profile = get_profile("polar")
+    profile = make_profile(spec.profile, fs=wearable.fs_nominal)
     pipe = BlePipeline(profile, engine, keep_blocks=keep_blocks)
     sim_stop = asyncio.Event()
     async with SimLink(wearable) as link:
@@ -347,13 +338,13 @@ async def _run_sim(
         "transport": "bumble LocalLink (in-process GATT)",
         "record": record.source,
         "lead": record.lead,
-        "fs_nominal_hz": fs_nom,
-        "fs_true_hz": round(fs_true, 4),
+        "fs_nominal_hz": wearable.fs_nominal,
+        "fs_true_hz": round(wearable.fs_true, 4),
         "speed": speed,
         "faults": {k: v for k, v in faults.to_dict().items() if v != getattr(FaultSpec(), k)},
         **pipe.stats(),
         "client": client.counts,
-        "simulator": {k: v for k, v in vars(wearable.stats).items() if k != "errors"},
+        "simulator": dict(vars(wearable.stats)),
         "injected": dict(wearable.injector.counts),
     }
     if spec.profile == "anyecg":
