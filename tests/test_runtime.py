@@ -248,3 +248,25 @@ def test_bench_runtime_reports_latency_percentiles_and_ratios(art, capsys) -> No
     int8 = rows["onnxruntime int8"]
     assert int8["precision"] == "int8" and int8["parity_passed"] is True
     assert int8["bytes"] <= 1_000_000
+
+
+def test_onnx_fixed_batch_other_than_one_is_run_in_padded_chunks(tmp_path) -> None:
+    """An export with a fixed batch of 2 takes any number of windows (the last chunk padded),
+    and gives what the same weights with a dynamic batch give."""
+    onnx = pytest.importorskip("onnx")
+    from anyecg_edge.benchmarks.bench_stream import write_tiny_onnx
+
+    dynamic = write_tiny_onnx(tmp_path / "dynamic.onnx")
+    graph = onnx.load(str(dynamic))
+    for value in (graph.graph.input[0], graph.graph.output[0]):
+        value.type.tensor_type.shape.dim[0].dim_value = 2  # replaces the symbolic "n"
+    onnx.checker.check_model(graph)
+    fixed = tmp_path / "fixed2.onnx"
+    onnx.save(graph, str(fixed))
+    shutil.copy(manifest_path(dynamic), manifest_path(fixed))
+    a, b = load_model(dynamic, threads=1), load_model(fixed, threads=1)
+    x = np.random.default_rng(0).normal(size=(5, 1, 5000)).astype(np.float32)
+    for n in (1, 2, 3, 5):
+        got = b.predict_logits(x[:n])
+        assert got.shape == (n, len(b.labs)) and got.dtype == np.float32
+        np.testing.assert_allclose(got, a.predict_logits(x[:n]), rtol=0, atol=1e-5)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -239,6 +240,28 @@ class RuntimeModel(Model):
                 f"{path}: output shape {out_shape} does not match the manifest's "
                 f"{len(meta.labs)} labs"
             )
+
+
+def run_in_batches(
+    x: np.ndarray, batch: int | None, run: Callable[[np.ndarray], np.ndarray]
+) -> np.ndarray:
+    """``run`` over the rows of ``x`` in the batches a graph accepts; outputs in row order.
+
+    ``batch``: the graph's fixed batch size, or None for a dynamic one. ``x`` goes in
+    whole when the batch is dynamic or equals ``len(x)``, else in chunks of ``batch``
+    rows, the last one padded with zero rows whose outputs are dropped.
+    """
+    n = len(x)
+    if batch is None or batch == n:
+        return run(x)
+    out = []
+    for i in range(0, n, batch):
+        chunk = x[i : i + batch]
+        if len(chunk) < batch:
+            pad = np.zeros((batch - len(chunk), *chunk.shape[1:]), dtype=chunk.dtype)
+            chunk = np.concatenate([chunk, pad])
+        out.append(run(chunk)[: n - i])
+    return np.concatenate(out)
 
 
 def one_line(exc: BaseException) -> str:

@@ -19,6 +19,7 @@ from anyecg_edge.runtime.base import (
     dequantize,
     one_line,
     quantize,
+    run_in_batches,
 )
 
 # Relative tolerance between the manifest's and the model file's quant params: both are
@@ -101,22 +102,17 @@ class LiteRTModel(RuntimeModel):
             )
         return q
 
+    def _invoke(self, chunk: np.ndarray) -> np.ndarray:
+        self.interpreter.set_tensor(self._in["index"], np.ascontiguousarray(chunk))
+        self.interpreter.invoke()
+        return self.interpreter.get_tensor(self._out["index"]).copy()
+
     def predict_logits(self, windows: np.ndarray) -> np.ndarray:
         x = np.asarray(windows, dtype=np.float32)
         if self._in_q is not None:
             x = quantize(x, self._in_q)
-        b = self._batch
-        out = []
-        # The converted graph has a fixed batch (1); run it window by window.
-        for i in range(0, len(x), b):
-            chunk = x[i : i + b]
-            if len(chunk) < b:  # pad the last chunk of a fixed batch > 1
-                pad = np.zeros((b - len(chunk), *chunk.shape[1:]), dtype=chunk.dtype)
-                chunk = np.concatenate([chunk, pad])
-            self.interpreter.set_tensor(self._in["index"], np.ascontiguousarray(chunk))
-            self.interpreter.invoke()
-            out.append(self.interpreter.get_tensor(self._out["index"])[: len(x) - i].copy())
-        logits = np.concatenate(out)
+        # The converted graph has a fixed batch (1): chunks of it, the last one padded.
+        logits = run_in_batches(x, self._batch, self._invoke)
         if self._out_q is not None:
             return dequantize(logits, self._out_q)
         return logits.astype(np.float32)

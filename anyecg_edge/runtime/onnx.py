@@ -6,7 +6,13 @@ from pathlib import Path
 
 import numpy as np
 
-from anyecg_edge.runtime.base import ModelError, ModelMetadata, RuntimeModel, one_line
+from anyecg_edge.runtime.base import (
+    ModelError,
+    ModelMetadata,
+    RuntimeModel,
+    one_line,
+    run_in_batches,
+)
 
 
 def _import_ort():
@@ -53,8 +59,8 @@ class OnnxModel(RuntimeModel):
 
     def predict_logits(self, windows: np.ndarray) -> np.ndarray:
         x = np.ascontiguousarray(windows, dtype=np.float32)
-        if self._batch is None or self._batch == x.shape[0]:
-            return self.session.run(None, {self._input: x})[0].astype(np.float32)
-        # A fixed-batch export: run it window by window.
-        out = [self.session.run(None, {self._input: x[i : i + 1]})[0] for i in range(len(x))]
-        return np.concatenate(out).astype(np.float32)
+        # A fixed-batch export takes chunks of its batch size (the last one padded).
+        logits = run_in_batches(
+            x, self._batch, lambda chunk: self.session.run(None, {self._input: chunk})[0]
+        )
+        return logits.astype(np.float32)
