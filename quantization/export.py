@@ -130,17 +130,13 @@ def preprocessing_spec(meta: ModelMetadata) -> dict[str, Any]:
 
 
 def _load_torch(ckpt: Path) -> tuple[Any, ModelMetadata, dict[str, Any]]:
-    import torch
-    from anyecg_edge.training.torch_model import CHECKPOINT_FORMAT, load_model_checkpoint
+    from anyecg_edge.training.torch_model import load_model_checkpoint_details
 
-    module, meta = load_model_checkpoint(ckpt)
-    raw = torch.load(ckpt, map_location="cpu", weights_only=True)
+    module, meta, fields = load_model_checkpoint_details(ckpt)  # no second read for the format
     info: dict[str, Any] = {"checkpoint": str(ckpt), "sha256": file_sha256(ckpt), "arch": meta.arch}
-    if isinstance(raw, dict) and raw.get("format") == CHECKPOINT_FORMAT:
-        info["model_kwargs"] = raw.get("model_kwargs")
-        info["checkpoint_format"] = CHECKPOINT_FORMAT
-    else:
-        info["checkpoint_format"] = "ecgfounder-authors"
+    if "model_kwargs" in fields:
+        info["model_kwargs"] = fields["model_kwargs"]
+    info["checkpoint_format"] = fields["format"]
     return module.eval(), meta, info
 
 

@@ -53,6 +53,8 @@ def test_manifest_holds_everything_the_device_needs(art) -> None:
         assert m["model_sha256"] == file_sha256(model) and m["model_file"] == model.name
         assert m["source"]["sha256"] == file_sha256(art.checkpoint)
         assert m["source"]["arch"] == "student-s" and m["bn_folded"] is True
+        assert m["source"]["checkpoint_format"] == "anyecg-edge/torch-model/1"
+        assert m["source"]["model_kwargs"] == {"n_classes": 108}
         for tool in ("torch", "onnxruntime", "onnx", "litert-torch", "ai-edge-quantizer"):
             assert m["tools"][tool]
         q = m["quantization"]

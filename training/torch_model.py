@@ -49,6 +49,16 @@ def save_model_checkpoint(
 
 def load_model_checkpoint(path: str | Path) -> tuple[torch.nn.Module, ModelMetadata]:
     """Load either checkpoint format; the module is returned in eval mode on CPU."""
+    model, metadata, _ = load_model_checkpoint_details(path)
+    return model, metadata
+
+
+def load_model_checkpoint_details(
+    path: str | Path,
+) -> tuple[torch.nn.Module, ModelMetadata, dict[str, Any]]:
+    """`load_model_checkpoint` plus what the file says about itself, read in the same pass:
+    ``{"format": CHECKPOINT_FORMAT, "model_kwargs": {...}}`` for our checkpoints,
+    ``{"format": "ecgfounder-authors"}`` for the authors' one."""
     path = Path(path)
     if not path.is_file():
         raise ModelError(f"{path}: model file not found")
@@ -66,13 +76,17 @@ def load_model_checkpoint(path: str | Path) -> tuple[torch.nn.Module, ModelMetad
         model = create_model(obj["arch"], **obj["model_kwargs"])
         _load_strict(model, obj["state_dict"], path)
         metadata.arch = obj["arch"]
-        return model.eval(), metadata
+        return (
+            model.eval(),
+            metadata,
+            {"format": CHECKPOINT_FORMAT, "model_kwargs": obj["model_kwargs"]},
+        )
     model = load_ecgfounder(path)
     n_out = model.dense.out_features
     metadata = ModelMetadata(
         labs=[f"ecgfounder_class_{i:03d}" for i in range(n_out)], arch="ecgfounder"
     )
-    return model, metadata
+    return model, metadata, {"format": "ecgfounder-authors"}
 
 
 def _load_strict(model: torch.nn.Module, state: dict[str, torch.Tensor], path: Path) -> None:
