@@ -135,9 +135,14 @@ def fill_short_gaps(x: np.ndarray, fs: float, max_gap_s: float = MAX_NAN_GAP_S) 
             f"signal has a gap of {longest} missing samples ({longest / fs:.3f} s at "
             f"{fs:g} Hz, from sample {i}); at most {max_gap_s:g} s can be interpolated"
         )
-    idx = np.arange(x.size)
-    out = x.copy()
-    out[missing] = np.interp(idx[missing], idx[~missing], x[~missing])
+    return _interp_missing(x, missing)
+
+
+def _interp_missing(row: np.ndarray, missing: np.ndarray) -> np.ndarray:
+    """Copy of 1-D ``row`` with missing samples linearly interpolated (edges: nearest)."""
+    idx = np.arange(row.size)
+    out = row.copy()
+    out[missing] = np.interp(idx[missing], idx[~missing], row[~missing])
     return out
 
 

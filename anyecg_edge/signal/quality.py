@@ -32,7 +32,13 @@ import scipy.ndimage
 import scipy.signal
 
 from anyecg_edge.signal.errors import SignalError
-from anyecg_edge.signal.preprocess import MAX_NAN_GAP_S, _filtfilt, _nan_runs, check_fs
+from anyecg_edge.signal.preprocess import (
+    MAX_NAN_GAP_S,
+    _filtfilt,
+    _interp_missing,
+    _nan_runs,
+    check_fs,
+)
 
 __all__ = [
     "QualityReport",
@@ -170,14 +176,6 @@ def _median_bound(
     return out
 
 
-def _interp_missing(row: np.ndarray, missing: np.ndarray) -> np.ndarray:
-    """Copy of ``row`` with missing samples linearly interpolated (edges: nearest)."""
-    idx = np.arange(row.size)
-    out = row.copy()
-    out[missing] = np.interp(idx[missing], idx[~missing], row[~missing])
-    return out
-
-
 def _finite_1d(x: np.ndarray, what: str = "x_mv") -> np.ndarray:
     arr = np.asarray(x, dtype=np.float64)
     if arr.ndim != 1:
@@ -300,12 +298,6 @@ def _detect_block(x: np.ndarray, fs: float) -> tuple[list[np.ndarray], np.ndarra
     return peaks_out, prominence
 
 
-def _detect(x: np.ndarray, fs: float) -> tuple[np.ndarray, float]:
-    """R-peak sample indices and the beat prominence of one finite 1-D signal."""
-    (peaks,), prominence = _detect_block(x[None, :], fs)
-    return peaks, float(prominence[0])
-
-
 def detect_r_peaks(x_mv: np.ndarray, fs: float) -> np.ndarray:
     """Sample indices of R peaks in a 1-D ECG (mV, any rate >= 50 Hz).
 
@@ -316,9 +308,9 @@ def detect_r_peaks(x_mv: np.ndarray, fs: float) -> np.ndarray:
     (``MIN_BEAT_PROMINENCE``): noise has no beats. NaN samples are bridged by interpolation for detection.
     """
     fs = check_fs(fs)
-    peaks, prominence = _detect(_finite_1d(x_mv), fs)
+    (peaks,), prominence = _detect_block(_finite_1d(x_mv)[None, :], fs)
     # One lone peak cannot be told from an artefact: beats come at least in pairs.
-    if peaks.size < 2 or prominence < MIN_BEAT_PROMINENCE:
+    if peaks.size < 2 or prominence[0] < MIN_BEAT_PROMINENCE:
         return np.empty(0, dtype=np.int64)
     return peaks
 
