@@ -371,7 +371,6 @@ def stage_bench(ctx: DemoContext) -> tuple[str, list[Path]]:
         headline_text,
         print_result,
         run_bench,
-        write_json,
     )
     from anyecg_edge.benchmarks.report import write_report
 
@@ -399,8 +398,7 @@ def stage_bench(ctx: DemoContext) -> tuple[str, list[Path]]:
     )  # fmt: skip
     res = run_bench(opts, say=lambda m: ctx.console.print(f"[dim]{m}[/]", highlight=False))
     print_result(res, ctx.console)
-    write_json(res, out / "bench.json")
-    files = write_report(res, out)
+    files = write_report(res, out)  # bench.json, the plots, report.md/.html
     errors = [r for r in res["rows"] if r.get("error")]
     if errors:
         raise DemoError(f"{len(errors)} bench row(s) failed: {errors[0]['error']}")

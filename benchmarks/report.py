@@ -14,12 +14,11 @@ from __future__ import annotations
 import argparse
 import base64
 import html
-import json
 import sys
 from pathlib import Path
 from typing import Any
 
-from anyecg_edge.benchmarks.bench import TABLE_COLUMNS, headline_text, table_rows
+from anyecg_edge.benchmarks.bench import TABLE_COLUMNS, headline_text, table_rows, write_json
 from anyecg_edge.benchmarks.compare import COMPARE_COLUMNS, comparison_rows, load_result
 
 PLOTS = {
@@ -332,7 +331,7 @@ def write_report(res: dict[str, Any], out_dir: str | Path) -> dict[str, Any]:
     """Write bench.json, the PNG plots, report.md and report.html into ``out_dir``."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "bench.json").write_text(json.dumps(res, indent=1, default=str) + "\n")
+    write_json(res, out / "bench.json")
     makers = {
         "latency_distribution.png": plot_latency_distribution,
         "size_latency_auroc.png": plot_size_latency_auroc,
