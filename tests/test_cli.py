@@ -49,6 +49,23 @@ def test_help_lists_every_subcommand() -> None:
     assert "never diagnoses" in " ".join(out.split())
 
 
+def test_help_does_not_import_numpy() -> None:
+    """`--help` stays light: command modules import numpy (and the runtimes) only when run."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from anyecg_edge.cli import cli\n"
+        "try:\n"
+        "    cli.main(['--help'], standalone_mode=False)\n"
+        "finally:\n"
+        "    print('numpy' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip().splitlines()[-1] == "False", out.stdout + out.stderr
+
+
 def test_version() -> None:
     code, out = run("--version")
     assert code == 0 and __version__ in out

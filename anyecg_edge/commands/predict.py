@@ -5,12 +5,14 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from anyecg_edge import RESEARCH_USE_NOTE
-from anyecg_edge.runtime import Model
+
+if TYPE_CHECKING:  # the real import loads numpy; `--help` should not pay for a hint
+    from anyecg_edge.runtime import Model
 
 
 def load_model(path: Path, *, threads: int | None = None) -> Model:
