@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import tempfile
 import threading
 import time
@@ -32,13 +31,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from anyecg_edge.benchmarks.bench import rss_mb
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mitdb" / "100"
-
-
-def _rss_mb() -> float:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
 class _RssSampler(threading.Thread):
@@ -51,13 +46,13 @@ class _RssSampler(threading.Thread):
     def run(self) -> None:
         t0 = time.perf_counter()
         while not self._halt.is_set():
-            self.samples.append((time.perf_counter() - t0, _rss_mb()))
+            self.samples.append((time.perf_counter() - t0, rss_mb()))
             self._halt.wait(self.period_s)
 
     def stop(self) -> None:
         self._halt.set()
         self.join()
-        self.samples.append((self.samples[-1][0] if self.samples else 0.0, _rss_mb()))
+        self.samples.append((self.samples[-1][0] if self.samples else 0.0, rss_mb()))
 
 
 def write_tiny_onnx(
