@@ -18,7 +18,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from anyecg_edge.benchmarks.bench import TABLE_COLUMNS, headline_text, table_rows, write_json
+from anyecg_edge.benchmarks.bench import (
+    TABLE_COLUMNS,
+    _model_label,
+    headline_text,
+    table_rows,
+    write_json,
+)
 from anyecg_edge.benchmarks.compare import COMPARE_COLUMNS, comparison_rows, load_result
 
 PLOTS = {
@@ -30,10 +36,6 @@ PLOTS = {
 _RUNTIME_MARKERS = {"torch": "o", "onnxruntime": "s", "litert": "^", "tflite-runtime": "v"}
 
 
-def _label(r: dict[str, Any]) -> str:
-    return f"{r['model']} · {r['runtime']} {r['precision']}"
-
-
 def _plt():
     import matplotlib
 
@@ -41,6 +43,13 @@ def _plt():
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def _save(plt, fig, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
 
 
 def plot_latency_distribution(res: dict[str, Any], path: Path) -> Path | None:
@@ -67,7 +76,7 @@ def plot_latency_distribution(res: dict[str, Any], path: Path) -> Path | None:
             va="center",
             fontsize=8,
         )
-    ax.set_yticks(range(1, len(rows) + 1), [_label(r) for r in rows], fontsize=8)
+    ax.set_yticks(range(1, len(rows) + 1), [_model_label(r) for r in rows], fontsize=8)
     ax.set_xscale("log")
     ax.set_xlabel("ms per 10 s window (log scale); box: p25-p75, whiskers: p1-p99")
     s = res["settings"]
@@ -78,10 +87,7 @@ def plot_latency_distribution(res: dict[str, Any], path: Path) -> Path | None:
     hi = max(r["max_ms"] if r.get("max_ms") else r["p99_ms"] for r in rows)
     ax.set_xlim(right=hi * 12)
     ax.grid(axis="x", which="both", alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
 def plot_size_latency_auroc(res: dict[str, Any], path: Path) -> Path | None:
@@ -109,7 +115,7 @@ def plot_size_latency_auroc(res: dict[str, Any], path: Path) -> Path | None:
                 vmax=1.0,
                 edgecolors="black",
             )
-        ax.annotate(_label(r), (x, y), textcoords="offset points", xytext=(6, 4), fontsize=7)
+        ax.annotate(_model_label(r), (x, y), textcoords="offset points", xytext=(6, 4), fontsize=7)
     if sc is not None:
         fig.colorbar(sc, ax=ax, label="mean test AUROC (anyecg-edge evaluate)")
     for rt, m in _RUNTIME_MARKERS.items():
@@ -127,10 +133,7 @@ def plot_size_latency_auroc(res: dict[str, Any], path: Path) -> Path | None:
         title += " (no evaluation given: all hollow)"
     ax.set_title(title, fontsize=10)
     ax.grid(which="both", alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
 def plot_speedup(res: dict[str, Any], path: Path) -> Path | None:
@@ -146,16 +149,13 @@ def plot_speedup(res: dict[str, Any], path: Path) -> Path | None:
     for i, v in enumerate(vals):
         ax.text(v * 1.05, i, f"{v:,.1f}x", va="center", fontsize=8)
     ax.axvline(100, color="red", linestyle="--", linewidth=1, label="goal: int8 student >= 100x")
-    ax.set_yticks(range(len(rows)), [_label(r) for r in rows], fontsize=8)
+    ax.set_yticks(range(len(rows)), [_model_label(r) for r in rows], fontsize=8)
     ax.set_xscale("log")
     ax.set_xlim(right=max(vals) * 4)
     ax.set_xlabel("x faster than ECGFounder fp32 torch (p50, log)")
     ax.set_title(PLOTS["speedup.png"], fontsize=10)
     ax.legend(fontsize=8, loc="lower right")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
 def plot_stream_latency(res: dict[str, Any], path: Path) -> Path | None:
@@ -212,10 +212,7 @@ def plot_stream_latency(res: dict[str, Any], path: Path) -> Path | None:
     )
     ax.legend(fontsize=8, loc="best", framealpha=0.6)
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
 # --------------------------------------------------------------------------- text
