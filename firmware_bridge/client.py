@@ -124,7 +124,6 @@ class WearableClient:
         DeviceError if the device keeps refusing to stream."""
         failures = refusals = 0
         down_since: float | None = None
-        ever = False
         while not stop.is_set():
             self._lost = asyncio.Event()
             client = self._make_client()
@@ -161,7 +160,7 @@ class WearableClient:
             self.connected = True
             attempts, failures, refusals = failures + 1, 0, 0
             mtu = getattr(client, "mtu_size", None)
-            if not ever:
+            if self.counts["connects"] == 0:
                 self.counts["connects"] += 1
                 self.on_event(
                     {"event": "connected", "address": str(self.address), "mtu": mtu,
@@ -175,7 +174,6 @@ class WearableClient:
                      "connect_ms": connect_ms,
                      "down_s": None if down_s is None else round(down_s / self.time_scale, 3)}
                 )  # fmt: skip
-            ever = True
             reason = await self._watch(stop)
             self.connected = False
             if reason == "stop":

@@ -84,7 +84,7 @@ class FaultSpec:
         return self != FaultSpec(seed=self.seed)
 
     def to_dict(self) -> dict[str, float]:
-        return {f.name: getattr(self, f.name) for f in fields(self) if not f.name.startswith("_")}
+        return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
 class FaultInjector:

@@ -154,7 +154,6 @@ class SimulatedWearable:
         self.conn: Connection | None = None
         self.streaming = False
         self.stalled = False
-        self._movesense_ref = movesense.ECG_REF
         self._t_offset_ns = 0
         self._t0: float | None = None
         self._next_index = 0
@@ -341,7 +340,6 @@ class SimulatedWearable:
         if cmd == movesense.CMD_SUBSCRIBE:
             path = value[2:].decode("ascii", "replace")
             if path == f"Meas/ECG/{int(self.fs_nominal)}":
-                self._movesense_ref = ref
                 self._start()
                 status = _OK
             else:

@@ -121,7 +121,6 @@ class StreamEngine:
         self._ring: RingBuffer | None = None
         self._segment: int | None = None
         self._next_end = 0  # segment-local end index of the next window
-        self._last_block: Block | None = None
         self._lead_off: deque[tuple[int, int]] = deque()
         self._last_window_t: float | None = None
         self._pending_skip_from: float | None = None
@@ -136,7 +135,6 @@ class StreamEngine:
         self.counts: Counter[str] = Counter()
         self.events: Counter[str] = Counter()
         self.stream_t = 0.0
-        self.last_window: dict[str, Any] | None = None
         self._t_wall0 = time.perf_counter()
         self._closed = False
 
@@ -179,7 +177,6 @@ class StreamEngine:
         while start < block.n:
             stop = min(block.n, start + max(1, spare))
             self._ring.extend(block.samples_mv[start:stop])
-            self._last_block = block
             self._schedule(block)
             start = stop
         self.stream_t = block.t_first_s + block.n / block.fs_hz
@@ -366,7 +363,6 @@ class StreamEngine:
             "window_labs": None if probs is None else self._labs_dict(probs),
             "latency_ms": round(latency_ms, 3),
         }
-        self.last_window = out
         self._emit(out)
 
     def _labs_dict(self, p: np.ndarray) -> dict[str, float]:
