@@ -173,7 +173,7 @@ def train_distill(run: DistillRun, config: TrainConfig, *, resume: bool = False)
     ``train_log.jsonl``, ``checkpoints/``.
     """
     from anyecg_edge.training.data.dataset import CorpusDataset, corpus_lab_keys
-    from anyecg_edge.training.lora import resolve_labs
+    from anyecg_edge.training.lora import parameter_counts, resolve_labs
     from anyecg_edge.training.models import count_macs, count_params, create_model
     from anyecg_edge.training.torch_model import load_model_checkpoint, save_model_checkpoint
     from anyecg_edge.training.trainer import (
@@ -314,14 +314,15 @@ def train_distill(run: DistillRun, config: TrainConfig, *, resume: bool = False)
     teacher_val_auroc, _ = mean_auroc(teacher_val_logits, val_base.targets)
     window = train_base.window_samples
     student_cpu = student.to("cpu")
+    trainable, total = parameter_counts(model)
     result = {
         **summary,
         "labs": labs,
         "student": run.student,
         "student_params": count_params(student_cpu),
         "student_macs": count_macs(student_cpu, (1, 1, window)),
-        "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad),
-        "total_params": sum(p.numel() for p in model.parameters()),
+        "trainable_params": trainable,
+        "total_params": total,
         "teacher_val_mean_auroc": None if np.isnan(teacher_val_auroc) else teacher_val_auroc,
         "val_prob_mae_vs_teacher": float(
             np.mean(np.abs(_sig(val_logits) - _sig(teacher_val_logits)))

@@ -184,9 +184,9 @@ def apply_lora(model: torch.nn.Module, settings: LoraSettings | None = None) -> 
 
 def parameter_counts(model: torch.nn.Module) -> tuple[int, int]:
     """(trainable, total) parameter counts."""
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    total = sum(p.numel() for p in model.parameters())
-    return trainable, total
+    from anyecg_edge.training.models import count_params
+
+    return count_params(model, trainable_only=True), count_params(model)
 
 
 def merged_copy(peft_model: PeftModel) -> nn.Module:
