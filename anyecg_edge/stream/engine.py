@@ -33,6 +33,7 @@ from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from fractions import Fraction
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -41,6 +42,7 @@ from anyecg_edge.firmware_bridge.frames import FrameFlags
 from anyecg_edge.firmware_bridge.sequencer import Block
 from anyecg_edge.runtime import Model
 from anyecg_edge.signal import SignalError, assess_quality, preprocess
+from anyecg_edge.signal.preprocess import _MAX_RATIO_DENOMINATOR
 from anyecg_edge.stream.latency import LatencyStats
 from anyecg_edge.stream.ring import RingBuffer
 
@@ -69,6 +71,14 @@ def resampling_rate(fs_est: float, nominal_fs: float | None, target_fs: float) -
         return float(nominal_fs)
     ratio = Fraction(target_fs / fs_est).limit_denominator(_MAX_DENOMINATOR)
     return float(target_fs * ratio.denominator / ratio.numerator)
+
+
+@lru_cache(maxsize=64)
+def _raw_window_len(n_out: int, target_fs: float, fs: float) -> int:
+    """Raw samples at ``fs`` whose resampling to ``target_fs`` (with preprocess's ratio)
+    yields at least ``n_out``; cached, since a stream has very few distinct rates."""
+    ratio = Fraction(target_fs / fs).limit_denominator(_MAX_RATIO_DENOMINATOR)
+    return math.ceil(n_out * ratio.denominator / ratio.numerator)
 
 
 @dataclass
@@ -209,9 +219,7 @@ class StreamEngine:
 
     def _window_len(self, block: Block) -> int:
         """Raw samples whose resampling yields at least the model's window."""
-        fs = self._fs(block)
-        ratio = Fraction(self.target_fs / fs).limit_denominator(1000)
-        return math.ceil(self.n_out * ratio.denominator / ratio.numerator)
+        return _raw_window_len(self.n_out, self.target_fs, self._fs(block))
 
     def _schedule(self, block: Block) -> None:
         ring = self._ring
