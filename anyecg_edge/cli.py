@@ -7,30 +7,12 @@ them, so the device install runs `predict`/`stream` without them.
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 import click
 
 from anyecg_edge import __version__
+from anyecg_edge.commands._group import Group
 
-log = logging.getLogger("anyecg_edge")
-
-
-class Group(click.Group):
-    """Turns the project's own errors (ValueError/OSError subclasses raised with a message
-    that names the file and field) into one-line messages instead of tracebacks."""
-
-    def invoke(self, ctx: click.Context) -> Any:
-        try:
-            return super().invoke(ctx)
-        except (ValueError, OSError) as exc:
-            if not type(exc).__module__.startswith("anyecg_edge") and not isinstance(
-                exc, FileNotFoundError
-            ):
-                raise
-            if log.isEnabledFor(logging.DEBUG):
-                raise
-            raise click.ClickException(str(exc)) from None
 
 
 def _setup_logging(verbose: int, quiet: bool) -> None:

@@ -325,3 +325,13 @@ def test_cli_live_view_runs(shared_data, tiny_model_path):
     )  # fmt: skip
     assert res.exit_code == 0, res.output
     assert "AnyECG-Edge stream" in res.output and "windows: 11" in res.output
+
+
+@pytest.mark.parametrize("module", ["ble", "data", "stream", "train"])
+def test_command_module_imports_on_its_own(module):
+    # The click group class lives in commands/_group.py: a command module imported before
+    # anyecg_edge.cli (which registers every command module) must not be cut off half
+    # initialized (it was: `import anyecg_edge.commands.ble` raised AttributeError).
+    code = f"import anyecg_edge.commands.{module} as m; assert m.COMMANDS"
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr

@@ -12,7 +12,7 @@ from typing import Any
 
 import click
 
-from anyecg_edge.cli import Group
+from anyecg_edge.commands._group import Group
 
 log = logging.getLogger(__name__)
 

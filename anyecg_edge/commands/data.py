@@ -11,7 +11,7 @@ from pathlib import Path
 
 import click
 
-from anyecg_edge.cli import Group
+from anyecg_edge.commands._group import Group
 
 
 @click.group(cls=Group)

@@ -15,7 +15,7 @@ from typing import Any
 
 import click
 
-from anyecg_edge.cli import Group
+from anyecg_edge.commands._group import Group
 
 _DIR = click.Path(path_type=Path, file_okay=False)
 _THREADS = click.option(
