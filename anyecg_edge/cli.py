@@ -14,7 +14,6 @@ from anyecg_edge import __version__
 from anyecg_edge.commands._group import Group
 
 
-
 def _setup_logging(verbose: int, quiet: bool) -> None:
     level = logging.WARNING if quiet else (logging.DEBUG if verbose > 1 else logging.INFO)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
