@@ -51,6 +51,21 @@ def test_indexed_dataset_and_feature_matching_model(tmp_path_factory) -> None:
     ds = IndexedDataset(base)
     items = ds.__getitems__([5, 2])
     assert int(items[0][3]) == 5 and torch.equal(items[1][0], base[2][0])
+    teacher = np.arange(len(base) * 4, dtype=np.float32).reshape(len(base), 4)
+    with_t = IndexedDataset(base, teacher)
+    items = with_t.__getitems__([5, 2, 7])  # unsorted: the rows come back in request order
+    assert [int(it[3]) for it in items] == [5, 2, 7]
+    assert all(
+        torch.equal(it[4], torch.from_numpy(teacher[i]))
+        for it, i in zip(items, [5, 2, 7], strict=True)
+    )
+    assert torch.equal(with_t[3][4], torch.from_numpy(teacher[3]))
+    loader = torch.utils.data.DataLoader(with_t, batch_sampler=[[4, 0, 9], [1]], num_workers=1)
+    x, _, _, idx, t = next(iter(loader))  # read by a worker, collated with the batch
+    assert idx.tolist() == [4, 0, 9] and torch.equal(t, torch.from_numpy(teacher[[4, 0, 9]]))
+    assert torch.equal(x[2], base[9][0])
+    with pytest.raises(ValueError, match="teacher outputs have 3 rows"):
+        IndexedDataset(base, teacher[:3])
     model = DistillModel(create_model("student-xs", n_classes=3), teacher_features=32)
     logits, proj = model(torch.randn(2, 1, 2500))
     assert logits.shape == (2, 3) and proj.shape == (2, 32)

@@ -55,20 +55,36 @@ class DistillRun:
 
 
 class IndexedDataset(Dataset):
-    """A CorpusDataset whose items also carry their row index (to look up teacher outputs)."""
+    """A CorpusDataset whose items also carry their row index and, given ``teacher`` (one row
+    of cached teacher outputs per dataset row), that row: the loader's workers read it with
+    the batch (pinned on CUDA), so the training step does no host work for the teacher."""
 
-    def __init__(self, dataset: Any) -> None:
+    def __init__(self, dataset: Any, teacher: np.ndarray | None = None) -> None:
+        if teacher is not None and len(teacher) != len(dataset):
+            raise TrainError(
+                f"teacher outputs have {len(teacher)} rows, the dataset has {len(dataset)}"
+            )
         self.dataset = dataset
+        self.teacher = teacher
 
     def __len__(self) -> int:
         return len(self.dataset)
 
     def __getitem__(self, i: int):
-        return (*self.dataset[i], torch.tensor(int(i)))
+        item = (*self.dataset[i], torch.tensor(int(i)))
+        if self.teacher is None:
+            return item
+        return (*item, torch.from_numpy(np.array(self.teacher[int(i)])))
 
     def __getitems__(self, indices):
         items = self.dataset.__getitems__(indices)
-        return [(*it, torch.tensor(int(i))) for it, i in zip(items, indices, strict=True)]
+        items = [(*it, torch.tensor(int(i))) for it, i in zip(items, indices, strict=True)]
+        if self.teacher is None:
+            return items
+        idx = np.asarray(indices, dtype=np.int64)
+        rows = np.sort(idx)  # sorted reads from the (memory-mapped) cache
+        t = torch.from_numpy(np.asarray(self.teacher[rows])[np.argsort(np.argsort(idx))])
+        return [(*it, row) for it, row in zip(items, t, strict=True)]
 
     @property
     def targets(self) -> np.ndarray:
@@ -231,8 +247,8 @@ def train_distill(run: DistillRun, config: TrainConfig, *, resume: bool = False)
     feat_mean = feat_std = None
     if want_feat:
         f = np.asarray(teacher_train[:, n_labs:], dtype=np.float64)
-        feat_mean = torch.from_numpy(f.mean(0).astype(np.float32))
-        feat_std = torch.from_numpy((f.std(0) + 1e-6).astype(np.float32))
+        feat_mean = torch.from_numpy(f.mean(0).astype(np.float32)).to(info.device)
+        feat_std = torch.from_numpy((f.std(0) + 1e-6).astype(np.float32)).to(info.device)
     del teacher
 
     torch.manual_seed(config.seed)
@@ -249,13 +265,10 @@ def train_distill(run: DistillRun, config: TrainConfig, *, resume: bool = False)
     temp, alpha = run.temperature, run.alpha
 
     def loss_fn(m: nn.Module, batch):
-        x, y, mask, idx = batch
+        x, y, mask, _, t = batch  # t: the teacher's rows, read by IndexedDataset
         out_ = m(x)
         logits, proj = out_ if isinstance(out_, tuple) else (out_, None)
         logits = logits.float()
-        rows = np.sort(idx.cpu().numpy())  # sorted reads from the (memory-mapped) cache
-        order = np.argsort(np.argsort(idx.cpu().numpy()))
-        t = torch.from_numpy(np.asarray(teacher_train[rows])[order]).to(x.device)
         terms = {}
         if alpha > 0:
             s, c = masked_bce_terms(logits, y, mask, pw)
@@ -271,7 +284,7 @@ def train_distill(run: DistillRun, config: TrainConfig, *, resume: bool = False)
                 1 - alpha,
             )
         if proj is not None:
-            target = (t[:, n_labs:] - feat_mean.to(x.device)) / feat_std.to(x.device)
+            target = (t[:, n_labs:] - feat_mean) / feat_std
             mse = ((proj.float() - target) ** 2).sum()
             terms["feat"] = (
                 mse,
@@ -280,7 +293,7 @@ def train_distill(run: DistillRun, config: TrainConfig, *, resume: bool = False)
             )
         return terms
 
-    train_set = IndexedDataset(train_base)
+    train_set = IndexedDataset(train_base, teacher_train)
     run_meta = {
         "task": "distill",
         "student": run.student,
