@@ -363,7 +363,6 @@ def window_visits(dataset: Any) -> np.ndarray:
 
     pf = pq.ParquetFile(dataset.root / "index.parquet")
     csn, shard, offset = [], [], []
-    want = None
     splits = getattr(dataset, "_eval_splits", None)
     for rg in range(pf.num_row_groups):
         t = pf.read_row_group(rg, columns=["split", "quality_ok", "csn", "shard", "offset"])

@@ -359,7 +359,7 @@ def train_lora(run: LoraRun, config: TrainConfig, *, resume: bool = False) -> di
         "task": "full" if run.full else "lora",
         "arch": arch,
         "init_sha256": init_meta["sha256"] if init_meta else None,
-        "lora": None if run.full else _settings_dict(run.settings),
+        "lora": None if run.full else asdict(run.settings),
         "corpus": str(Path(run.corpus).resolve()),
     }
     trainer = Trainer(
@@ -447,12 +447,6 @@ def train_lora(run: LoraRun, config: TrainConfig, *, resume: bool = False) -> di
 
         dist.barrier()
     return result
-
-
-def _settings_dict(settings: LoraSettings) -> dict[str, Any]:
-    d = asdict(settings)
-    d["target_modules"] = settings.target_modules
-    return d
 
 
 def _set_base_path(adapter_dir: Path, base: str) -> None:
