@@ -11,14 +11,16 @@ from collections.abc import Sequence
 
 import numpy as np
 
-__all__ = ["fit_platt", "youden_threshold", "fit_lab_calibration"]
+__all__ = ["fit_platt", "youden_threshold", "fit_lab_calibration", "sigmoid"]
 
 # Fewer measured val windows (or fewer of either class) than this: keep the identity
 # calibration and the prevalence threshold instead of fitting noise.
 MIN_PER_CLASS = 5
 
 
-def _sigmoid(z: np.ndarray) -> np.ndarray:
+def sigmoid(z: np.ndarray) -> np.ndarray:
+    """The training side's one sigmoid (calibration, evaluation, distillation); computes in
+    the input's dtype."""
     return 0.5 * (1.0 + np.tanh(0.5 * z))  # stable for any |z|
 
 
@@ -39,7 +41,7 @@ def fit_platt(
     theta = np.array([1.0, 0.0])
     prior = np.array([1.0, 0.0])
     for _ in range(max_iter):
-        p = _sigmoid(theta[0] * z + theta[1])
+        p = sigmoid(theta[0] * z + theta[1])
         r = p - t
         grad = np.array([(r * z).sum(), r.sum()]) / n + l2 * (theta - prior)
         w = p * (1.0 - p)
@@ -100,6 +102,6 @@ def fit_lab_calibration(
             continue
         a, b = fit_platt(logits[m, j], y)
         calibration[lab] = [a, b]
-        thresholds[lab] = youden_threshold(_sigmoid(a * logits[m, j] + b), y)
+        thresholds[lab] = youden_threshold(sigmoid(a * logits[m, j] + b), y)
         method[lab] = "platt+youden"
     return calibration, thresholds, method

@@ -188,6 +188,7 @@ def train_distill(run: DistillRun, config: TrainConfig, *, resume: bool = False)
     ``train_config.json``, ``metrics.json``, ``teacher/`` (cached teacher outputs),
     ``train_log.jsonl``, ``checkpoints/``.
     """
+    from anyecg_edge.training.calibration import sigmoid
     from anyecg_edge.training.data.dataset import CorpusDataset, corpus_lab_keys
     from anyecg_edge.training.lora import parameter_counts, resolve_labs
     from anyecg_edge.training.models import count_macs, count_params, create_model
@@ -328,6 +329,9 @@ def train_distill(run: DistillRun, config: TrainConfig, *, resume: bool = False)
     window = train_base.window_samples
     student_cpu = student.to("cpu")
     trainable, total = parameter_counts(model)
+    p_student, p_teacher = (
+        sigmoid(np.asarray(z, np.float64)) for z in (val_logits, teacher_val_logits)
+    )
     result = {
         **summary,
         "labs": labs,
@@ -337,9 +341,7 @@ def train_distill(run: DistillRun, config: TrainConfig, *, resume: bool = False)
         "trainable_params": trainable,
         "total_params": total,
         "teacher_val_mean_auroc": None if np.isnan(teacher_val_auroc) else teacher_val_auroc,
-        "val_prob_mae_vs_teacher": float(
-            np.mean(np.abs(_sig(val_logits) - _sig(teacher_val_logits)))
-        ),
+        "val_prob_mae_vs_teacher": float(np.mean(np.abs(p_student - p_teacher))),
     }
     result["trainable_pct"] = 100.0 * result["trainable_params"] / result["total_params"]
     if info.is_main:
@@ -374,7 +376,3 @@ def train_distill(run: DistillRun, config: TrainConfig, *, resume: bool = False)
 
         dist.barrier()
     return result
-
-
-def _sig(z: np.ndarray) -> np.ndarray:
-    return 0.5 * (1.0 + np.tanh(0.5 * np.asarray(z, dtype=np.float64)))

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from anyecg_edge.training.calibration import sigmoid
 
 __all__ = [
     "BUCKETS",
@@ -189,10 +190,6 @@ def bucket_of(value: float | None) -> str | None:
     return BUCKETS[1] if value >= 0.55 else BUCKETS[2]
 
 
-def _sigmoid(z: np.ndarray) -> np.ndarray:
-    return 0.5 * (1.0 + np.tanh(0.5 * z))
-
-
 def _finite(v: float) -> float | None:
     return float(v) if v is not None and math.isfinite(v) else None
 
@@ -287,10 +284,10 @@ def evaluate_predictions(
         y = targets[m, j] == 1
         z = logits[m, j]
         v = visits[m]
-        entry = _lab_metrics(y, z, _sigmoid(a * z + b), v, thresholds.get(lab, 0.5), n_boot, rng)
+        entry = _lab_metrics(y, z, sigmoid(a * z + b), v, thresholds.get(lab, 0.5), n_boot, rng)
         vz, vy, vids = _visit_level(z, y, v) if y.size else (z, y, v)
         entry["visit"] = _lab_metrics(
-            vy, vz, _sigmoid(a * vz + b), vids, thresholds.get(lab, 0.5), n_boot, rng
+            vy, vz, sigmoid(a * vz + b), vids, thresholds.get(lab, 0.5), n_boot, rng
         )
         info = catalog.by_key(lab) if lab in known else None
         if info is not None:
