@@ -12,8 +12,8 @@ from typing import Any
 import numpy as np
 
 from anyecg_edge import RESEARCH_USE_NOTE
+from anyecg_edge.estimates import interval_bounds, lab_entry
 from anyecg_edge.io import Record, RecordError
-from anyecg_edge.labs import load_catalog
 from anyecg_edge.runtime import Model, ModelMetadata
 from anyecg_edge.signal import (
     QualityReport,
@@ -103,7 +103,9 @@ def predict_record(
 
     Each 10 s window is gated on raw mV, preprocessed exactly like the training corpus
     (:func:`model_inputs`), and scored; the record estimate is the mean over accepted
-    windows, with the spread across windows as a simple uncertainty.
+    windows. Each lab entry (:func:`anyecg_edge.estimates.lab_entry`) carries the call
+    (None when the lab is not calibrated), the threshold, the calibration-uncertainty
+    interval and the window-to-window spread.
     """
     meta = model.metadata
     try:
@@ -133,31 +135,31 @@ def predict_record(
             "source": model.source,
             "backend": model.backend,
             "precision": model.precision,
-            "calibrated": meta.calibrated,
+            "calibrated": meta.all_calibrated,
+            "labs_not_calibrated": [k for k in meta.labs if not meta.is_calibrated(k)],
+            "interval": None
+            if meta.interval_level is None
+            else {"level": meta.interval_level, **meta.uncertainty},
         },
     )
     if accepted is None:
         return result
 
-    probs = model.predict(accepted[:, None, :])
+    logits = model.logits(accepted[:, None, :])
+    probs = model.calibrate(logits)
     mean = probs.mean(axis=0)
+    boot = model.bootstrap_probabilities(logits)
+    # The record estimate is the mean over windows; so is each bootstrap calibration's.
+    bounds = interval_bounds(None if boot is None else boot.mean(axis=0), meta.interval_level)
     thresholds = model.thresholds()
-    catalog = load_catalog()
     for j, name in enumerate(model.labs):
-        lab = catalog.lookup(name) or catalog.get(name)
         column = probs[:, j]
-        result.labs[name] = {
-            "probability": round(float(mean[j]), 4),
-            "abnormal": bool(mean[j] >= thresholds[j]),
-            "threshold": float(thresholds[j]),
-            "display_name": lab.display_name if lab else name,
-            "unit": meta.units.get(name) or (lab.unit if lab else None),
-            "reference_range": [lab.low, lab.high] if lab else None,
-            "uncertainty": {
-                "n_windows": int(column.size),
-                "std": round(float(column.std()), 4),
-                "min": round(float(column.min()), 4),
-                "max": round(float(column.max()), 4),
-            },
+        entry = lab_entry(meta, j, float(mean[j]), float(thresholds[j]), bounds)
+        entry["spread"] = {  # window-to-window variation (not a confidence interval)
+            "n_windows": int(column.size),
+            "std": round(float(column.std()), 4),
+            "min": round(float(column.min()), 4),
+            "max": round(float(column.max()), 4),
         }
+        result.labs[name] = entry
     return result

@@ -92,7 +92,10 @@ def test_predict_json_on_real_record(student_checkpoint: Path, shared_data: Path
     potassium = result["labs"]["potassium"]
     assert 0.0 <= potassium["probability"] <= 1.0
     assert potassium["unit"] == labs.by_key("potassium").unit
-    assert potassium["uncertainty"]["n_windows"] == 1
+    assert potassium["spread"]["n_windows"] == 1
+    # Only the lab with a threshold is called; the others say so instead of guessing.
+    assert potassium["abnormal"] is None and potassium["status"] == "not calibrated"
+    assert potassium["threshold"] is None
     assert result["note"] == RESEARCH_USE_NOTE
     assert result["model"]["calibrated"] is False
     # The per-lab threshold from the checkpoint's metadata is the one applied.
@@ -177,7 +180,7 @@ def test_predict_table_says_research_use(student_checkpoint: Path, shared_data: 
         str(shared_data / "cinc2021" / "E07501"),
     )
     assert code == 0, out
-    assert "Research use only" in out and "uncalibrated" in out
+    assert "Research use only" in out and "not calibrated" in out
 
 
 def test_predict_authors_checkpoint(tmp_path: Path, shared_data: Path) -> None:

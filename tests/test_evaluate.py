@@ -9,7 +9,6 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from anyecg_edge.training.calibration import fit_lab_calibration, fit_platt, youden_threshold
 from anyecg_edge.training.data.dataset import CorpusDataset, corpus_lab_keys
 from anyecg_edge.training.evaluate import (
     BUCKETS,
@@ -90,11 +89,14 @@ def test_paper_buckets(value, bucket) -> None:
 
 
 def test_evaluate_predictions_visit_aggregation_and_summary() -> None:
-    # Two labs; lab b has one class only (not evaluated). Visits v1..v4, 2 windows each.
+    # Two labs; lab b has one class only (not evaluated). Visits v1..v4, 2 windows each;
+    # min_visits=1 lets 4 visits be scored (the default minimum is tested elsewhere).
     visits = np.array(["v1", "v1", "v2", "v2", "v3", "v3", "v4", "v4"])
     logits = np.array([[2, 0], [0, 0], [-1, 0], [-3, 0], [1, 0], [1, 0], [-2, 0], [5, 0]], float)
     targets = np.array([[1, 0], [1, 0], [0, 0], [0, 0], [1, 0], [-1, 0], [0, -1], [1, 0]], np.int8)
-    res = evaluate_predictions(logits, targets, visits, ["potassium", "sodium"], n_boot=50)
+    res = evaluate_predictions(
+        logits, targets, visits, ["potassium", "sodium"], n_boot=50, min_visits=1
+    )
     k = res["labs"]["potassium"]
     m = targets[:, 0] >= 0
     assert k["auroc"] == pytest.approx(roc_auc_score(targets[m, 0], logits[m, 0]))
@@ -104,36 +106,12 @@ def test_evaluate_predictions_visit_aggregation_and_summary() -> None:
     assert (v["n_pos"], v["n_neg"]) == (3, 1)  # v4 has an abnormal window
     assert v["auroc"] == pytest.approx(roc_auc_score([1, 0, 1, 1], [1.0, -2.0, 1.0, 1.5]))
     assert res["labs"]["sodium"]["auroc"] is None
+    assert k["status"] == "evaluated" and res["labs"]["sodium"]["status"] == "insufficient"
     s = res["summary"]
-    assert s["labs_not_evaluated"] == ["sodium"] and s["n_visits"] == 4
+    assert s["labs_insufficient"] == s["labs_not_evaluated"] == ["sodium"]
+    assert s["n_visits"] == 4 and s["min_visits_per_class"] == 1
     assert set(s["buckets"]) == set(BUCKETS) and sum(s["buckets"].values()) == 1
     assert res["labs"]["potassium"]["unit"] == "mmol/L"
-
-
-# ----------------------------------------------------------------------------- calibration
-
-
-def test_platt_recovers_known_parameters() -> None:
-    rng = np.random.default_rng(3)
-    z = rng.normal(0, 2, 40_000)
-    y = rng.random(z.size) < 1 / (1 + np.exp(-(0.5 * z - 1.0)))
-    a, b = fit_platt(z, y)
-    assert a == pytest.approx(0.5, abs=0.03) and b == pytest.approx(-1.0, abs=0.05)
-
-
-def test_youden_threshold_and_identity_fallback() -> None:
-    p = np.array([0.1, 0.2, 0.3, 0.7, 0.8, 0.9])
-    y = np.array([0, 0, 0, 1, 1, 1])
-    assert youden_threshold(p, y) == pytest.approx(0.7)
-    logits = np.zeros((12, 2))
-    targets = np.zeros((12, 2), np.int8)
-    targets[:2, 1] = 1  # too few positives in lab 1
-    targets[:6, 0] = 1
-    logits[:6, 0] = 2.0
-    cal, thr, how = fit_lab_calibration(logits, targets, ["a", "b"])
-    assert cal["b"] == [1.0, 0.0] and thr["b"] == pytest.approx(2 / 12)
-    assert how["a"] == "platt+youden" and how["b"].startswith("identity")
-    assert cal["a"][0] > 0
 
 
 # ----------------------------------------------------------------------------- end to end
@@ -204,9 +182,18 @@ def test_evaluate_cli_json_schema_numbers_and_report(small_corpus, small_model, 
         m = ds.targets[:, j] >= 0
         y = ds.targets[m, j]
         assert entry["n_pos"] == int((y == 1).sum()) and entry["n_neg"] == int((y == 0).sum())
-        if entry["auroc"] is None:
-            assert len(set(y.tolist())) < 2
+        frame = pd.DataFrame({"csn": idx.csn[m].to_numpy(), "z": logits[m, j], "y": y})
+        per_visit = frame.groupby("csn").agg(z=("z", "mean"), y=("y", "max"))
+        n_pos_v, n_neg_v = int(per_visit.y.sum()), int((per_visit.y == 0).sum())
+        assert (entry["n_pos_visits"], entry["n_neg_visits"]) == (n_pos_v, n_neg_v)
+        # No threshold in this model's metadata: no calls, never a silent 0.5.
+        assert entry["threshold"] is None and entry["calibrated"] is False
+        assert entry["sensitivity"] is None and entry["npv"] is None
+        if min(n_pos_v, n_neg_v) < 5:
+            assert entry["status"] == "insufficient" and "reason" in entry
+            assert entry["auroc"] is None and entry["ci"] is None
             continue
+        assert entry["status"] == "evaluated"
         evaluated += 1
         assert entry["auroc"] == pytest.approx(roc_auc_score(y, logits[m, j]), abs=1e-5)
         lo, hi = entry["ci"]
@@ -214,22 +201,20 @@ def test_evaluate_cli_json_schema_numbers_and_report(small_corpus, small_model, 
         assert entry["auprc"] == pytest.approx(average_precision_score(y, logits[m, j]), abs=1e-5)
         p = 1 / (1 + np.exp(-(0.5 * logits[m, j] + 0.1)))
         assert entry["brier"] == pytest.approx(np.mean((p - y) ** 2), abs=1e-5)
-        frame = pd.DataFrame({"csn": idx.csn[m].to_numpy(), "z": logits[m, j], "y": y})
-        per_visit = frame.groupby("csn").agg(z=("z", "mean"), y=("y", "max"))
-        if per_visit.y.nunique() == 2:
-            assert entry["visit"]["auroc"] == pytest.approx(
-                roc_auc_score(per_visit.y, per_visit.z), abs=1e-5
-            )
+        assert entry["visit"]["auroc"] == pytest.approx(
+            roc_auc_score(per_visit.y, per_visit.z), abs=1e-5
+        )
     assert evaluated >= 3
     s = doc["summary"]
     assert s["n_segments"] == len(ds) and s["n_visits"] == idx.csn.nunique()
     assert s["n_labs_evaluated"] == evaluated == sum(s["buckets"].values())
     assert "planted_mean_auroc" in s["truth"]
     report = tmp_path / "eval_report"
-    for name in ("auroc.png", "roc.png"):
+    for name in ("auroc.png", "roc.png", "reliability.png"):
         assert (report / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     html = (report / "report.html").read_text()
     assert "data:image/png;base64," in html and labs[0] in html
+    assert "not calibrated" in html and "NPV" in html
 
 
 def test_evaluate_errors_are_one_line(small_corpus, small_model, tmp_path) -> None:

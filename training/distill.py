@@ -345,11 +345,14 @@ def train_distill(run: DistillRun, config: TrainConfig, *, resume: bool = False)
     }
     result["trainable_pct"] = 100.0 * result["trainable_params"] / result["total_params"]
     if info.is_main:
+        from anyecg_edge.training.evaluate import window_visits
+
         meta = model_metadata(
             run.corpus,
             labs,
             val_logits,
             val_base.targets,
+            val_groups=window_visits(val_base),
             arch=run.student,
             extra={"trained_by": "anyecg-edge train distill", "teacher": str(teacher_file)},
         )

@@ -398,11 +398,14 @@ def train_lora(run: LoraRun, config: TrainConfig, *, resume: bool = False) -> di
             result["merge_max_rel_error"] = max_rel_error(model(x).float(), plain(x).float())
     if info.is_main:
         plain_cpu = plain.to("cpu")
+        from anyecg_edge.training.evaluate import window_visits
+
         meta = model_metadata(
             run.corpus,
             labs,
             val_logits,
             val_set.targets,
+            val_groups=window_visits(val_set),
             arch=arch,
             extra={"trained_by": "anyecg-edge train lora", "task": run_meta["task"]},
         )

@@ -293,7 +293,13 @@ def _auroc(y: np.ndarray, s: np.ndarray) -> float:
 
 
 def mean_auroc(logits: np.ndarray, targets: np.ndarray) -> tuple[float, list[float | None]]:
-    """Mean AUROC over labs with both classes measured, and the per-lab values (None: n/a)."""
+    """Mean AUROC over labs with both classes measured, and the per-lab values (None: n/a).
+
+    The training-time selection metric: a lab counts with one window of each class. It has
+    no visit ids (evaluate's ``MIN_VISITS_PER_CLASS`` rule needs them), and it only ranks
+    the states of one run on one fixed val split, so noise in a small lab is shared by all
+    states. NaN when no lab qualifies (the Trainer then selects nothing).
+    """
     per_lab: list[float | None] = []
     for j in range(targets.shape[1]):
         m = targets[:, j] >= 0
@@ -546,6 +552,7 @@ class Trainer:
         # Val logits of the best state (not checkpointed: val may be large); the runs reuse
         # them for calibration and recompute them after a resume.
         self.best_val_logits: np.ndarray | None = None
+        self._warned_no_selection = False
         self.bad_evals = 0
         self.stopped_early = False
         self.done = False
@@ -749,11 +756,25 @@ class Trainer:
             "val_auroc": dict(zip(self.labs, per_lab, strict=True)),
         }
         self.loss_acc = {"sum": 0.0, "n": 0}
-        improved = not math.isnan(metric) and (
-            self.best_metric is None or metric > self.best_metric
-        )
-        if improved or self.best_state is None:
-            self.best_metric = None if math.isnan(metric) else metric
+        if math.isnan(metric):
+            # Nothing to select on (no val lab with both classes, or non-finite logits): no
+            # "best" is taken and no evaluation counts toward early stopping. Without a best
+            # state the run ends on its latest one, and these logits are that state's (lora
+            # and distill calibrate on them).
+            if self.best_state is None:
+                self.best_val_logits = logits
+            if self.info.is_main and not self._warned_no_selection:
+                y = self.val_targets
+                if ((y == 1).any(0) & (y == 0).any(0)).any():
+                    log.warning("val mean AUROC is undefined (non-finite logits?): not selected")
+                else:
+                    log.warning(
+                        "val split has no lab with both classes: no model selection; "
+                        "keeping the last state"
+                    )
+                self._warned_no_selection = True
+        elif self.best_metric is None or metric > self.best_metric:
+            self.best_metric = metric
             self.best_step = self.step
             self.best_state = self.trainable_state()
             self.best_val_logits = logits
@@ -767,12 +788,13 @@ class Trainer:
             self.stopped_early = True
         if self.info.is_main:
             log.info(
-                "eval step %d epoch %d: val mean AUROC %s (best %s at step %s)",
+                "eval step %d epoch %d: val mean AUROC %s (%s)",
                 self.step,
                 self.epoch,
-                "n/a" if math.isnan(metric) else f"{metric:.4f}",
-                "n/a" if self.best_metric is None else f"{self.best_metric:.4f}",
-                self.best_step,
+                "undefined" if math.isnan(metric) else f"{metric:.4f}",
+                "no selection"
+                if self.best_metric is None
+                else f"best {self.best_metric:.4f} at step {self.best_step}",
             )
         return entry
 
@@ -876,6 +898,12 @@ class Trainer:
             "steps_per_epoch": steps_per_epoch,
             "epochs_completed": self.epoch,
             "stopped_early": self.stopped_early,
+            # "best": the weights are the best evaluation's; "last": no evaluation had a
+            # defined metric, so none was selected and the weights are the final step's.
+            "selection": "best val mean AUROC"
+            if self.best_state is not None
+            else "last (val metric undefined)",
+            "selected_step": self.best_step if self.best_state is not None else self.step,
             "best_step": self.best_step,
             "best_val_mean_auroc": self.best_metric,
             "history": self.history,
@@ -907,11 +935,14 @@ def model_metadata(
     val_targets: np.ndarray,
     *,
     arch: str,
+    val_groups: Sequence[Any] | np.ndarray | None = None,
     extra: dict[str, Any] | None = None,
 ):
     """The device manifest of a trained model: signal settings of the corpus, lab units,
-    Platt calibration and thresholds fitted on the val split."""
-    from anyecg_edge.training.calibration import fit_lab_calibration
+    and the calibration fitted on the val split (:mod:`~anyecg_edge.training.calibration`:
+    monotone, shrunk toward identity, thresholds and bootstrap intervals only for labs with
+    enough val visits; ``val_groups`` names each val window's visit)."""
+    from anyecg_edge.training.calibration import fit_lab_calibration, manifest_fields
 
     from anyecg_edge.labs import load_catalog
     from anyecg_edge.runtime.base import ModelMetadata
@@ -919,17 +950,17 @@ def model_metadata(
     cfg = corpus_manifest(corpus)["config"]
     catalog = load_catalog()
     known = set(catalog.keys)
-    calibration, thresholds, method = fit_lab_calibration(val_logits, val_targets, labs)
+    fields = manifest_fields(fit_lab_calibration(val_logits, val_targets, labs, groups=val_groups))
+    method = fields.pop("calibration_method")
     return ModelMetadata(
         labs=list(labs),
         fs=float(cfg["target_fs"]),
         window_s=float(cfg["window_s"]),
         mains_hz=None if cfg.get("mains_hz") is None else float(cfg["mains_hz"]),
         units={k: catalog.by_key(k).unit for k in labs if k in known},
-        thresholds=thresholds,
-        calibration=calibration,
         arch=arch,
         extra={"calibration_method": method, **(extra or {})},
+        **fields,
     )
 
 

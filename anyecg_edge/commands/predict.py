@@ -124,10 +124,14 @@ def _print_prediction(result: dict[str, Any]) -> None:
     if result["status"] != "ok":
         console.print("[red]No window passed the signal-quality gate; no estimates.[/]")
     else:
-        calibrated = result["model"]["calibrated"]
-        table = Table(title="Lab abnormality estimates" + ("" if calibrated else " (uncalibrated)"))
-        for col in ("lab", "P(abnormal)", "±sd", "flag", "reference", "unit"):
+        model = result["model"]
+        level = (model.get("interval") or {}).get("level")
+        table = Table(title="Lab abnormality estimates (research estimates, not diagnoses)")
+        interval_col = f"{level:.0%} interval" if level else "interval"
+        for col in ("lab", "P(abnormal)", interval_col, "threshold", "call", "±sd windows"):
             table.add_column(col)
+        table.add_column("reference")
+        table.add_column("unit")
         rows = sorted(result["labs"].items(), key=lambda kv: -kv[1]["probability"])
         for _name, lab in rows:
             ref = lab["reference_range"]
@@ -136,15 +140,31 @@ def _print_prediction(result: dict[str, Any]) -> None:
                 if not ref
                 else f"{ref[0] if ref[0] is not None else ''}–{ref[1] if ref[1] is not None else ''}"
             )
+            iv = lab["interval"]
+            call = lab["status"]
             table.add_row(
                 lab["display_name"],
                 f"{lab['probability']:.3f}",
-                f"{lab['uncertainty']['std']:.3f}",
-                "abnormal" if lab["abnormal"] else "",
+                f"{iv[0]:.2f}–{iv[1]:.2f}" if iv else "-",
+                "-" if lab["threshold"] is None else f"{lab['threshold']:.3f}",
+                f"[red]{call}[/]" if call == "abnormal" else f"[dim]{call}[/]",
+                f"{lab['spread']['std']:.3f}",
                 ref_s,
                 lab["unit"] or "",
             )
         console.print(table)
+        missing = model.get("labs_not_calibrated") or []
+        if missing:
+            console.print(
+                f"[yellow]{len(missing)} of {len(result['labs'])} labs are not calibrated (too "
+                "little validation data): no call, shown as 'not calibrated'.[/]"
+            )
+        if level:
+            console.print(
+                f"interval: {level:.0%} range of the probability over "
+                f"{model['interval'].get('n', '?')} bootstrap calibrations (validation "
+                "uncertainty); ±sd windows: spread between windows."
+            )
     console.print(f"[yellow]{RESEARCH_USE_NOTE}[/]")
 
 

@@ -258,11 +258,15 @@ def _print_summary(s: dict[str, Any]) -> None:
         )
     if s["top_labs"]:
         table = Table(title="Smoothed lab estimates at the end (P(abnormal))")
-        for col in ("lab", "P", "flag"):
+        for col in ("lab", "P", "interval", "call"):
             table.add_column(col)
         for row in s["top_labs"]:
+            iv = row["interval"]
             table.add_row(
-                row["lab"], f"{row['probability']:.3f}", "abnormal" if row["abnormal"] else ""
+                row["lab"],
+                f"{row['probability']:.3f}",
+                f"{iv[0]:.2f}–{iv[1]:.2f}" if iv else "-",
+                row["status"],
             )
         console.print(table)
     console.print(f"[yellow]{RESEARCH_USE_NOTE}[/]")

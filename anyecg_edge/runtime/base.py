@@ -30,10 +30,18 @@ class ModelMetadata:
     window_s: float = 10.0
     mains_hz: float | None = 50.0
     units: dict[str, str] = field(default_factory=dict)
-    # Probability above which a lab is flagged abnormal (per lab; default 0.5).
+    # Probability at or above which a lab is flagged abnormal, strictly inside (0, 1); only
+    # calibrated labs have one (the others report "abnormal": null, "not calibrated").
     thresholds: dict[str, float] = field(default_factory=dict)
-    # Platt scaling per lab: p = sigmoid(a * logit + b). Missing -> identity (uncalibrated).
+    # Monotone Platt scaling per lab: p = sigmoid(a * logit + b), a > 0. Missing -> identity.
     calibration: dict[str, list[float]] = field(default_factory=dict)
+    # Per lab: was it calibrated on enough validation data? Missing (older manifests): a lab
+    # is calibrated when it has a threshold.
+    calibrated: dict[str, bool] = field(default_factory=dict)
+    # Per calibrated lab: [a, b] refits on validation sets resampled by visit; the spread of
+    # the probability over them is the reported interval (``uncertainty`` says the level).
+    calibration_bootstrap: dict[str, list[list[float]]] = field(default_factory=dict)
+    uncertainty: dict[str, Any] = field(default_factory=dict)
     arch: str | None = None
     # How a raw window becomes the model input (documentation for other runtimes; the
     # Python device path runs `anyecg_edge.signal.preprocess` with fs/mains_hz above).
@@ -49,9 +57,19 @@ class ModelMetadata:
     def window_samples(self) -> int:
         return int(round(self.fs * self.window_s))
 
+    def is_calibrated(self, lab: str) -> bool:
+        """Does the lab have a validated decision rule (a threshold not marked uncalibrated)?
+        Only such labs get an abnormal/normal call."""
+        return self.calibrated.get(lab, True) and lab in self.thresholds
+
     @property
-    def calibrated(self) -> bool:
-        return bool(self.calibration) and all(lab in self.calibration for lab in self.labs)
+    def all_calibrated(self) -> bool:
+        return all(self.is_calibrated(lab) for lab in self.labs)
+
+    @property
+    def interval_level(self) -> float | None:
+        level = self.uncertainty.get("level")
+        return float(level) if self.calibration_bootstrap and level else None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -78,17 +96,52 @@ class ModelMetadata:
             raise ModelError(
                 f"{source}: field 'window_s' must be a positive number, got {meta.window_s!r}"
             )
-        for name in ("thresholds", "units", "calibration", "preprocessing"):
+        for name in (
+            "thresholds",
+            "units",
+            "calibration",
+            "preprocessing",
+            "calibrated",
+            "calibration_bootstrap",
+            "uncertainty",
+        ):
             if not isinstance(getattr(meta, name), dict):
                 raise ModelError(f"{source}: field {name!r} must be an object")
         for lab, thr in meta.thresholds.items():
-            if not (isinstance(thr, (int, float)) and 0.0 <= thr <= 1.0):
-                raise ModelError(f"{source}: thresholds[{lab!r}] must be in [0, 1], got {thr!r}")
+            # 0 or 1 would flag every window or none: a degenerate fit, never a decision.
+            if not (_is_number(thr) and 0.0 < thr < 1.0):
+                raise ModelError(
+                    f"{source}: thresholds[{lab!r}] must be strictly between 0 and 1, got {thr!r}"
+                )
+        for lab, flag in meta.calibrated.items():
+            if not isinstance(flag, bool):
+                raise ModelError(
+                    f"{source}: calibrated[{lab!r}] must be true or false, got {flag!r}"
+                )
         for name in ("input_quant", "output_quant"):
             _check_quant(getattr(meta, name), f"{source}: field {name!r}")
         for lab, ab in meta.calibration.items():
-            if not (isinstance(ab, list) and len(ab) == 2 and all(math.isfinite(v) for v in ab)):
+            if not (isinstance(ab, list) and len(ab) == 2 and all(_is_number(v) for v in ab)):
                 raise ModelError(f"{source}: calibration[{lab!r}] must be [a, b], got {ab!r}")
+            if ab[0] <= 0:
+                raise ModelError(
+                    f"{source}: calibration[{lab!r}] has slope {ab[0]!r}; a slope <= 0 would "
+                    "reverse the model's ranking (expected > 0)"
+                )
+        for lab, fits in meta.calibration_bootstrap.items():
+            if not (
+                isinstance(fits, list)
+                and all(
+                    isinstance(ab, list) and len(ab) == 2 and all(_is_number(v) for v in ab)
+                    for ab in fits
+                )
+            ):
+                raise ModelError(
+                    f"{source}: calibration_bootstrap[{lab!r}] must be a list of [a, b] pairs"
+                )
+        level = meta.uncertainty.get("level")
+        if level is not None and not (_is_number(level) and 0 < level < 1):
+            raise ModelError(f"{source}: uncertainty.level must be in (0, 1), got {level!r}")
         return meta
 
     @classmethod
@@ -101,6 +154,10 @@ class ModelMetadata:
         except json.JSONDecodeError as exc:
             raise ModelError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
         return cls.from_dict(data, source=str(path))
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
 def _check_quant(q: Any, what: str) -> None:
@@ -143,6 +200,14 @@ def sigmoid(x: np.ndarray) -> np.ndarray:
     return out
 
 
+def sigmoid_nan(x: np.ndarray) -> np.ndarray:
+    """:func:`sigmoid` that passes NaN through."""
+    out = np.full(np.shape(x), np.nan)
+    ok = np.isfinite(x)
+    out[ok] = sigmoid(np.asarray(x)[ok])
+    return out
+
+
 class Model(ABC):
     """A loaded model: `predict(windows) -> calibrated probabilities (n, n_labs)`."""
 
@@ -182,17 +247,48 @@ class Model(ABC):
             logits = logits * a + b
         return sigmoid(logits)
 
-    def predict(self, windows: np.ndarray) -> np.ndarray:
+    def logits(self, windows: np.ndarray) -> np.ndarray:
+        """Checked raw logits (n, n_labs) of preprocessed windows (n, 1, window_samples)."""
         logits = self.predict_logits(self._check_windows(windows))
         if logits.shape[-1] != len(self.labs):
             raise ModelError(
                 f"{self.source}: model has {logits.shape[-1]} outputs but the manifest lists "
                 f"{len(self.labs)} labs"
             )
-        return self.calibrate(logits).astype(np.float32)
+        return logits
+
+    def predict(self, windows: np.ndarray) -> np.ndarray:
+        """Calibrated per-lab probabilities (n, n_labs) of *preprocessed* windows.
+
+        ``windows``: (n, 1, window_samples) or (n, window_samples) float32, each already
+        through :func:`anyecg_edge.signal.preprocess` (band-pass, baseline, z-score) at the
+        manifest's ``fs``; raw mV windows give meaningless numbers. For records or raw
+        arrays use :func:`anyecg_edge.predict.predict_record`, which gates and preprocesses.
+        """
+        return self.calibrate(self.logits(windows)).astype(np.float32)
 
     def thresholds(self) -> np.ndarray:
-        return np.array([self.metadata.thresholds.get(lab, 0.5) for lab in self.labs])
+        """Per-lab decision thresholds; NaN where the lab is not calibrated (no call)."""
+        meta = self.metadata
+        return np.array(
+            [meta.thresholds[lab] if meta.is_calibrated(lab) else np.nan for lab in self.labs]
+        )
+
+    def bootstrap_probabilities(self, logits: np.ndarray) -> np.ndarray | None:
+        """(n, k, n_labs) probabilities under each of the k bootstrap calibrations (NaN for
+        labs without one), or None when the manifest has none."""
+        meta = self.metadata
+        if not meta.calibration_bootstrap:
+            return None
+        k = max(len(v) for v in meta.calibration_bootstrap.values())
+        ab = np.full((k, len(self.labs), 2), np.nan)
+        for j, lab in enumerate(self.labs):
+            fits = meta.calibration_bootstrap.get(lab)
+            if fits and meta.is_calibrated(lab):
+                ab[: len(fits), j] = np.asarray(fits, dtype=np.float64)
+        z = np.asarray(logits, dtype=np.float64)[:, None, :]
+        with np.errstate(invalid="ignore"):
+            return sigmoid_nan(z * ab[None, :, :, 0] + ab[None, :, :, 1])
 
 
 _RM = TypeVar("_RM", bound="RuntimeModel")

@@ -38,6 +38,7 @@ from typing import Any
 
 import numpy as np
 
+from anyecg_edge.estimates import interval_bounds, lab_entry
 from anyecg_edge.firmware_bridge.frames import FrameFlags
 from anyecg_edge.firmware_bridge.sequencer import Block
 from anyecg_edge.runtime import Model
@@ -137,6 +138,7 @@ class StreamEngine:
         self._t_start = 0.0
         self._smoothed: np.ndarray | None = None
         self._smoothed_t: float | None = None
+        self._smoothed_boot: np.ndarray | None = None
         self._thresholds = model.thresholds()
         self.latency = LatencyStats()
         # Worker time per window (gate + preprocess + its share of the model batch):
@@ -319,7 +321,11 @@ class StreamEngine:
                 except SignalError as exc:
                     reasons = [f"preprocess: {exc}"]
             gated.append((job, reasons, hr))
-        probs = self.model.predict(np.stack(accepted)[:, None, :]) if accepted else None
+        probs = boot = None
+        if accepted:
+            logits = self.model.logits(np.stack(accepted)[:, None, :])
+            probs = self.model.calibrate(logits)
+            boot = self.model.bootstrap_probabilities(logits)
         compute_ms = (time.perf_counter_ns() - t0) / 1e6 / len(batch)
         k = 0
         for job, reasons, hr in gated:
@@ -327,8 +333,8 @@ class StreamEngine:
             if not reasons:
                 assert probs is not None
                 window_probs = probs[k]
+                self._smooth(window_probs, None if boot is None else boot[k], job.t_end_s)
                 k += 1
-                self._smooth(window_probs, job.t_end_s)
             self.compute.add(compute_ms)
             self._finish(job, reasons, hr, window_probs)
 
@@ -344,13 +350,17 @@ class StreamEngine:
         hr = None if hr is None or not math.isfinite(hr) else round(float(hr), 1)
         return reasons, hr
 
-    def _smooth(self, p: np.ndarray, t: float) -> None:
+    def _smooth(self, p: np.ndarray, boot: np.ndarray | None, t: float) -> None:
+        """Exponential smoothing of the probabilities and, alike, of each bootstrap
+        calibration's probabilities (so the interval belongs to the smoothed estimate)."""
         p = p.astype(np.float64)
         if self._smoothed is None or self.smooth_s == 0 or self._smoothed_t is None:
-            self._smoothed = p
+            self._smoothed, self._smoothed_boot = p, boot
         else:
             w = 1.0 - math.exp(-max(0.0, t - self._smoothed_t) / self.smooth_s)
             self._smoothed = self._smoothed + w * (p - self._smoothed)
+            if boot is not None and self._smoothed_boot is not None:
+                self._smoothed_boot = self._smoothed_boot + w * (boot - self._smoothed_boot)
         self._smoothed_t = t
 
     def _finish(
@@ -367,11 +377,24 @@ class StreamEngine:
             "segment": job.segment,
             "fs_hz": round(job.fs, 4),
             "quality": {"ok": not reasons, "reasons": reasons, "heart_rate_bpm": hr},
-            "labs": None if smoothed is None else self._labs_dict(smoothed),
+            "labs": None if smoothed is None else self._estimates(compact=True),
             "window_labs": None if probs is None else self._labs_dict(probs),
             "latency_ms": round(latency_ms, 3),
         }
         self._emit(out)
+
+    def _estimates(self, *, compact: bool) -> dict[str, dict[str, Any]]:
+        """Per-lab entries of the smoothed estimate (call, threshold, interval)."""
+        assert self._smoothed is not None
+        meta = self.model.metadata
+        bounds = interval_bounds(self._smoothed_boot, meta.interval_level)
+        return {
+            lab: lab_entry(
+                meta, j, float(self._smoothed[j]), float(self._thresholds[j]), bounds,
+                compact=compact,
+            )
+            for j, lab in enumerate(self.labs)
+        }  # fmt: skip
 
     def _labs_dict(self, p: np.ndarray) -> dict[str, float]:
         return {lab: round(float(v), 4) for lab, v in zip(self.labs, p, strict=True)}
@@ -388,14 +411,8 @@ class StreamEngine:
         if self._smoothed is None:
             return []
         order = np.argsort(-self._smoothed)[:k]
-        return [
-            {
-                "lab": self.labs[i],
-                "probability": round(float(self._smoothed[i]), 4),
-                "abnormal": bool(self._smoothed[i] >= self._thresholds[i]),
-            }
-            for i in order
-        ]
+        entries = self._estimates(compact=True)
+        return [{"lab": self.labs[i], **entries[self.labs[i]]} for i in order]
 
     def summary(self) -> dict[str, Any]:
         wall = time.perf_counter() - self._t_wall0

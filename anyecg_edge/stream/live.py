@@ -85,12 +85,21 @@ class LiveView:
         labs = Table(title="Top lab estimates (smoothed P(abnormal))", expand=False)
         labs.add_column("lab")
         labs.add_column("P", justify="right")
+        labs.add_column("interval", justify="right")
         labs.add_column("")
+        labs.add_column("call")
         for row in eng.top_labs(self.top_k):
             p = row["probability"]
             bar = "#" * round(p * 20)
             style = "red" if row["abnormal"] else "cyan"
-            labs.add_row(row["lab"], f"{p:.3f}", Text(bar.ljust(20), style=style))
+            iv = row["interval"]
+            labs.add_row(
+                row["lab"],
+                f"{p:.3f}",
+                f"{iv[0]:.2f}–{iv[1]:.2f}" if iv else "-",
+                Text(bar.ljust(20), style=style),
+                row["status"],
+            )
         events = Text("\n".join(recent) if recent else "no events", style="dim")
         return Panel(
             Group(head, labs, Panel(events, title="events", border_style="dim")),

@@ -87,6 +87,7 @@ class CorpusDataset(Dataset):
             splits = set(split)
         if splits is not None and not splits <= {"train", "val", "test"}:
             raise CorpusError(f"split must be train, val, test or None, got {split!r}")
+        self.splits = splits  # the selected splits (None: all)
         shard_codes, offsets, targets = [], [], []
         names: dict[str, int] = {}
         # Row group by row group: the full float32 target table never exists in memory.

@@ -1,0 +1,187 @@
+"""Honest calibration: monotone, shrunk on small sets, no degenerate thresholds, labs without
+enough validation visits left uncalibrated (and reported so), bootstrap intervals."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from anyecg_edge.training.calibration import (
+    MIN_PER_CLASS,
+    fit_lab_calibration,
+    fit_platt,
+    manifest_fields,
+    sigmoid,
+    youden_threshold,
+)
+
+from anyecg_edge.estimates import interval_bounds
+from anyecg_edge.io import Record
+from anyecg_edge.predict import predict_record
+from anyecg_edge.runtime import Model, ModelError, ModelMetadata
+
+
+def test_platt_recovers_known_parameters() -> None:
+    rng = np.random.default_rng(3)
+    z = rng.normal(0, 2, 40_000)
+    y = rng.random(z.size) < 1 / (1 + np.exp(-(0.5 * z - 1.0)))
+    a, b = fit_platt(z, y)
+    assert a == pytest.approx(0.5, abs=0.03) and b == pytest.approx(-1.0, abs=0.05)
+
+
+def test_platt_never_reverses_the_ranking() -> None:
+    rng = np.random.default_rng(0)
+    z = rng.normal(0, 1, 400)
+    y = rng.random(z.size) < sigmoid(-2.0 * z)  # the model ranks this lab backwards
+    a, b = fit_platt(z, y)
+    assert a == 0.0 and np.isfinite(b)
+    fits = fit_lab_calibration(z[:, None], y[:, None].astype(np.int8), ["x"], n_bootstrap=0)
+    assert not fits["x"].calibrated and "backwards" in fits["x"].reason
+    assert fits["x"].threshold is None
+
+
+def test_small_separable_set_gets_a_moderate_slope() -> None:
+    # 12 windows, perfectly separated: plain Platt runs the slope off to ~infinity.
+    z = np.r_[np.linspace(-1, -0.1, 6), np.linspace(0.1, 1, 6)]
+    y = np.r_[np.zeros(6), np.ones(6)].astype(bool)
+    a, _ = fit_platt(z, y)
+    assert 1.0 < a < 6.0
+    a_big, _ = fit_platt(np.tile(z, 200), np.tile(y, 200))
+    assert a_big > 3 * a  # the shrinkage fades with data
+
+
+def test_youden_threshold_sits_between_scores() -> None:
+    p = np.array([0.1, 0.2, 0.3, 0.7, 0.8, 0.9])
+    y = np.array([0, 0, 0, 1, 1, 1])
+    thr = youden_threshold(p, y)
+    # Midway in logit space between 0.3 and 0.7 -> 0.5; the val calls are the same as a
+    # cut at 0.7.
+    assert thr == pytest.approx(0.5)
+    assert np.array_equal(p >= thr, p >= 0.7)
+    # Saturated scores still give a threshold strictly inside (0, 1).
+    t2 = youden_threshold(np.array([0.0, 0.0, 1.0, 1.0]), np.array([0, 0, 1, 1]))
+    assert 0.0 < t2 < 1.0
+
+
+def _cohort(n_visits: int, windows_per_visit: int, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    visit_y = rng.random(n_visits) < 0.4
+    y = np.repeat(visit_y, windows_per_visit)
+    z = rng.normal(0, 1, y.size) + 1.5 * y
+    groups = np.repeat([f"v{i}" for i in range(n_visits)], windows_per_visit)
+    return z, y, groups
+
+
+def test_minimum_counts_visits_not_windows() -> None:
+    # Two abnormal visits with 20 windows each: plenty of windows, too few visits.
+    z, y, groups = _cohort(30, 20)
+    pos_visits = np.unique(groups[y])
+    keep = ~y | np.isin(groups, pos_visits[:2])
+    fits = fit_lab_calibration(
+        z[keep, None], y[keep, None].astype(np.int8), ["lab"], groups=groups[keep]
+    )
+    f = fits["lab"]
+    assert not f.calibrated and f.n_pos == 2 and f.unit == "visits"
+    assert f"minimum {MIN_PER_CLASS}" in f.reason
+    # Counted per window (no groups) the same data would pass the minimum.
+    assert fit_lab_calibration(z[keep, None], y[keep, None].astype(np.int8), ["lab"])[
+        "lab"
+    ].calibrated
+
+
+def test_manifest_fields_have_no_degenerate_thresholds() -> None:
+    z, y, groups = _cohort(60, 3)
+    targets = np.stack([y, y, np.zeros_like(y), y], axis=1).astype(np.int8)
+    targets[:, 3] = -1  # never measured
+    logits = np.stack([z, -z, z, z], axis=1)
+    fits = fit_lab_calibration(
+        logits, targets, ["good", "reversed", "no_pos", "none"], groups=groups
+    )
+    fields = manifest_fields(fits)
+    assert fields["calibrated"] == {
+        "good": True, "reversed": False, "no_pos": False, "none": False,
+    }  # fmt: skip
+    assert set(fields["thresholds"]) == {"good"} == set(fields["calibration"])
+    assert all(0.0 < t < 1.0 for t in fields["thresholds"].values())
+    assert all(a > 0 for a, _ in fields["calibration"].values())
+    assert len(fields["calibration_bootstrap"]["good"]) == fields["uncertainty"]["n"] > 0
+    json.dumps(fields)  # the manifest is JSON
+    meta = ModelMetadata.from_dict({"labs": ["good", "reversed", "no_pos", "none"], **fields})
+    assert [meta.is_calibrated(k) for k in meta.labs] == [True, False, False, False]
+    assert not meta.all_calibrated and meta.interval_level == pytest.approx(0.9)
+
+
+def test_bootstrap_interval_narrows_with_more_validation_visits() -> None:
+    widths = []
+    for n in (40, 640):
+        z, y, groups = _cohort(n, 2, seed=n)
+        f = fit_lab_calibration(z[:, None], y[:, None].astype(np.int8), ["x"], groups=groups)["x"]
+        ab = np.array(f.bootstrap)
+        p = sigmoid(ab[:, 0] * 0.75 + ab[:, 1])[:, None]
+        lo, hi = interval_bounds(p, 0.9)[:, 0]
+        assert lo <= sigmoid(f.a * 0.75 + f.b) <= hi
+        widths.append(hi - lo)
+    assert widths[1] < widths[0] / 2
+
+
+@pytest.mark.parametrize(
+    "patch, message",
+    [
+        ({"thresholds": {"a": 0.0}}, "thresholds['a'] must be strictly between 0 and 1"),
+        ({"thresholds": {"a": 1.0}}, "thresholds['a'] must be strictly between 0 and 1"),
+        ({"calibration": {"a": [-0.6, 0.1]}}, "would reverse the model's ranking"),
+        ({"calibrated": {"a": "yes"}}, "calibrated['a'] must be true or false"),
+        ({"calibration_bootstrap": {"a": [[1.0]]}}, "list of [a, b] pairs"),
+        ({"uncertainty": {"level": 2}}, "uncertainty.level must be in (0, 1)"),
+    ],
+)
+def test_manifest_refuses_dishonest_calibration(patch: dict, message: str) -> None:
+    with pytest.raises(ModelError) as err:
+        ModelMetadata.from_dict({"labs": ["a"], **patch}, source="m.json")
+    assert message in str(err.value) and str(err.value).startswith("m.json: ")
+    assert "\n" not in str(err.value)
+
+
+class LinearModel(Model):
+    """A tiny numpy model: logit_j = w_j * mean(x) + c_j (for the device-side reporting)."""
+
+    backend = "numpy"
+
+    def __init__(self, meta: ModelMetadata, w: np.ndarray, c: np.ndarray) -> None:
+        super().__init__(meta, "linear")
+        self.w, self.c = w, c
+
+    def predict_logits(self, windows: np.ndarray) -> np.ndarray:
+        return windows.mean(axis=(1, 2))[:, None] * self.w + self.c
+
+
+def test_predict_reports_uncalibrated_labs_as_null() -> None:
+    meta = ModelMetadata(
+        labs=["potassium", "sodium"],
+        fs=500.0,
+        window_s=10.0,
+        mains_hz=None,
+        calibration={"potassium": [1.0, 0.0]},
+        thresholds={"potassium": 0.3},
+        calibrated={"potassium": True, "sodium": False},
+        calibration_bootstrap={"potassium": [[0.8, -0.2], [1.0, 0.0], [1.2, 0.2]]},
+        uncertainty={"level": 0.9, "n": 3},
+    )
+    model = LinearModel(meta, np.array([1.0, 1.0]), np.array([0.0, 0.4]))
+    assert np.isnan(model.thresholds()[1]) and model.thresholds()[0] == 0.3
+    t = np.arange(60 * 500) / 500
+    ph = t % 0.8  # 75 bpm: P, QRS and T bumps and a little noise pass the quality gate
+    ecg = sum(a * np.exp(-((ph - c) ** 2) / (2 * w**2)) for a, c, w in (
+        (0.1, 0.25, 0.02), (1.2, 0.4, 0.012), (0.25, 0.65, 0.04),
+    ))  # fmt: skip
+    ecg = ecg + 0.02 * np.random.default_rng(0).normal(size=t.size)
+    rec = Record(signal_mv=ecg, fs=500.0, lead="II", source="synthetic")
+    res = predict_record(rec, model).to_dict()
+    k, na = res["labs"]["potassium"], res["labs"]["sodium"]
+    assert k["abnormal"] is True and k["status"] == "abnormal" and k["threshold"] == 0.3
+    lo, hi = k["interval"]
+    assert lo <= k["probability"] <= hi and k["interval_level"] == 0.9
+    assert na["abnormal"] is None and na["status"] == "not calibrated"
+    assert na["threshold"] is None and na["interval"] is None
+    assert res["model"]["labs_not_calibrated"] == ["sodium"]
