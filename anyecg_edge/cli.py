@@ -48,3 +48,9 @@ _register()
 
 def main() -> None:
     cli(prog_name="anyecg-edge")
+
+
+# `python -m anyecg_edge.cli ...` is the form the torchrun lines (README, demo) launch; without
+# this guard that module import defined the group and exited 0 having run nothing.
+if __name__ == "__main__":
+    main()
