@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 from anyecg_edge.quantization import litert_export, onnx_export
 from anyecg_edge.quantization.errors import ExportError, ParityError
-from anyecg_edge.quantization.parity import check_tolerance, parity_report
+from anyecg_edge.quantization.parity import check_tolerance, parity_report, unchecked_limits
 from anyecg_edge.quantization.windows import (
     WindowSet,
     is_corpus,
@@ -393,6 +393,7 @@ def export_model(
         **report,
         "tolerance": tol,
         "failures": failures,
+        "unchecked_limits": unchecked_limits(report, tol),
         "passed": passed,
         "allow_degraded": allow_degraded,
         "seconds": round(time.perf_counter() - t0, 2),
@@ -404,6 +405,7 @@ def export_model(
         "passed": passed,
         "n_windows": report["n_windows"],
         "agreement": report["calls"]["agreement"],
+        "n_labs_called": report["calls"]["n_labs_called"],
         "mean_auroc_delta": report["auroc"]["mean_delta"],
         "max_abs_logit_error": report["logits"]["max_abs_error"],
     }

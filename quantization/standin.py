@@ -108,6 +108,9 @@ def save_standin(
         model_kwargs={"n_classes": len(labs)},
         metadata=ModelMetadata(
             labs=labs,
+            # The descriptor targets are median splits: 0.5 is the natural call threshold.
+            # Explicit, because a lab without a threshold makes no abnormal call.
+            thresholds={lab: 0.5 for lab in labs},
             extra={"standin": f"{arch} trained {steps} steps on descriptor targets (seed {seed})"},
         ),
     )

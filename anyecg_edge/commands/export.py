@@ -157,11 +157,16 @@ def export(
         f"{result.path} ({r['model_bytes'] / 1024:.1f} KiB, {r['precision']}, {r['runtime']}): "
         f"parity {status} on {r['n_windows']} held-out windows: "
         f"max|dlogit| {r['logits']['max_abs_error']:.4g}, mean {r['logits']['mean_abs_error']:.4g}, "
-        f"call agreement {r['calls']['agreement']:.4%}, "
+        f"call agreement {_pct(r['calls']['agreement'])} "
+        f"({r['calls']['n_labs_called']} of {r['n_labs']} labs have a threshold), "
         f"mean AUROC delta {r['auroc']['mean_delta']} (vs {r['auroc']['reference']})"
     )
     for path in (result.manifest, result.parity, *result.extra_files):
         click.echo(f"  wrote {path}")
+
+
+def _pct(v: float | None) -> str:
+    return "n/a" if v is None else f"{v:.4%}"
 
 
 COMMANDS = [export]

@@ -1,0 +1,287 @@
+"""The parity gate (quantization/parity.py) on hand-made logits: every branch of
+`check_tolerance`, the limits per precision, undefined metrics, lower vs upper limits,
+`parse_tolerance` errors, and call agreement over the labs that have a threshold only.
+Pure numpy: no export, no model."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import numpy as np
+import pytest
+from anyecg_edge.quantization.errors import ExportError, ParityError
+from anyecg_edge.quantization.parity import (
+    DEFAULT_TOLERANCE,
+    LOWER_LIMITS,
+    TOLERANCE_KEYS,
+    auroc,
+    check_tolerance,
+    metric_values,
+    parity_report,
+    parse_tolerance,
+    unchecked_limits,
+)
+
+from anyecg_edge.runtime import ModelMetadata
+
+LABS = ["a", "b", "c", "d"]
+
+
+def _meta(thresholds: dict[str, float] | None = None, **kw) -> ModelMetadata:
+    thr = {lab: 0.5 for lab in LABS} if thresholds is None else thresholds
+    return ModelMetadata(labs=list(LABS), thresholds=thr, **kw)
+
+
+def _logits(n: int = 200, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).normal(0.0, 2.0, (n, len(LABS))).astype(np.float32)
+
+
+# --- auroc -------------------------------------------------------------------------------
+
+
+def test_auroc_matches_pair_counting_with_ties() -> None:
+    rng = np.random.default_rng(3)
+    y = rng.random(60) < 0.4
+    s = np.round(rng.normal(size=60), 1)  # ties on purpose
+    pos, neg = s[y], s[~y]
+    pairs = [(p > q) + 0.5 * (p == q) for p, q in itertools.product(pos, neg)]
+    assert auroc(y, s) == pytest.approx(np.mean(pairs), abs=1e-12)
+    assert math.isnan(auroc(np.ones(5, bool), s[:5])) and math.isnan(auroc(np.zeros(5), s[:5]))
+
+
+# --- parity_report -----------------------------------------------------------------------
+
+
+def test_identical_logits_pass_every_precision() -> None:
+    ref = _logits()
+    r = parity_report(ref, ref.copy(), _meta())
+    assert r["logits"]["max_abs_error"] == 0 and r["calls"]["agreement"] == 1.0
+    assert r["auroc"]["mean_delta"] == 0 and r["auroc"]["n_labs"] == len(LABS)
+    for precision, tol in DEFAULT_TOLERANCE.items():
+        assert check_tolerance(r, tol) == [], precision
+        assert unchecked_limits(r, tol) == []
+
+
+def test_report_rejects_shape_mismatch_and_non_finite_export() -> None:
+    ref = _logits()
+    with pytest.raises(ExportError, match="shapes differ"):
+        parity_report(ref, ref[:, :3], _meta())
+    with pytest.raises(ExportError, match="shapes differ"):
+        parity_report(ref[:, 0], ref[:, 0], _meta())
+    bad = ref.copy()
+    bad[3, 1] = np.nan
+    bad[4, 2] = np.inf
+    with pytest.raises(ParityError, match="2 non-finite logits"):
+        parity_report(ref, bad, _meta())
+
+
+def test_agreement_counts_only_labs_with_a_threshold() -> None:
+    """A lab without a threshold makes no call: no 0.5 default, listed as uncalibrated."""
+    ref = _logits()
+    test = ref.copy()
+    # Lab "d" (no threshold) flips sign: under a 0.5 default every call of it would differ.
+    test[:, 3] = -ref[:, 3]
+    meta = _meta({"a": 0.5, "b": 0.3, "c": 0.7})
+    r = parity_report(ref, test, meta)
+    calls = r["calls"]
+    assert calls["n_labs_called"] == 3 and calls["uncalibrated_labs"] == ["d"]
+    assert calls["agreement"] == 1.0 and calls["n_total"] == 3 * len(ref)
+    assert calls["min_lab_agreement"] == 1.0
+    assert r["per_lab"]["d"]["threshold"] is None and r["per_lab"]["d"]["agreement"] is None
+    assert r["per_lab"]["b"]["threshold"] == 0.3
+    # The rank-based AUROC deltas still cover the uncalibrated lab (median split), and see
+    # its reversed ranking.
+    d = r["per_lab"]["d"]["vs_calls"]
+    assert d["reference"] == "median" and d["auroc_torch"] == 1.0 and d["auroc_export"] == 0.0
+    assert r["auroc"]["n_labs"] == len(LABS) and r["auroc"]["max_delta"] == 1.0
+    # Thresholds are the lab's own: at 0.7 a probability of 0.6 is normal for both models.
+    p = 1 / (1 + np.exp(-ref[:, :3].astype(np.float64)))
+    expected = np.mean(p >= np.array([0.5, 0.3, 0.7]))
+    assert r["calls"]["torch_abnormal_rate"] == pytest.approx(expected, abs=1e-6)
+
+
+def test_lab_called_all_one_class_is_ranked_around_the_median() -> None:
+    ref = _logits()
+    ref[:, 1] = np.abs(ref[:, 1]) + 1.0  # every window abnormal for lab "b"
+    ref[:, 2] = -np.abs(ref[:, 2]) - 1.0  # every window normal for lab "c"
+    test = ref.copy()
+    test[:, 1:3] = -ref[:, 1:3]  # reversed ranking: only a two-class reference sees it
+    r = parity_report(ref, test, _meta())
+    for lab in ("b", "c"):
+        entry = r["per_lab"][lab]["vs_calls"]
+        assert entry["reference"] == "median" and entry["n_pos"] == entry["n_neg"] == 100
+        assert entry["delta"] == 1.0
+    assert r["per_lab"]["a"]["vs_calls"]["reference"] == "calls"
+
+
+def test_calibrated_probabilities_decide_the_calls() -> None:
+    """Calls use the Platt-calibrated probability, identity for an uncalibrated lab."""
+    ref = np.array([[-0.1] * 4, [1.0] * 4] * 10, dtype=np.float32)
+    test = ref + 0.2  # -0.1 -> 0.1 flips the call at threshold 0.5 without calibration
+    meta = _meta(calibration={lab: [1.0, -0.3] for lab in LABS})  # p(-0.2) < 0.5 < p(0.7)
+    assert parity_report(ref, test, meta)["calls"]["agreement"] == 1.0
+    assert parity_report(ref, test, _meta())["calls"]["agreement"] == 0.5
+
+
+def test_no_threshold_at_all_leaves_agreement_unchecked_not_passed_silently() -> None:
+    ref = _logits()
+    r = parity_report(ref, ref + 0.01, _meta({}))
+    assert r["calls"]["agreement"] is None and r["calls"]["n_labs_called"] == 0
+    assert r["calls"]["uncalibrated_labs"] == LABS
+    tol = DEFAULT_TOLERANCE["int8"] | {"min_lab_agreement": 0.9}
+    assert check_tolerance(r, tol) == []
+    assert unchecked_limits(r, tol) == [
+        "agreement: nothing to compare (no lab has a threshold)",
+        "min_lab_agreement: nothing to compare (no lab has a threshold)",
+    ]
+    # The other limits still bite.
+    bad = parity_report(ref, ref + 5.0, _meta({}))
+    (fail,) = check_tolerance(bad, tol)
+    assert fail.startswith("rel_mean_abs_logit_error ") and fail.endswith(" > 0.15")
+
+
+# --- check_tolerance: undefined metrics ----------------------------------------------------
+
+
+def test_undefined_logit_metric_fails_the_gate() -> None:
+    """Constant torch logits: no spread, so the relative error is undefined -> failure."""
+    ref = np.ones((50, len(LABS)), dtype=np.float32)
+    r = parity_report(ref, ref + 0.01, _meta())
+    assert r["logits"]["rel_mean_abs_error"] is None
+    assert check_tolerance(r, {"rel_mean_abs_logit_error": 0.15}) == [
+        "rel_mean_abs_logit_error is undefined (limit 0.15)"
+    ]
+    # The int8 defaults: the undefined relative error fails, the undefined AUROC delta
+    # (every lab one class) is skipped, the agreement (defined) passes.
+    assert check_tolerance(r, DEFAULT_TOLERANCE["int8"]) == [
+        "rel_mean_abs_logit_error is undefined (limit 0.15)"
+    ]
+    assert unchecked_limits(r, DEFAULT_TOLERANCE["int8"]) == [
+        "mean_auroc_delta: nothing to compare (no lab has both classes)"
+    ]
+
+
+def test_undefined_auroc_delta_passes_only_when_no_lab_has_both_classes() -> None:
+    ref = np.ones((50, len(LABS)), dtype=np.float32)  # every lab one class, at any split
+    r = parity_report(ref, ref, _meta())
+    assert r["auroc"]["n_labs"] == 0 and r["auroc"]["mean_delta"] is None
+    auroc_tol = {"mean_auroc_delta": 0.002, "mean_abs_auroc_delta": 0.01, "max_auroc_delta": 0.1}
+    assert check_tolerance(r, auroc_tol) == []
+    assert len(unchecked_limits(r, auroc_tol)) == 3
+    # A report that claims two-class labs but has no delta is broken: it fails.
+    broken = {**r, "auroc": {**r["auroc"], "n_labs": 2}}
+    assert check_tolerance(broken, auroc_tol) == [
+        f"{k} is undefined (limit {v:g})" for k, v in sorted(auroc_tol.items())
+    ]
+    assert unchecked_limits(broken, auroc_tol) == []
+    # Agreement undefined while labs are called would be a bug too: it fails.
+    broken = {**r, "calls": {**r["calls"], "agreement": None}}
+    assert check_tolerance(broken, {"agreement": 0.97}) == ["agreement is undefined (limit 0.97)"]
+
+
+# --- check_tolerance: lower vs upper limits, every key ----------------------------------
+
+
+@pytest.mark.parametrize("key", sorted(TOLERANCE_KEYS))
+def test_each_limit_passes_at_the_limit_and_fails_beyond_it(key: str) -> None:
+    ref = _logits(400)
+    test = ref + np.random.default_rng(1).normal(0, 0.6, ref.shape).astype(np.float32)
+    r = parity_report(ref, test, _meta())
+    value = metric_values(r)[key]
+    assert value is not None and math.isfinite(value)
+    assert check_tolerance(r, {key: value}) == []  # at the limit: within tolerance
+    if key in LOWER_LIMITS:
+        assert 0 < value < 1
+        assert check_tolerance(r, {key: value - 1e-3}) == []
+        (fail,) = check_tolerance(r, {key: value + 1e-3})
+        assert fail == f"{key} {value:.6g} < {value + 1e-3:g}"
+    else:
+        assert value > 0
+        assert check_tolerance(r, {key: value * 1.01}) == []
+        (fail,) = check_tolerance(r, {key: value * 0.99})
+        assert fail == f"{key} {value:.6g} > {value * 0.99:g}"
+
+
+def test_metric_values_map_every_tolerance_key_to_the_report() -> None:
+    ref = _logits()
+    r = parity_report(ref, ref + 0.3, _meta())
+    v = metric_values(r)
+    assert set(v) == TOLERANCE_KEYS
+    assert v["max_abs_logit_error"] == r["logits"]["max_abs_error"] == pytest.approx(0.3, 1e-5)
+    assert v["mean_abs_logit_error"] == pytest.approx(0.3, 1e-5)
+    assert v["rel_mean_abs_logit_error"] == pytest.approx(
+        0.3 / r["logits"]["torch_mean_std"], rel=1e-5
+    )
+    assert v["agreement"] == r["calls"]["agreement"] < 1
+    assert v["min_lab_agreement"] == r["calls"]["min_lab_agreement"] <= v["agreement"]
+    # A constant shift keeps every ranking: AUROC deltas are exactly 0.
+    assert v["mean_auroc_delta"] == v["max_auroc_delta"] == v["mean_abs_auroc_delta"] == 0
+
+
+def test_failures_are_listed_for_every_broken_limit_sorted_by_key() -> None:
+    ref = _logits()
+    test = -ref  # reversed model: every limit broken
+    r = parity_report(ref, test, _meta())
+    failures = check_tolerance(r, DEFAULT_TOLERANCE["int8"])
+    assert [f.split()[0] for f in failures] == sorted(DEFAULT_TOLERANCE["int8"])
+    assert r["auroc"]["mean_delta"] == 1.0
+
+
+def test_default_limits_per_precision() -> None:
+    assert set(DEFAULT_TOLERANCE) == {"fp32", "int8", "int16x8"}
+    for tol in DEFAULT_TOLERANCE.values():
+        assert set(tol) <= TOLERANCE_KEYS
+    assert DEFAULT_TOLERANCE["int8"]["mean_auroc_delta"] == 0.002  # the issue's goal
+    # int16x8 is at least as strict as int8 on every int8 limit.
+    i8, i16 = DEFAULT_TOLERANCE["int8"], DEFAULT_TOLERANCE["int16x8"]
+    assert set(i8) <= set(i16)
+    for key, limit in i8.items():
+        assert i16[key] >= limit if key in LOWER_LIMITS else i16[key] <= limit, key
+    # A report inside the int8 limits but outside int16x8's: the precision matters. Logits
+    # away from 0 and a constant shift: no call flips, no rank change, only the error.
+    rng = np.random.default_rng(2)
+    ref = rng.choice([-1.0, 1.0], (400, len(LABS))) * (2 + rng.exponential(1.0, (400, len(LABS))))
+    r = parity_report(ref, ref + 0.2, _meta())
+    assert check_tolerance(r, i8) == []
+    (fail,) = check_tolerance(r, i16)
+    assert fail.startswith("rel_mean_abs_logit_error ") and fail.endswith("> 0.05")
+
+
+# --- parse_tolerance -----------------------------------------------------------------------
+
+
+def test_parse_tolerance_defaults_and_overrides() -> None:
+    for precision, tol in DEFAULT_TOLERANCE.items():
+        assert parse_tolerance([], precision) == tol
+        assert parse_tolerance([], precision) is not tol  # a copy: defaults stay untouched
+    tol = parse_tolerance(["agreement=0.5, max_abs_logit_error=2", "mean_auroc_delta=1e-4"], "int8")
+    assert tol == {
+        "agreement": 0.5,
+        "max_abs_logit_error": 2.0,
+        "mean_auroc_delta": 1e-4,
+        "rel_mean_abs_logit_error": 0.15,
+    }
+    assert parse_tolerance(["agreement=0.9,", ""], "fp32")["agreement"] == 0.9
+
+
+@pytest.mark.parametrize(
+    ("items", "message"),
+    [
+        (["speed=1"], "expected KEY=VALUE with KEY one of"),
+        (["agreement"], "expected KEY=VALUE"),
+        (["agreement:0.9"], "expected KEY=VALUE"),
+        (["agreement=high"], "'high' is not a number"),
+        (["agreement=inf"], "the limit must be finite"),
+        (["agreement=nan"], "the limit must be finite"),
+    ],
+)
+def test_parse_tolerance_errors_name_the_item(items: list[str], message: str) -> None:
+    with pytest.raises(ExportError, match=message) as exc:
+        parse_tolerance(items, "int8")
+    assert "\n" not in str(exc.value) and f"--tolerance {items[0]!r}" in str(exc.value)
+
+
+def test_parse_tolerance_unknown_precision() -> None:
+    with pytest.raises(ExportError, match="no tolerance for precision 'int4'"):
+        parse_tolerance([], "int4")
