@@ -331,6 +331,23 @@ def train_distill(**kw: Any) -> None:
             f"student {kw['student']}: {result['student_params']:,} parameters, "
             f"{result['student_macs'] / 1e6:.2f} M MACs per window"
         )
+        w = result["loss_weights"]
+        click.echo(
+            f"loss weights: labels {w['labels']:g}, teacher soft targets "
+            f"{w['teacher_soft_targets']:g} (T={w['temperature']:g}), features {w['features']:g}"
+        )
+        f = result.get("fidelity")
+        if f:
+            click.echo(
+                f"fidelity to the teacher on {f['n_windows']} {f['split']} windows: AUROC vs "
+                f"the teacher's calls {_fmt_opt(f['mean_auroc_vs_teacher'])} (mean over labs, "
+                f"min {_fmt_opt(f['min_auroc_vs_teacher'])}), mean |dp| {f['mean_abs_dp']:.3f}, "
+                f"call agreement {_fmt_opt(f['call_agreement'])}"
+            )
+
+
+def _fmt_opt(v: float | None) -> str:
+    return "n/a" if v is None else f"{v:.3f}"
 
 
 @click.command("evaluate")
@@ -367,9 +384,26 @@ def train_distill(**kw: Any) -> None:
     default=None,
     help="A synthetic cohort's truth.json: adds planted/unplanted means to the summary.",
 )
+@click.option(
+    "--min-visits",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Abnormal and normal visits a lab needs in the split to be scored "
+    "(default: MIN_VISITS_PER_CLASS, 5); fewer: reported as insufficient.",
+)
 def evaluate(**kw: Any) -> None:
-    """Per-lab AUROC with bootstrap CIs, calibration and the paper's buckets."""
-    from anyecg_edge.training.evaluate import evaluate_model, write_json, write_report
+    """Per-lab AUROC with bootstrap CIs, calibration and the paper's buckets.
+
+    Exits with an error, writing nothing, when the split can score no lab.
+    """
+    from anyecg_edge.training.evaluate import (
+        MIN_VISITS_PER_CLASS,
+        EvaluationError,
+        evaluate_model,
+        no_lab_evaluated,
+        write_json,
+        write_report,
+    )
 
     with _torch_threads(kw["threads"]):
         result = evaluate_model(
@@ -382,7 +416,11 @@ def evaluate(**kw: Any) -> None:
             batch_size=kw["batch_size"],
             device=kw["device"],
             truth=kw["truth"],
+            min_visits=kw["min_visits"] or MIN_VISITS_PER_CLASS,
         )
+    failure = no_lab_evaluated(result)
+    if failure:
+        raise EvaluationError(f"{kw['corpus']}: {failure}")
     write_json(result, kw["json_out"])
     s = result["summary"]
     mean = s["mean_auroc"]
@@ -391,6 +429,11 @@ def evaluate(**kw: Any) -> None:
         f"({s['n_visits']} visits): mean AUROC {'n/a' if mean is None else f'{mean:.3f}'}; "
         + ", ".join(f"{b}: {n}" for b, n in s["buckets"].items())
     )
+    if s["labs_insufficient"]:
+        click.echo(
+            f"insufficient (fewer than {s['min_visits_per_class']} abnormal or normal visits, "
+            f"not scored): {', '.join(s['labs_insufficient'])}"
+        )
     if "truth" in s:
         t = s["truth"]
         click.echo(
