@@ -16,6 +16,7 @@ from anyecg_edge.training.data import build_corpus, synth_cohort
 from anyecg_edge.training.data.dataset import corpus_lab_keys
 from anyecg_edge.training.evaluate import (
     MIN_VISITS_PER_CLASS,
+    EvaluationError,
     _weighted_auroc_sorted,
     auprc,
     auroc,
@@ -127,6 +128,16 @@ def test_reliability_counts_follow_calibration_curves_bins_on_an_edge() -> None:
     rel = reliability_curve(np.array([0.1, 0.1, 0.5, 0.95]), np.array([0, 1, 1, 1]))
     assert rel["count"][0] == 2 and rel["count"][4] == 1 and rel["count"][9] == 1
     assert rel["mean_pred"][0] == pytest.approx(0.1) and rel["frac_pos"][0] == 0.5
+
+
+def test_non_finite_scores_are_undefined_or_refused() -> None:
+    y = np.array([0, 1, 0, 1, 1, 0])
+    s = np.array([0.1, 0.9, np.nan, 0.4, 0.8, 0.2])
+    assert np.isnan(auroc(y, s))  # the trainer's metric: undefined, not a crash
+    logits, targets, visits, labs = _visits_predictions({"potassium": (6, 6), "sodium": (6, 6)})
+    logits[targets[:, 1] >= 0, 1] = np.inf
+    with pytest.raises(EvaluationError, match="not finite .* sodium"):
+        evaluate_predictions(logits, targets, visits, labs, n_boot=10)
 
 
 def test_threshold_metrics_by_hand_and_no_default_threshold() -> None:

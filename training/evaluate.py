@@ -99,7 +99,8 @@ def _weighted_auroc_sorted(pos_w: np.ndarray, neg_w: np.ndarray, starts: np.ndar
 
 
 def auroc(y: np.ndarray, score: np.ndarray, weight: np.ndarray | None = None) -> float:
-    """Area under the ROC curve (``roc_auc_score``, ties 1/2); NaN if a class is missing."""
+    """Area under the ROC curve (``roc_auc_score``, ties 1/2); NaN if a class is missing or
+    a score is not finite (a diverged model: the trainer then selects nothing)."""
     from sklearn.metrics import roc_auc_score
 
     y = np.asarray(y).astype(bool).ravel()
@@ -107,7 +108,7 @@ def auroc(y: np.ndarray, score: np.ndarray, weight: np.ndarray | None = None) ->
     w = None if weight is None else np.asarray(weight, dtype=np.float64).ravel()
     pos = y.sum() if w is None else w[y].sum()
     neg = (~y).sum() if w is None else w[~y].sum()
-    if pos <= 0 or neg <= 0:  # sklearn raises on one class; callers want "undefined"
+    if pos <= 0 or neg <= 0 or not np.isfinite(s).all():  # sklearn raises; we say undefined
         return float("nan")
     return float(roc_auc_score(y, s, sample_weight=w))
 
@@ -328,6 +329,11 @@ def evaluate_predictions(
         raise EvaluationError(f"{visits.shape[0]} visit ids for {logits.shape[0]} windows")
     if min_visits < 1:
         raise EvaluationError(f"min_visits must be at least 1, got {min_visits}")
+    bad = [
+        lab for j, lab in enumerate(labs) if not np.isfinite(logits[targets[:, j] >= 0, j]).all()
+    ]
+    if bad:
+        raise EvaluationError(f"the model's output is not finite (NaN/inf) for {', '.join(bad)}")
     calibration = calibration or {}
     thresholds = thresholds or {}
     results: dict[str, Any] = {}
