@@ -2,8 +2,15 @@
 
 For each model and runtime: latency per 10 s window at batch 1 (p50/p95/p99, warm-up
 excluded), batch throughput, peak RSS, model file size, params and MACs, parity of the
-exports and the accuracy columns of the latest evaluation, plus the preprocessing time
-per window, machine info and (for the report) a short streaming session.
+exports and accuracy columns, plus the preprocessing time per window, machine info and
+(for the report) a short streaming session.
+
+Accuracy: with ``--corpus C`` every row's own file is evaluated on C's test split with the
+row's own runtime, in its worker after the timing (windows read from the shards with numpy
+memory maps; no torch for an export row), and scored by `evaluate`'s evaluate_predictions
+in the parent. Without it, a row copies the mean AUROC of an ``evaluate --json`` file
+(``--accuracy`` or one next to its checkpoint): for an export that is its fp32
+checkpoint's number, and the table's column says so.
 
 Models (``--models``, comma-separated or repeated; default ``ecgfounder,teacher,student-s``):
 
@@ -41,7 +48,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -103,6 +110,11 @@ class BenchOptions:
     data_dir: Path | None = None
     work_dir: Path | None = None
     accuracy: dict[str, Path] = field(default_factory=dict)
+    # A corpus: every row is evaluated on its split with the row's own runtime (the
+    # accuracy columns are then the file's, not its checkpoint's evaluate --json).
+    corpus: Path | None = None
+    truth: Path | None = None  # the cohort's truth.json: planted / unplanted means
+    eval_split: str = "test"
     stream_s: float | None = None  # None: 60 s (quick: 12 s); 0: no stream session
     stream_jsonl: Path | None = None
     stream_speed: float = 20.0
@@ -126,6 +138,24 @@ class BenchOptions:
         for key, path in self.accuracy.items():
             if not Path(path).is_file():
                 raise BenchError(f"--accuracy {key}={path}: evaluation JSON not found")
+        if self.corpus is not None:
+            if not (Path(self.corpus) / "index.parquet").is_file():
+                raise BenchError(
+                    f"--corpus {self.corpus}: no index.parquet (expected a corpus from "
+                    "`anyecg-edge data build`)"
+                )
+            if self.accuracy:
+                raise BenchError(
+                    "--accuracy and --corpus: give one (with --corpus every row is evaluated "
+                    "itself; --accuracy copies an evaluation file's numbers)"
+                )
+        if self.truth is not None:
+            if self.corpus is None:
+                raise BenchError("--truth needs --corpus (it labels the corpus's planted labs)")
+            if not Path(self.truth).is_file():
+                raise BenchError(f"--truth {self.truth}: file not found")
+        if self.eval_split not in ("train", "val", "test"):
+            raise BenchError(f"eval split must be train, val or test, got {self.eval_split!r}")
         if self.stream_jsonl is not None and not Path(self.stream_jsonl).is_file():
             raise BenchError(f"--stream-jsonl {self.stream_jsonl}: file not found")
 
@@ -748,8 +778,12 @@ def _safe(name: str) -> str:
 
 def _worker_load(
     spec: dict[str, Any], threads: int
-) -> tuple[Callable[[np.ndarray], Any], str, float]:
-    """(one call on windows (n, 1, samples), backend name, RSS before the model was loaded)."""
+) -> tuple[Callable[[np.ndarray], Any], str, float, Callable[[], Any]]:
+    """(one call on windows (n, 1, samples), backend name, RSS before the model was loaded,
+    a function giving the model's ModelMetadata -- labs, calibration, window -- or None).
+
+    The metadata comes through a function so that what it loads (a LoRA run's model.pt)
+    is read after the timing and the peak RSS, not counted in them."""
     kind = spec["kind"]
     if kind == "runtime":
         if spec["runtime"] == "tflite-runtime":
@@ -770,7 +804,7 @@ def _worker_load(
             raise BenchError(
                 f"{spec['path']}: tflite-runtime did not load it (got {model.backend})"
             )
-        return model.predict_logits, model.backend, rss0
+        return model.predict_logits, model.backend, rss0, lambda: model.metadata
 
     import torch
 
@@ -782,7 +816,7 @@ def _worker_load(
 
         rss0 = rss_mb()
         model = TorchModel.load(spec["path"])
-        return model.predict_logits, "torch", rss0
+        return model.predict_logits, "torch", rss0, lambda: model.metadata
     from anyecg_edge.training.lora import LoraSettings, apply_lora, load_lora_model
     from anyecg_edge.training.models import create_model
 
@@ -800,14 +834,23 @@ def _worker_load(
     def call(x: np.ndarray) -> np.ndarray:
         return module(torch.from_numpy(np.ascontiguousarray(x))).float().numpy()
 
-    return call, "torch", rss0
+    def lora_metadata() -> Any:
+        # The run's model.pt holds the labs, calibration and thresholds of this adapter
+        # model (its merged weights); the random-init teacher has none.
+        if kind != "torch-lora-run":
+            return None
+        from anyecg_edge.training.torch_model import load_model_checkpoint
+
+        return load_model_checkpoint(Path(spec["path"]) / "model.pt")[1]
+
+    return call, "torch", rss0, lora_metadata
 
 
 def measure(spec: dict[str, Any]) -> dict[str, Any]:
     """Load one model and time it (runs in the worker process)."""
     threads = int(spec["threads"])
     t0 = time.perf_counter()
-    fn, backend, rss0 = _worker_load(spec["load"], threads)
+    fn, backend, rss0, metadata = _worker_load(spec["load"], threads)
     load_s = time.perf_counter() - t0
     windows = np.load(spec["windows"])[:, None, :].astype(np.float32)
     warmup = int(spec["warmup"])
@@ -839,7 +882,7 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
         fn(xb)
         tp.append((time.perf_counter_ns() - t1) / 1e6)
     batch_ms = float(np.median(tp))
-    return {
+    row = {
         "backend": backend,
         "threads": threads,
         **stats,
@@ -855,6 +898,70 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
         "peak_rss_mb": round(peak_rss_mb(), 1),
         "samples_ms": [round(float(v), 4) for v in samples],
     }
+    if spec.get("eval"):  # after the timing and the peak RSS: neither includes it
+        row.update(eval_logits(spec["eval"], fn, metadata))
+    return row
+
+
+def _corpus_windows(rows_npz: Path, batch: int) -> Iterator[np.ndarray]:
+    """Preprocessed windows (batch, 1, samples) float32 of the rows `EvalSet` selected, read
+    from the corpus shards with numpy memory maps (no torch, no pyarrow in the worker)."""
+    z = np.load(rows_npz)
+    paths, codes, offsets = z["shards"], z["code"], z["offset"]
+    maps: dict[int, np.ndarray] = {}
+    for start in range(0, len(codes), batch):
+        c, o = codes[start : start + batch], offsets[start : start + batch]
+        x = None
+        for code in np.unique(c).tolist():
+            arr = maps.get(code)
+            if arr is None:
+                arr = maps[code] = np.load(str(paths[code]), mmap_mode="r")
+            m = c == code
+            if x is None:
+                x = np.empty((len(c), 1, arr.shape[1]), dtype=np.float32)
+            x[m, 0] = arr[np.asarray(o[m], dtype=np.int64)]
+        assert x is not None
+        yield x
+
+
+def eval_logits(
+    spec: dict[str, Any], fn: Callable[[np.ndarray], Any], metadata: Callable[[], Any]
+) -> dict[str, Any]:
+    """Logits of this row's own callable (its runtime) on the corpus split (in the worker).
+
+    Writes the logits of the model outputs that are corpus labs to ``spec["logits"]`` and
+    returns what the parent needs to score them (`score_row`), or ``eval_note`` saying why
+    the row cannot be evaluated on this corpus."""
+    meta = metadata()
+    if meta is None:
+        return {"eval_note": "no lab outputs to evaluate (random-init model)"}
+    corpus_labs = set(spec["labs"])
+    labs = [k for k in meta.labs if k in corpus_labs]
+    if not labs:
+        return {"eval_note": f"none of the model's {len(meta.labs)} outputs is a lab of the corpus"}
+    if meta.window_samples != int(spec["window_samples"]):
+        return {
+            "eval_note": f"the model takes {meta.window_samples}-sample windows, the corpus "
+            f"has {spec['window_samples']}"
+        }
+    t0 = time.perf_counter()
+    logits = np.concatenate(
+        [
+            np.asarray(fn(x), dtype=np.float32)
+            for x in _corpus_windows(Path(spec["rows"]), int(spec["batch"]))
+        ]
+    )
+    if logits.shape[1] != len(meta.labs):
+        return {"eval_note": f"the model gives {logits.shape[1]} outputs for {len(meta.labs)} labs"}
+    cols = [meta.labs.index(k) for k in labs]
+    np.save(spec["logits"], logits[:, cols])
+    return {
+        "eval_labs": labs,
+        "eval_calibration": {k: list(meta.calibration[k]) for k in labs if k in meta.calibration},
+        "eval_thresholds": {k: float(meta.thresholds[k]) for k in labs if k in meta.thresholds},
+        "eval_logits": str(spec["logits"]),
+        "eval_s": round(time.perf_counter() - t0, 2),
+    }
 
 
 def _worker_main(spec_path: str) -> int:
@@ -869,7 +976,11 @@ def _worker_main(spec_path: str) -> int:
 
 
 def run_worker(
-    cand: Candidate, opts: BenchOptions, windows_npy: Path, work: Path
+    cand: Candidate,
+    opts: BenchOptions,
+    windows_npy: Path,
+    work: Path,
+    eval_set: EvalSet | None = None,
 ) -> dict[str, Any]:
     """Measure one candidate in a fresh Python process; returns its row fields."""
     idx = len(list(work.glob("worker_??.json")))
@@ -891,6 +1002,14 @@ def run_worker(
         "tp_budget_s": 0.0 if opts.quick else 2.0,
         "out": str(out_path),
     }
+    if eval_set is not None:
+        spec["eval"] = {
+            "rows": str(eval_set.rows_npz),
+            "labs": eval_set.labs,
+            "window_samples": eval_set.window_samples,
+            "batch": 64,
+            "logits": str(work / f"worker_{idx:02d}.logits.npy"),
+        }
     spec_path.write_text(json.dumps(spec))
     env = dict(os.environ)
     # One thread pool size everywhere (BLAS/OpenMP under torch and numpy too).
@@ -911,6 +1030,105 @@ def run_worker(
 # --------------------------------------------------------------------------- accuracy
 
 
+@dataclass
+class EvalSet:
+    """A corpus split every row is evaluated on (``--corpus``): the row selection, targets
+    and visits exactly as `anyecg-edge evaluate` takes them (CorpusDataset +
+    evaluate.window_visits), read once here; the workers read the windows themselves."""
+
+    corpus: Path
+    split: str
+    labs: list[str]  # every lab of the corpus, catalog order (targets' columns)
+    targets: np.ndarray  # (n, n_labs) int8: 1 abnormal, 0 normal, -1 unmeasured
+    visits: np.ndarray  # (n,) visit id (CSN) per window
+    window_samples: int
+    rows_npz: Path  # shard paths, shard code and offset per window (for the workers)
+    truth: dict[str, Any] | None = None
+    truth_path: Path | None = None
+
+    def describe(self) -> str:
+        return (
+            f"{self.corpus} {self.split} split ({len(self.visits)} windows, "
+            f"{len(np.unique(self.visits))} visits)"
+        )
+
+
+def load_eval_set(corpus: Path, split: str, work: Path, truth: Path | None = None) -> EvalSet:
+    """The ``split`` of ``corpus`` for per-row evaluation (needs the training install)."""
+    try:
+        from anyecg_edge.training.data.corpus import CorpusError
+        from anyecg_edge.training.data.dataset import CorpusDataset, corpus_lab_keys
+        from anyecg_edge.training.evaluate import EvaluationError, window_visits
+    except ImportError as exc:
+        raise BenchError(
+            f'--corpus needs the training install (pip install "anyecg-edge[train]"): {exc}'
+        ) from None
+    corpus = Path(corpus)
+    try:
+        labs = corpus_lab_keys(corpus, measured_only=False)
+        ds = CorpusDataset(corpus, split, labs=labs)
+        # window_visits follows this selection only when told the split (as evaluate_model does).
+        ds._eval_splits = {split}
+        if len(ds) == 0:
+            raise BenchError(f"--corpus {corpus}: the {split} split has no windows")
+        visits = window_visits(ds)
+    except (CorpusError, EvaluationError, OSError) as exc:
+        raise BenchError(f"--corpus {corpus}: {exc}") from None
+    rows_npz = Path(work) / f"eval_{split}_rows.npz"
+    np.savez(
+        rows_npz,
+        shards=np.array([str(ds.root / "shards" / n) for n in ds.shard_names]),
+        code=ds.shard_code,
+        offset=ds.offset,
+    )
+    truth_doc = None
+    if truth is not None:
+        try:
+            truth_doc = json.loads(Path(truth).read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise BenchError(f"--truth {truth}: not a readable truth.json ({exc})") from None
+    return EvalSet(
+        corpus, split, labs, ds.targets, visits, ds.window_samples, rows_npz, truth_doc,
+        None if truth is None else Path(truth),
+    )  # fmt: skip
+
+
+def score_row(eval_set: EvalSet, found: dict[str, Any]) -> dict[str, Any]:
+    """Accuracy columns of one row from the logits its worker wrote (`eval_logits`), scored by
+    the per-lab metric code of `anyecg-edge evaluate` (evaluate_predictions)."""
+    from anyecg_edge.training.evaluate import evaluate_predictions
+
+    labs = list(found["eval_labs"])
+    logits = np.load(found["eval_logits"])
+    cols = [eval_set.labs.index(k) for k in labs]
+    res = evaluate_predictions(
+        logits,
+        eval_set.targets[:, cols],
+        eval_set.visits,
+        labs,
+        calibration=found.get("eval_calibration"),
+        thresholds=found.get("eval_thresholds"),
+        n_boot=0,  # the table shows means; CIs are `evaluate`'s job
+        truth=eval_set.truth,
+    )
+    s = res["summary"]
+    truth = s.get("truth") or {}
+    return {
+        "auroc_mean": s.get("mean_auroc"),
+        "auroc_planted_mean": truth.get("planted_mean_auroc"),
+        "auroc_unplanted_mean": truth.get("unplanted_mean_auroc"),
+        "auroc_buckets": s.get("buckets") or None,
+        "auroc_labs": {k: v.get("auroc") for k, v in res["labs"].items()},
+        "auroc_from": "this file",
+        "eval_split": eval_set.split,
+        "eval_source": f"{eval_set.describe()}, run with this row's runtime",
+        "eval_labs_evaluated": s.get("n_labs_evaluated"),
+        # Labs with too few abnormal/normal visits on this split: kept out of the means.
+        "eval_labs_insufficient": list(s.get("labs_insufficient") or []),
+        "eval_s": found.get("eval_s"),
+    }
+
+
 def read_evaluation(path: Path) -> dict[str, Any]:
     """Accuracy columns from an `anyecg-edge evaluate` JSON."""
     try:
@@ -929,6 +1147,9 @@ def read_evaluation(path: Path) -> dict[str, Any]:
         "auroc_planted_mean": truth.get("planted_mean_auroc"),
         "auroc_unplanted_mean": truth.get("unplanted_mean_auroc"),
         "auroc_buckets": buckets or None,
+        # An `evaluate --json` file is about a checkpoint: on an export row it is the fp32
+        # checkpoint's number, not the file's (pass --corpus for that).
+        "auroc_from": "evaluation JSON",
         "eval_split": doc.get("split"),
         "eval_source": str(path),
     }
@@ -1213,6 +1434,10 @@ def run_bench(opts: BenchOptions, say: Callable[[str], None] = print) -> dict[st
         np.save(windows_npy, pre)
         say(f"windows: {win_source}")
         prep = preprocessing_times(raw, 20 if opts.quick else 200)
+        eval_set = None
+        if opts.corpus is not None:
+            eval_set = load_eval_set(opts.corpus, opts.eval_split, work, opts.truth)
+            say(f"accuracy: every row evaluated on {eval_set.describe()}")
         cands = prepare_candidates(specs, opts, work, windows_npy, say)
         if not cands:
             raise BenchError("nothing to measure: --runtimes/@variants removed every row")
@@ -1230,13 +1455,28 @@ def run_bench(opts: BenchOptions, say: Callable[[str], None] = print) -> dict[st
                 rows.append({**base, "error": cand.error})
                 say(f"{_model_label(base)}: {cand.error}")
                 continue
-            say(f"{_model_label(base)}: measuring")
-            rows.append({**base, **run_worker(cand, opts, windows_npy, work)})
-            if rows[-1].get("error"):
-                say(f"{_model_label(base)}: {rows[-1]['error']}")
-            acc_path = opts.accuracy.get(cand.model) or _find_evaluation(cand)
-            if acc_path is not None:
-                rows[-1].update(read_evaluation(acc_path))
+            # Random weights say nothing about accuracy: such rows are timed, not evaluated.
+            evaluate = eval_set is not None and cand.info.get("weights") != "random-init"
+            say(f"{_model_label(base)}: measuring" + (" + evaluating" if evaluate else ""))
+            found = run_worker(cand, opts, windows_npy, work, eval_set if evaluate else None)
+            row = {**base, **{k: v for k, v in found.items() if not k.startswith("eval_")}}
+            rows.append(row)
+            if row.get("error"):
+                say(f"{_model_label(base)}: {row['error']}")
+            elif eval_set is not None:
+                if "eval_labs" in found:
+                    try:
+                        row.update(score_row(eval_set, found))
+                    except ValueError as exc:  # EvaluationError: e.g. non-finite outputs
+                        row["eval_note"] = str(exc).splitlines()[0][:300]
+                        say(f"{_model_label(base)}: not evaluated ({row['eval_note']})")
+                else:
+                    row["eval_note"] = found.get("eval_note") or "random-init weights"
+                    say(f"{_model_label(base)}: not evaluated ({row['eval_note']})")
+            else:
+                acc_path = opts.accuracy.get(cand.model) or _find_evaluation(cand)
+                if acc_path is not None:
+                    row.update(read_evaluation(acc_path))
         ref = next(
             (
                 r
@@ -1277,6 +1517,17 @@ def run_bench(opts: BenchOptions, say: Callable[[str], None] = print) -> dict[st
             "models": [s.key for s in specs],
             "windows": win_source,
             "window": "10 s x 500 Hz, 1 lead, preprocessed (batch 1 per call)",
+            "accuracy": accuracy_note(eval_set),
+            "accuracy_from": "this file" if eval_set is not None else "evaluation JSON",
+            "eval": None
+            if eval_set is None
+            else {
+                "corpus": str(eval_set.corpus),
+                "split": eval_set.split,
+                "windows": int(len(eval_set.visits)),
+                "visits": int(len(np.unique(eval_set.visits))),
+                "truth": None if eval_set.truth_path is None else str(eval_set.truth_path),
+            },
         },
         "preprocess": prep,
         "rows": rows,
@@ -1350,30 +1601,64 @@ def _fmt(v: Any, spec: str = ".3f") -> str:
     return format(v, spec)
 
 
-TABLE_COLUMNS = (
+_BASE_COLUMNS = (
     "model", "runtime", "prec", "size", "params", "MACs", "p50 ms", "p95 ms", "p99 ms",
-    "x ECGF", "win/s", "RSS MB", "AUROC", "parity dAUC",
+    "x ECGF", "win/s", "RSS MB",
 )  # fmt: skip
 
 
-def table_rows(rows: list[dict[str, Any]]) -> list[list[str]]:
-    """The summary table as strings (shared by the console, Markdown and HTML)."""
+def accuracy_note(eval_set: EvalSet | None) -> str:
+    """Where the AUROC column comes from, in words (printed under the table, in the report)."""
+    if eval_set is None:
+        return (
+            "AUROC: copied from each model's `evaluate --json` file (--accuracy, or an eval*.json "
+            "next to its checkpoint), so an export row shows its fp32 checkpoint's number, not "
+            "its own; `bench --corpus C` evaluates every file with its runtime"
+        )
+    truth = f"; planted/unplanted labs from {eval_set.truth_path}" if eval_set.truth_path else ""
+    return (
+        f"AUROC: every row's own file evaluated with its own runtime on {eval_set.describe()}, "
+        f"scored like `anyecg-edge evaluate` (mean over labs with an AUROC){truth}"
+    )
+
+
+def _with_truth(rows: list[dict[str, Any]]) -> bool:
+    return any(r.get("auroc_planted_mean") is not None for r in rows)
+
+
+def table_columns(res: dict[str, Any]) -> list[str]:
+    """The summary table's header; the AUROC column says where its numbers come from."""
+    s = res.get("settings") or {}
+    if s.get("accuracy_from") == "this file":
+        auroc = f"AUROC this file ({(s.get('eval') or {}).get('split', 'test')})"
+    else:  # results written before --corpus existed read the same as today's JSON mode
+        auroc = "AUROC fp32 ckpt evaluate"
+    extra = ["planted", "unplanted"] if _with_truth(res["rows"]) else []
+    return [*_BASE_COLUMNS, auroc, *extra, "parity dAUC"]
+
+
+def table_rows(res: dict[str, Any]) -> list[list[str]]:
+    """The summary table as strings (shared by the console, Markdown and HTML), in the
+    columns of `table_columns`."""
+    truth = _with_truth(res["rows"])
+    width = len(table_columns(res))
     out = []
-    for r in rows:
+    for r in res["rows"]:
         if r.get("error"):
-            out.append(
-                [
-                    r["model"],
-                    r["runtime"],
-                    r["precision"],
-                    _fmt_bytes(r.get("size_bytes")),
-                    _fmt_count(r.get("params")),
-                    _fmt_count(r.get("macs")),
-                    "error: " + r["error"][:60],
-                    *[""] * 7,
-                ]
-            )
+            head = [
+                r["model"],
+                r["runtime"],
+                r["precision"],
+                _fmt_bytes(r.get("size_bytes")),
+                _fmt_count(r.get("params")),
+                _fmt_count(r.get("macs")),
+                "error: " + r["error"][:60],
+            ]
+            out.append(head + [""] * (width - len(head)))
             continue
+        acc = [_fmt(r.get("auroc_mean"))]
+        if truth:
+            acc += [_fmt(r.get("auroc_planted_mean")), _fmt(r.get("auroc_unplanted_mean"))]
         out.append(
             [
                 r["model"],
@@ -1388,7 +1673,7 @@ def table_rows(rows: list[dict[str, Any]]) -> list[list[str]]:
                 _fmt(r.get("speedup_vs_foundation_p50"), ",.1f"),
                 _fmt(r.get("throughput_wps"), ",.0f"),
                 _fmt(r.get("peak_rss_mb"), ".0f"),
-                _fmt(r.get("auroc_mean")),
+                *acc,
                 _fmt(r.get("parity_mean_auroc_delta"), ".4f"),
             ]
         )
@@ -1410,11 +1695,16 @@ def print_result(res: dict[str, Any], console: Any) -> None:
         title="Per 10 s window at batch 1 (warm-up excluded); throughput at batch "
         + str(s["batch"])
     )
-    for col in TABLE_COLUMNS:
+    for col in table_columns(res):
         table.add_column(col, justify="left" if col in ("model", "runtime", "prec") else "right")
-    for row in table_rows(res["rows"]):
+    for row in table_rows(res):
         table.add_row(*row)
     console.print(table)
+    if s.get("accuracy"):
+        console.print(s["accuracy"], highlight=False)
+    for r in res["rows"]:
+        if r.get("eval_note"):
+            console.print(f"  {_model_label(r)}: not evaluated ({r['eval_note']})", highlight=False)
     p = res["preprocess"]
     console.print(
         "before the model (same for every row): gate + preprocess "

@@ -19,9 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from anyecg_edge.benchmarks.bench import (
-    TABLE_COLUMNS,
     _model_label,
     headline_text,
+    table_columns,
     table_rows,
     write_json,
 )
@@ -117,7 +117,14 @@ def plot_size_latency_auroc(res: dict[str, Any], path: Path) -> Path | None:
             )
         ax.annotate(_model_label(r), (x, y), textcoords="offset points", xytext=(6, 4), fontsize=7)
     if sc is not None:
-        fig.colorbar(sc, ax=ax, label="mean test AUROC (anyecg-edge evaluate)")
+        this_file = (res.get("settings") or {}).get("accuracy_from") == "this file"
+        fig.colorbar(
+            sc,
+            ax=ax,
+            label="mean test AUROC of this file, its own runtime"
+            if this_file
+            else "mean test AUROC (checkpoint's evaluate --json)",
+        )
     for rt, m in _RUNTIME_MARKERS.items():
         if any(r["runtime"] == rt for r in rows):
             ax.scatter([], [], marker=m, facecolors="none", edgecolors="black", label=rt)
@@ -267,7 +274,15 @@ def _sections(res: dict[str, Any]) -> list[tuple[str, str, Any]]:
             ],
         )
     )
-    out.append(("Results (measured)", "table", (TABLE_COLUMNS, table_rows(res["rows"]))))
+    out.append(("Results (measured)", "table", (table_columns(res), table_rows(res))))
+    if s.get("accuracy"):
+        notes = [s["accuracy"]]
+        notes += [
+            f"{_model_label(r)}: not evaluated ({r['eval_note']})"
+            for r in res["rows"]
+            if r.get("eval_note")
+        ]
+        out.append(("Where the AUROC column comes from", "list", notes))
     p = res["preprocess"]
     out.append(
         (

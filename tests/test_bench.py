@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import struct
 from pathlib import Path
+from typing import Any
 
 import pytest
 from anyecg_edge.benchmarks.bench import (
@@ -74,7 +75,8 @@ def test_smoke_rows_and_machine_info(smoke: dict) -> None:
     )
     assert founder["size_bytes"] > 100 * 2**20
     int8 = rows[("student-xs", "onnxruntime", "int8")]
-    assert int8["size_bytes"] < 2**20 and int8["parity_agreement"] is not None
+    # Random-init rows have no thresholds, so parity has no calls to agree on: AUROC delta only.
+    assert int8["size_bytes"] < 2**20 and int8["parity_mean_auroc_delta"] is not None
     # Each row is its own process: the ONNX Runtime row carries no torch in its peak RSS.
     assert int8["peak_rss_mb"] < founder["peak_rss_mb"] / 2
     # Accuracy columns come from the evaluation file given for that model only.
@@ -240,3 +242,178 @@ def test_bench_runs_on_a_device_install_without_torch(
     assert res["machine"]["versions"]["torch"] is None
     assert "synthetic" in res["settings"]["windows"]  # no recordings next to this install
     assert (out / "report.html").is_file()
+
+
+# --------------------------------------------------------------------------- --corpus
+
+
+def _independent_eval(model: Any, corpus: Path, truth: dict) -> dict:
+    """Mean AUROCs of one model file on the corpus test split, computed here without bench:
+    the test rows read straight from index.parquet + the shards, logits from the model's own
+    runtime, scored by `evaluate`'s evaluate_predictions."""
+    import numpy as np
+    import pandas as pd
+    from anyecg_edge.training.evaluate import evaluate_predictions
+
+    idx = pd.read_parquet(corpus / "index.parquet")
+    rows = idx[(idx["split"] == "test") & idx["quality_ok"].astype(bool)]
+    x = np.stack(
+        [
+            np.load(corpus / "shards" / shard, mmap_mode="r")[offset]
+            for shard, offset in zip(rows["shard"], rows["offset"], strict=True)
+        ]
+    ).astype(np.float32)[:, None, :]
+    labs = [k for k in model.labs if k in idx.columns]
+    values = rows[labs].to_numpy(dtype=np.float64)
+    targets = np.where(np.isfinite(values), (values > 0.5).astype(np.int8), -1).astype(np.int8)
+    cols = [model.labs.index(k) for k in labs]
+    res = evaluate_predictions(
+        model.predict_logits(x)[:, cols],
+        targets,
+        rows["csn"].to_numpy(dtype=object),
+        labs,
+        calibration=model.metadata.calibration,
+        thresholds=model.metadata.thresholds,
+        n_boot=0,
+        truth=truth,
+    )
+    return res["summary"]
+
+
+@pytest.fixture(scope="module")
+def corpus_bench(tmp_path_factory) -> dict:
+    """A bench with --corpus: an fp32 student checkpoint (torch), its int8 ONNX and LiteRT
+    exports, a 2-step LoRA teacher run and a random-init architecture, on a small corpus."""
+    import torch
+    from anyecg_edge.quantization.export import export_model
+    from anyecg_edge.training.data import build_corpus, synth_cohort
+    from anyecg_edge.training.models import create_model
+    from anyecg_edge.training.torch_model import save_model_checkpoint
+
+    from anyecg_edge.labs import load_catalog
+    from anyecg_edge.runtime import ModelMetadata
+
+    root = tmp_path_factory.mktemp("bench_corpus")
+    cohort, corpus = root / "cohort", root / "corpus"
+    synth_cohort(cohort, 500, seed=3, segments_per_visit=(1, 1), segment_s=(20.0, 40.0))
+    build_corpus(cohort, corpus, visits_per_unit=128, workers=1, progress=False)
+    labs = list(load_catalog().keys)  # more outputs than the corpus has labs: the overlap counts
+    torch.manual_seed(0)
+    module = create_model("student-xs", n_classes=len(labs)).eval()
+    ckpt = save_model_checkpoint(
+        root / "student" / "model.pt", module, arch="student-xs",
+        model_kwargs={"n_classes": len(labs)}, metadata=ModelMetadata(labs=labs),
+    )  # fmt: skip
+    files = {}
+    for fmt in ("onnx", "tflite"):
+        files[fmt] = export_model(
+            ckpt, fmt=fmt, out=root / f"student_int8.{fmt}", int8=True, calib=[str(corpus)],
+            calib_size=128, heldout_size=64, allow_degraded=True,
+        ).path  # fmt: skip
+    teacher = root / "teacher"
+    code, text = run(
+        "-q", "train", "lora", "--arch", "net1d-tiny", "--corpus", str(corpus), "--out",
+        str(teacher), "--max-steps", "2", "--batch-size", "16", "--threads", "1",
+    )  # fmt: skip
+    assert code == 0, text
+    out = root / "bench"
+    code, text = run(
+        "bench", "--quick", "--threads", "1", "--stream-s", "0",
+        "--models", f"student={ckpt.parent}@torch",
+        "--models", f"student={files['onnx']}", "--models", f"student={files['tflite']}",
+        "--models", f"teacher={teacher}", "--models", "student-xs@torch",
+        "--corpus", str(corpus), "--truth", str(cohort / "truth.json"),
+        "--json", str(out / "bench.json"), "--report", str(out / "report"),
+        "--work-dir", str(out / "work"),
+    )  # fmt: skip
+    assert code == 0, text
+    return {
+        "res": json.loads((out / "bench.json").read_text()),
+        "text": text,
+        "dir": out,
+        "corpus": corpus,
+        "truth": json.loads((cohort / "truth.json").read_text()),
+        "files": {"torch": ckpt, "onnxruntime": files["onnx"], "litert": files["tflite"]},
+        "teacher": teacher,
+    }
+
+
+def test_corpus_rows_carry_their_own_files_auroc(corpus_bench: dict) -> None:
+    from anyecg_edge.training.torch_model import TorchModel
+
+    from anyecg_edge.runtime import load_model
+
+    res = corpus_bench["res"]
+    rows = {(r["model"], r["runtime"]): r for r in res["rows"]}
+    assert set(rows) == {
+        ("student", "torch"),
+        ("student", "onnxruntime"),
+        ("student", "litert"),
+        ("teacher", "torch"),
+        ("student-xs", "torch"),
+    }
+    seen = {}
+    for runtime, path in corpus_bench["files"].items():
+        row = rows[("student", runtime)]
+        model = TorchModel.load(path) if runtime == "torch" else load_model(path, threads=1)
+        ref = _independent_eval(model, corpus_bench["corpus"], corpus_bench["truth"])
+        assert row["auroc_from"] == "this file" and row["eval_split"] == "test"
+        assert ref["mean_auroc"] is not None and ref["truth"]["planted_mean_auroc"] is not None
+        assert row["auroc_mean"] == pytest.approx(ref["mean_auroc"], abs=1e-9), runtime
+        assert row["auroc_planted_mean"] == pytest.approx(ref["truth"]["planted_mean_auroc"])
+        assert row["auroc_unplanted_mean"] == pytest.approx(ref["truth"]["unplanted_mean_auroc"])
+        seen[runtime] = row["auroc_mean"]
+    # The int8 rows show their own numbers, not the fp32 checkpoint's (the old behaviour).
+    assert seen["onnxruntime"] != seen["torch"] and seen["litert"] != seen["torch"], seen
+    print("mean test AUROC per row:", seen)
+
+
+def test_corpus_teacher_row_matches_evaluate(corpus_bench: dict) -> None:
+    """The LoRA run row (timed as the peft model) scores what `anyecg-edge evaluate` does."""
+    from anyecg_edge.training.evaluate import evaluate_model
+
+    row = next(r for r in corpus_bench["res"]["rows"] if r["model"] == "teacher")
+    ref = evaluate_model(
+        corpus_bench["teacher"], corpus_bench["corpus"], "test", n_boot=0,
+        truth=corpus_bench["truth"],
+    )  # fmt: skip
+    assert row["auroc_from"] == "this file"
+    assert row["auroc_mean"] == pytest.approx(ref["summary"]["mean_auroc"], abs=1e-6)
+    assert row["auroc_planted_mean"] == pytest.approx(
+        ref["summary"]["truth"]["planted_mean_auroc"], abs=1e-6
+    )
+
+
+def test_corpus_table_says_where_auroc_comes_from(corpus_bench: dict) -> None:
+    res, text = corpus_bench["res"], corpus_bench["text"]
+    random_row = next(r for r in res["rows"] if r["model"] == "student-xs")
+    assert "auroc_mean" not in random_row and "random-init" in random_row["eval_note"]
+    s = res["settings"]
+    assert s["accuracy_from"] == "this file" and s["eval"]["split"] == "test"
+    assert s["eval"]["windows"] > 0 and s["eval"]["truth"].endswith("truth.json")
+    assert "own runtime" in s["accuracy"]
+    for header in ("AUROC this file (test)", "planted", "unplanted"):
+        assert header in text
+    for r in res["rows"]:
+        if r.get("auroc_mean") is not None:
+            assert f"{r['auroc_mean']:.3f}" in text
+    md = (corpus_bench["dir"] / "report" / "report.md").read_text()
+    assert "AUROC this file (test)" in md and "own runtime" in md
+
+
+def test_without_corpus_the_auroc_column_names_the_checkpoint_evaluation(smoke: dict) -> None:
+    res = smoke["res"]
+    int8 = next(r for r in res["rows"] if r["precision"] == "int8")
+    assert int8["auroc_from"] == "evaluation JSON"
+    assert res["settings"]["accuracy_from"] == "evaluation JSON"
+    assert "AUROC fp32 ckpt evaluate" in smoke["text"] and "AUROC this file" not in smoke["text"]
+    assert "not its own" in smoke["text"]
+
+
+def test_corpus_option_errors(tmp_path: Path) -> None:
+    truth = tmp_path / "truth.json"
+    truth.write_text("{}")
+    code, out = run("bench", "--quick", "--models", "student-xs", "--truth", str(truth))
+    assert code == 1 and "--truth needs --corpus" in out, out
+    code, out = run("bench", "--quick", "--models", "student-xs", "--corpus", str(tmp_path))
+    assert code == 1 and "no index.parquet" in out, out

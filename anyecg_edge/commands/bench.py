@@ -60,7 +60,9 @@ def _accuracy(items: tuple[str, ...]) -> dict[str, Path]:
 @click.option(
     "--fail-on-regression", is_flag=True, help="Exit 1 when --compare finds a regression."
 )
-@click.option("--accuracy", multiple=True, metavar="MODEL=EVAL.json", help="Accuracy columns for a model from an `evaluate --json` file (default: an eval*.json next to its checkpoint).")  # fmt: skip
+@click.option("--accuracy", multiple=True, metavar="MODEL=EVAL.json", help="Accuracy columns for a model copied from an `evaluate --json` file (default: an eval*.json next to its checkpoint; on an export row that is its fp32 checkpoint's number). Not with --corpus.")  # fmt: skip
+@click.option("--corpus", type=click.Path(path_type=Path, exists=True, file_okay=False), default=None, help="Evaluate every row on this corpus's test split with the row's own runtime (torch, ONNX Runtime, LiteRT), scored like `evaluate`: each row's AUROC is its own file's.")  # fmt: skip
+@click.option("--truth", type=click.Path(path_type=Path, exists=True, dir_okay=False), default=None, help="The corpus cohort's truth.json (synthetic cohorts): adds planted / unplanted mean AUROC columns. Needs --corpus.")  # fmt: skip
 @click.option("--stream-jsonl", type=click.Path(path_type=Path), default=None, help="Use this `stream --jsonl` output for the streaming-latency plot instead of running a session.")  # fmt: skip
 @click.option("--stream-s", type=float, default=None, help="Seconds of signal to stream from a simulated Polar H10 for the report (default 60, --quick 12; 0: none).")  # fmt: skip
 @click.option("--stream-speed", type=float, default=20.0, show_default=True, help="Replay speed of that session (x real time).")  # fmt: skip
@@ -80,6 +82,8 @@ def bench(
     tolerance: float,
     fail_on_regression: bool,
     accuracy: tuple[str, ...],
+    corpus: Path | None,
+    truth: Path | None,
     stream_jsonl: Path | None,
     stream_s: float | None,
     stream_speed: float,
@@ -89,7 +93,8 @@ def bench(
     """Latency / memory / size / accuracy of every model side by side, in one run.
 
     Per model and runtime: p50/p95/p99 ms per 10 s window at batch 1, throughput, peak
-    RSS, file size, params, MACs, export parity and evaluation AUROC; the int8 student's
+    RSS, file size, params, MACs, export parity and AUROC (with --corpus: each row's own
+    file on the test split; else its checkpoint's evaluation file); the int8 student's
     speed-up over ECGFounder fp32 is printed. Each row runs in its own process.
     """
     from rich.console import Console
@@ -122,6 +127,8 @@ def bench(
         data_dir=data_dir,
         work_dir=work_dir,
         accuracy=_accuracy(accuracy),
+        corpus=corpus,
+        truth=truth,
         stream_s=stream_s,
         stream_jsonl=stream_jsonl,
         stream_speed=stream_speed,
