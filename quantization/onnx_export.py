@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import shutil
 import tempfile
 import warnings
 from pathlib import Path
@@ -142,8 +143,12 @@ def quantize_static_int8(
     per_channel: bool = True,
     reduce_range: bool = False,
     quantize_head: bool = False,
+    keep_float: Path | None = None,
 ) -> dict[str, Any]:
-    """QDQ static int8 of an fp32 ONNX file; returns the quantization settings for the manifest."""
+    """QDQ static int8 of an fp32 ONNX file; returns the quantization settings for the manifest.
+
+    ``keep_float``: where to copy the preprocessed fp32 graph that was quantized (its tensor
+    names are the QDQ graph's, for the per-layer error table)."""
     from onnxruntime.quantization import (
         CalibrationMethod,
         QuantFormat,
@@ -201,6 +206,8 @@ def quantize_static_int8(
             extra_options=extra,
             **kwargs,
         )
+        if keep_float is not None:
+            shutil.copyfile(pre, keep_float)
     return {
         "scheme": "static",
         "format": "QDQ",

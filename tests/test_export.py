@@ -4,6 +4,7 @@ parity reports, and loud failure when a broken calibration set ruins parity."""
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 from pathlib import Path
 
@@ -35,10 +36,87 @@ def test_int8_student_export_meets_size_and_parity_goals(art, which: str) -> Non
     assert report["calls"]["agreement"] >= 0.97
     assert 0 < report["logits"]["mean_abs_error"] < 0.1 * report["logits"]["torch_mean_std"]
     assert set(report["per_lab"]) == set(_json(manifest_path(model))["labs"])
+    # Every lab of the stand-in has a threshold: all of them are called.
+    assert report["calls"]["n_labs_called"] == 108 and report["calls"]["uncalibrated_labs"] == []
+    # The calibration actually used, and how it was chosen.
+    assert report["calibration"] == {
+        "method": "percentile",
+        "chosen_by": "default",
+        "n_windows": report["quantization"]["calibration_windows"]["n_windows"],
+        "n_records": 40,
+    }
     # The CLI's --json summary is the parity report's numbers.
     summary = json.loads(art.cli_output["onnx" if which == "onnx_int8" else "c-array"])
     assert summary["passed"] is True and summary["bytes"] == model.stat().st_size
     assert summary["mean_auroc_delta"] == report["auroc"]["mean_delta"]
+    assert summary["calibration_method"] == "percentile"
+    assert summary["worst_layers"][0]["layer"] == report["layer_errors"]["worst"]
+
+
+def _conv_layers(checkpoint: Path) -> list[str]:
+    from anyecg_edge.quantization.layer_error import weight_module_names
+    from anyecg_edge.training.torch_model import load_model_checkpoint
+
+    return weight_module_names(load_model_checkpoint(checkpoint)[0])
+
+
+def test_per_layer_error_table_names_real_layers_worst_first(art) -> None:
+    import onnx
+
+    conv = _conv_layers(art.checkpoint)
+    tables = {}
+    for which in ("onnx_int8", "tflite_int8"):
+        t = _json(parity_path(getattr(art, which)))["layer_errors"]
+        tables[which] = t
+        rows = t["layers"]
+        assert t["n_windows"] == 64 and t["worst"] == rows[0]["layer"]
+        sqnr = [r["sqnr_db"] for r in rows]
+        assert sqnr == sorted(sqnr)  # worst (least SQNR) first
+        assert all(math.isfinite(v) and 20 < v < 60 for v in sqnr), sqnr
+        # Own loss >= loss vs the fp32 model (which adds everything upstream), up to noise.
+        assert all(r["cumulative_sqnr_db"] <= r["sqnr_db"] + 0.5 for r in rows)
+        assert all(0 <= r["clipped_fraction"] < 0.01 for r in rows)
+        assert sorted(r["position"] for r in rows) == list(range(len(rows)))
+        assert {"input"} < {r["layer"] for r in rows}
+        assert all(r["dtype"] == ("uint8" if which == "onnx_int8" else "int8") for r in rows)
+        # Weights: per-channel int8, far finer than the activations.
+        assert {w["layer"] for w in t["weights"]} >= set(conv[:-1])
+        assert all(35 < w["sqnr_db"] < 80 for w in t["weights"])
+    onnx_rows, tfl_rows = tables["onnx_int8"]["layers"], tables["tflite_int8"]["layers"]
+    # ONNX rows: real tensors and nodes of the exported QDQ graph; every conv of the
+    # checkpoint (the lab head stays float32: no row).
+    graph = onnx.load(str(art.onnx_int8)).graph
+    nodes = {n.name: n.op_type for n in graph.node}
+    tensors = {t for n in graph.node for t in n.input} | {t for n in graph.node for t in n.output}
+    for r in onnx_rows:
+        assert r["tensor"] in tensors
+        assert r["node"] is None or nodes[r["node"]] == r["op"]
+    assert {r["layer"] for r in onnx_rows} == {"input", *conv[:-1]}
+    # LiteRT rows: the torch module names (conv / fully-connected ops in order), the op each
+    # runs as, and the MEAN pooling under its op name.
+    assert {r["layer"] for r in tfl_rows} - {"input"} - set(conv) == {
+        r["node"] for r in tfl_rows if r["op"] == "MEAN"
+    }
+    assert {r["op"] for r in tfl_rows} == {
+        "input", "CONV_2D", "DEPTHWISE_CONV_2D", "MEAN", "FULLY_CONNECTED"
+    }  # fmt: skip
+    # Two independent paths (ORT's weight matching, LiteRT's per-channel params) give the
+    # same int8 weights: the same SQNR per layer, which also checks the LiteRT labels.
+    onnx_w = {w["layer"]: w["sqnr_db"] for w in tables["onnx_int8"]["weights"]}
+    for w in tables["tflite_int8"]["weights"]:
+        if w["layer"] in onnx_w:
+            assert abs(w["sqnr_db"] - onnx_w[w["layer"]]) < 0.1, w
+    # The same worst layer in both formats (the same model, the same calibration method).
+    assert tables["onnx_int8"]["worst"] == tables["tflite_int8"]["worst"]
+    # The CLI prints the worst layers.
+    res = ef.run_cli(
+        "export", "--model", str(art.checkpoint), "--format", "tflite", "--int8",
+        "--calib", str(art.windows_npy), "--heldout", str(art.heldout_npy),
+        "--calib-size", "64", "--out", str(art.root / "printed.tflite"),
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    assert "worst quantized layers" in res.stdout
+    assert "calibration: percentile (default) on 64 windows" in res.stdout
 
 
 def test_manifest_holds_everything_the_device_needs(art) -> None:
@@ -180,6 +258,12 @@ def test_broken_calibration_set_fails_the_export_loudly(
     assert report["passed"] is False and report["failures"]
     assert report["calls"]["agreement"] < 0.9 and report["auroc"]["mean_delta"] > 0.1
     assert report["calibration_warnings"]  # the set itself was flagged too
+    # The per-layer table shows where: the worst layer loses far more than the clean
+    # export's worst layer (same model, same held-out windows).
+    clean = _json(parity_path(art.onnx_int8 if fmt == "onnx" else art.tflite_int8))
+    worst, clean_worst = report["layer_errors"]["layers"][0], clean["layer_errors"]["layers"][0]
+    assert worst["sqnr_db"] < clean_worst["sqnr_db"] - 15, (worst, clean_worst)
+    assert worst["clipped_fraction"] > 0.2 or worst["sqnr_db"] < 5
     # --allow-degraded keeps the (bad) model and exits 0, still reporting the failure.
     if broken == "zeros":
         res = ef.run_cli(*args, "--allow-degraded")
@@ -203,6 +287,83 @@ def test_tolerance_option_is_applied(art, tmp_path) -> None:
     assert report["tolerance"]["agreement"] == 0.5
     assert report["quantization"]["calibration_windows"]["n_windows"] == 64
     assert report["quantization"]["calibration_method"] == "minmax"
+    assert report["calibration"]["method"] == "minmax"
+    assert report["calibration"]["chosen_by"] == "option"
+    assert report["calibration"]["n_windows"] == 64
+
+
+def test_litert_16x8_export_runs_on_the_device_runtime_and_beats_int8(art, tmp_path) -> None:
+    out = tmp_path / "s16x8.tflite"
+    res = ef.run_cli(
+        "-q", "export", "--model", str(art.checkpoint), "--format", "tflite", "--int8",
+        "--activations", "int16", "--calib", str(ef.CINC), "--out", str(out), "--json",
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    m = _json(manifest_path(out))
+    assert m["precision"] == "int16x8"
+    q = m["quantization"]
+    assert q["recipe"] == "static_wi8_ai16" and q["activation_type"] == "int16"
+    assert q["weight_type"] == "int8" and q["calibration_method"] == "minmax"
+    for key in ("input_quant", "output_quant"):
+        assert m[key]["dtype"] == "int16" and m[key]["zero_point"] == 0 and m[key]["scale"] > 0
+    report = _json(parity_path(out))
+    assert report["passed"] and report["precision"] == "int16x8"
+    assert report["tolerance"] == {
+        "mean_auroc_delta": 0.001, "agreement": 0.99, "rel_mean_abs_logit_error": 0.05
+    }  # fmt: skip
+    assert report["calibration"]["chosen_by"] == "default"
+    # Through the device runtime: int16 in, int16 out, float logits close to torch.
+    from ai_edge_litert.interpreter import Interpreter
+
+    interp = Interpreter(model_path=str(out))
+    assert interp.get_input_details()[0]["dtype"] == np.int16
+    model = load_model(out, threads=1)
+    assert model.precision == "int16x8"
+    x = np.load(art.heldout_npy)[:8]
+    import torch
+    from anyecg_edge.training.torch_model import load_model_checkpoint
+
+    torch_model = load_model_checkpoint(art.checkpoint)[0].eval()
+    with torch.inference_mode():
+        ref = torch_model(torch.from_numpy(x[:, None, :])).numpy()
+    got = model.predict_logits(x[:, None, :])
+    assert np.abs(got - ref).max() < 0.5 and np.abs(got - ref).mean() < 0.05
+    # Better than the int8 export of the same model on the same held-out windows.
+    i8 = _json(parity_path(art.tflite_int8))
+    assert report["heldout"]["n_windows"] == i8["heldout"]["n_windows"]
+    assert report["logits"]["mean_abs_error"] < 0.5 * i8["logits"]["mean_abs_error"]
+    assert report["calls"]["agreement"] > i8["calls"]["agreement"]
+    t16, t8 = report["layer_errors"], i8["layer_errors"]
+    assert all(r["dtype"] == "int16" for r in t16["layers"])
+    assert t16["layers"][0]["sqnr_db"] > t8["layers"][0]["sqnr_db"] + 30  # ~6 dB per bit
+
+
+def test_calib_method_auto_records_every_method_tried(art, tmp_path) -> None:
+    out = tmp_path / "auto.onnx"
+    res = ef.run_cli(
+        "export", "--model", str(art.checkpoint), "--format", "onnx", "--int8",
+        "--calib", str(ef.CINC), "--heldout", str(art.heldout_npy), "--out", str(out),
+        "--calib-method", "auto",
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    cal = _json(parity_path(out))["calibration"]
+    sel = cal["selection"]
+    assert cal["chosen_by"] == "auto" and cal["n_records"] == 50 and cal["n_windows"] == 512
+    assert sel["candidates"] == ["minmax", "percentile"] and sel["not_tried"] == ["entropy"]
+    # Held out by record from the calibration set (25 % of 50 records), the rest fits.
+    assert sel["selection_records"] == 12 and sel["fit_windows"] + sel["selection_windows"] == 512
+    trials = {t["method"]: t for t in sel["trials"]}
+    assert set(trials) == {"minmax", "percentile"}
+    for t in trials.values():
+        assert 0.9 < t["agreement"] <= 1 and t["n_disagree"] > 0 and t["mean_abs_logit_error"] > 0
+    # The rule: fewest broken limits, then fewest call flips, then mean |dlogit|.
+    best = min(
+        trials.values(),
+        key=lambda t: (len(t["failures"]), t["n_disagree"], t["mean_abs_logit_error"]),
+    )
+    assert cal["method"] == best["method"]
+    assert _json(manifest_path(out))["quantization"]["calibration_method"] == best["method"]
+    assert f"calibration: {best['method']} (auto)" in res.stdout and "tried on" in res.stdout
 
 
 @pytest.mark.parametrize(
@@ -216,15 +377,42 @@ def test_tolerance_option_is_applied(art, tmp_path) -> None:
             ["--format", "tflite", "--int8", "--calib-method", "entropy", "--out", "x.tflite"],
             "not available for tflite",
         ),
+        (
+            [
+                "--format",
+                "onnx",
+                "--int8",
+                "--activations",
+                "int16",
+                "--out",
+                "x.onnx",
+                "--calib",
+                "CALIB",
+            ],  # fmt: skip
+            "--activations int16 (16x8: int16 activations, int8 weights) needs --format tflite",
+        ),
+        (
+            ["--format", "tflite", "--activations", "int16", "--out", "x.tflite"],
+            "needs --format tflite --int8 (static)",
+        ),
+        (
+            ["--format", "tflite", "--int8", "--activations", "int4", "--out", "x.tflite"],
+            "Invalid value for '--activations'",
+        ),
+        (
+            ["--format", "tflite", "--int8", "--calib-method", "kl", "--out", "x.tflite"],
+            "Invalid value for '--calib-method'",
+        ),
     ],
 )
 def test_bad_options_give_one_line_errors(art, tmp_path, extra: list[str], message: str) -> None:
     args = ["export", "--model", str(art.checkpoint)]
     args += [str(tmp_path / a) if a.startswith("x.") else a for a in extra]
+    args = [str(art.heldout_npy) if a == "CALIB" else a for a in args]
     if "--calib" not in extra and "entropy" in extra:
         args += ["--calib", str(art.heldout_npy)]
     res = ef.run_cli(*args)
-    assert res.exit_code == 1, res.output
+    assert res.exit_code == (2 if "Invalid value" in message else 1), res.output
     assert message in res.output
     assert "Traceback" not in res.output
 

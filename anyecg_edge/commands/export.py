@@ -46,11 +46,20 @@ PARITY_EXIT = 4
 )
 @click.option(
     "--calib-method",
-    type=click.Choice(["minmax", "percentile", "entropy"]),
-    default="percentile",
+    type=click.Choice(["minmax", "percentile", "entropy", "auto"]),
+    default=None,
+    help="Activation range estimate (entropy: ONNX only). Default: percentile for int8, "
+    "minmax for --activations int16 (measured, quantization/README.md). auto: quantize with "
+    "minmax and percentile on 75% of the calibration records, keep the one with the best "
+    "parity on the other 25% (all numbers in the parity report).",
+)
+@click.option(
+    "--activations",
+    type=click.Choice(["int8", "int16"]),
+    default="int8",
     show_default=True,
-    help="Activation range estimate (entropy: ONNX only). percentile measured best on "
-    "students (quantization/README.md).",
+    help="Activation precision of a static --int8 export. int16: LiteRT 16x8 (int16 "
+    "activations and I/O, int8 weights; --format tflite only), for models int8 cannot hold.",
 )
 @click.option(
     "--heldout", multiple=True, help="Held-out windows for parity (same kinds as --calib)."
@@ -91,7 +100,8 @@ def export(
     dynamic: bool,
     calib: tuple[str, ...],
     calib_size: int,
-    calib_method: str,
+    calib_method: str | None,
+    activations: str,
     heldout: tuple[str, ...],
     heldout_size: int,
     out: Path,
@@ -112,6 +122,8 @@ def export(
             'pip install "anyecg-edge[export]"'
         ) from None
     precision = "int8" if (int8 or dynamic or fmt == "c-array") else "fp32"
+    if precision == "int8" and activations == "int16":
+        precision = "int16x8"
     tol = parse_tolerance(list(tolerance), precision)
     try:
         result = export_model(
@@ -129,6 +141,7 @@ def export(
             allow_degraded=allow_degraded,
             quantize_head=quantize_head,
             reduce_range=reduce_range,
+            activations=activations,
         )
     except ParityError as exc:
         click.echo(f"error: {exc}", err=True)
@@ -147,6 +160,12 @@ def export(
         "agreement": r["calls"]["agreement"],
         "mean_auroc_delta": r["auroc"]["mean_delta"],
         "auroc_reference": r["auroc"]["reference"],
+        "n_labs_called": r["calls"]["n_labs_called"],
+        "calibration_method": (r.get("calibration") or {}).get("method"),
+        "worst_layers": [
+            {k: row[k] for k in ("layer", "op", "sqnr_db", "cumulative_sqnr_db")}
+            for row in _worst(r)
+        ],
         "extra_files": [str(p) for p in result.extra_files],
     }
     if as_json:
@@ -161,8 +180,39 @@ def export(
         f"({r['calls']['n_labs_called']} of {r['n_labs']} labs have a threshold), "
         f"mean AUROC delta {r['auroc']['mean_delta']} (vs {r['auroc']['reference']})"
     )
+    cal = r.get("calibration")
+    if cal:
+        line = (
+            f"  calibration: {cal['method']} ({cal['chosen_by']}) on {cal['n_windows']} windows "
+            f"of {cal['n_records']} records"
+        )
+        if "selection" in cal:
+            tried = ", ".join(
+                f"{t['method']} {_pct(t['agreement'])} agreement, "
+                f"mean|dlogit| {t['mean_abs_logit_error']:.3g}"
+                for t in cal["selection"]["trials"]
+            )
+            line += f"; tried on {cal['selection']['selection_windows']} windows: {tried}"
+        click.echo(line)
+    rows = _worst(r)
+    if rows:
+        click.echo(
+            f"  worst quantized layers ({r['layer_errors']['n_windows']} windows; "
+            "SQNR dB: own quantization / vs fp32 model; share clipped):"
+        )
+        width = max(len(row["layer"]) for row in rows)
+        for row in rows:
+            click.echo(
+                f"    {row['layer']:<{width}}  {row['op']:<17} {row['sqnr_db']:6.1f} "
+                f"{row['cumulative_sqnr_db']:6.1f}  {row['clipped_fraction']:.3%}"
+            )
     for path in (result.manifest, result.parity, *result.extra_files):
         click.echo(f"  wrote {path}")
+
+
+def _worst(report: dict, n: int = 5) -> list[dict]:
+    table = report.get("layer_errors")
+    return list(table["layers"][:n]) if table else []
 
 
 def _pct(v: float | None) -> str:
