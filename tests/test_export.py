@@ -453,3 +453,38 @@ def test_corpus_calibration_and_label_auroc(art, tmp_path) -> None:
     labeled = [v["vs_labels"] for v in report["per_lab"].values() if "vs_labels" in v]
     assert labeled and all(e["n_pos"] + e["n_neg"] <= report["n_windows"] for e in labeled)
     assert json.loads(res.stdout)["auroc_reference"] == "labels"
+
+
+def test_labs_without_a_threshold_make_no_calls_in_the_gate(art, tmp_path) -> None:
+    """A checkpoint whose calibration left some labs without a threshold (too little
+    validation data): agreement counts the other labs only; the AUROC deltas cover all."""
+    from dataclasses import replace
+
+    from anyecg_edge.training.torch_model import load_model_checkpoint, save_model_checkpoint
+
+    module, meta = load_model_checkpoint(art.checkpoint)
+    dropped = meta.labs[::3]  # every third lab uncalibrated
+    thresholds = {lab: t for lab, t in meta.thresholds.items() if lab not in dropped}
+    ckpt = save_model_checkpoint(
+        tmp_path / "partial.pt",
+        module,
+        arch="student-s",
+        model_kwargs={"n_classes": len(meta.labs)},
+        metadata=replace(meta, thresholds=thresholds),
+    )
+    out = tmp_path / "partial.onnx"
+    res = ef.run_cli(
+        "export", "--model", str(ckpt), "--format", "onnx", "--int8", "--calib-size", "64",
+        "--calib", str(art.windows_npy), "--heldout", str(art.heldout_npy), "--out", str(out),
+        "--allow-degraded",
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    r = _json(parity_path(out))
+    calls = r["calls"]
+    assert calls["n_labs_called"] == len(meta.labs) - len(dropped)
+    assert calls["uncalibrated_labs"] == dropped
+    assert calls["n_total"] == r["n_windows"] * calls["n_labs_called"]
+    assert all(r["per_lab"][lab]["agreement"] is None for lab in dropped)
+    assert all(r["per_lab"][lab]["vs_calls"]["reference"] == "median" for lab in dropped)
+    assert r["auroc"]["n_labs"] == len(meta.labs)
+    assert f"({calls['n_labs_called']} of 108 labs have a threshold)" in res.stdout
