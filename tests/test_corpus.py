@@ -417,13 +417,24 @@ def test_dataset_streams_shards_with_masks(built):
         np.testing.assert_array_equal(mask.numpy(), np.isfinite(t).astype(np.float32))
         np.testing.assert_array_equal(y.numpy(), np.nan_to_num(t).astype(np.float32))
     assert not ds._maps or len(ds._maps) <= len(ds.shard_names)  # opened lazily
-    s = ShardAwareSampler(ds, seed=1)
+    # pool_rows=1: a pool is one shard -> rows come one shard at a time.
+    s = ShardAwareSampler(ds, seed=1, pool_rows=1)
     order = list(s)
     assert sorted(order) == list(range(len(ds)))
     codes = ds.shard_code[order]
     assert (np.diff(codes) != 0).sum() == len(ds.shard_names) - 1  # one run per shard
     s.set_epoch(1)
     assert list(s) != order
+    # Default pools hold >= POOL_ROWS rows: here the whole split is one pool, so shards mix
+    # within a batch (small shards hold few visits; one-shard batches stalled training).
+    mixed = np.array(list(ShardAwareSampler(ds, seed=1)))
+    assert sorted(mixed.tolist()) == list(range(len(ds)))
+    assert len(np.unique(ds.shard_code[mixed[:16]])) > 1
+    # Pools of ~half the rows: every row of the first pool precedes every row of the second.
+    half = ShardAwareSampler(ds, seed=1, pool_rows=len(ds) // 2)
+    first = np.array(list(half))
+    pool_codes = [set(ds.shard_code[first[: len(first) // 3]])]
+    assert pool_codes[0].isdisjoint(set(ds.shard_code[first[-len(first) // 3 :]]))
     dl = make_dataloader(out, "val", batch_size=16, num_workers=2, seed=0)
     n = 0
     for xb, yb, mb in dl:
