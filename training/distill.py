@@ -44,6 +44,10 @@ class DistillRun:
     temperature: float = 2.0
     alpha: float = 0.5
     feature_weight: float = 0.0
+    # Quantization-aware fine-tuning after distillation (training/qat.py): steps, lr
+    # (None: a tenth of the distillation lr). 0 steps: off.
+    qat_steps: int = 0
+    qat_lr: float | None = None
 
     def __post_init__(self) -> None:
         if not self.temperature > 0:
@@ -52,6 +56,10 @@ class DistillRun:
             raise TrainError(f"distill alpha: expected in [0, 1], got {self.alpha!r}")
         if self.feature_weight < 0:
             raise TrainError(f"distill feature weight: expected >= 0, got {self.feature_weight!r}")
+        if self.qat_steps < 0:
+            raise TrainError(f"distill QAT steps: expected >= 0, got {self.qat_steps!r}")
+        if self.qat_lr is not None and not self.qat_lr > 0:
+            raise TrainError(f"distill QAT lr: expected > 0, got {self.qat_lr!r}")
 
 
 class IndexedDataset(Dataset):
@@ -116,6 +124,145 @@ class _WithFeatures(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         feats = self.model.forward_features(x)
         return torch.cat([self.model.forward_head(feats), feats], dim=1)
+
+
+def fidelity_report(
+    student_logits: np.ndarray,
+    teacher_logits: np.ndarray,
+    student_meta: Any,
+    teacher_meta: Any,
+    *,
+    split: str,
+) -> dict[str, Any]:
+    """How well the student reproduces its teacher on held-out windows (n, n_labs each,
+    columns = ``student_meta.labs``).
+
+    * ``mean_abs_dp``: mean |p_student - p_teacher| of the calibrated probabilities each
+      model reports (its own calibration; identity for uncalibrated labs);
+    * per lab, the AUROC of the student's score against the teacher's abnormal calls
+      (teacher probability >= its threshold; the teacher's median split where the teacher
+      has no threshold or its calls are all one class) - 1.0 means the student orders every
+      teacher-abnormal window above every teacher-normal one;
+    * ``call_agreement``: share of (window, lab) calls the student makes like the teacher,
+      over labs both models calibrated;
+    * ``spearman``: mean per-lab rank correlation of the two logits.
+    """
+    from anyecg_edge.training.evaluate import auroc
+    from scipy.stats import spearmanr
+
+    from anyecg_edge.runtime.base import sigmoid_nan
+
+    zs = np.asarray(student_logits, dtype=np.float64)
+    zt = np.asarray(teacher_logits, dtype=np.float64)
+    labs = list(student_meta.labs)
+
+    def probs(z: np.ndarray, meta: Any) -> np.ndarray:
+        ab = np.array([meta.calibration.get(k, [1.0, 0.0]) for k in labs], dtype=np.float64)
+        return sigmoid_nan(z * ab[:, 0] + ab[:, 1])
+
+    def thresholds(meta: Any) -> np.ndarray:
+        return np.array([meta.thresholds[k] if meta.is_calibrated(k) else np.nan for k in labs])
+
+    ps, pt = probs(zs, student_meta), probs(zt, teacher_meta)
+    ts, tt = thresholds(student_meta), thresholds(teacher_meta)
+    per_lab: dict[str, Any] = {}
+    aurocs, rhos, agree = [], [], []
+    for j, lab in enumerate(labs):
+        ref, kind = pt[:, j] >= tt[j], "teacher calls"
+        if not np.isfinite(tt[j]) or ref.all() or not ref.any():
+            ref, kind = zt[:, j] > np.median(zt[:, j]), "teacher median split"
+        a = auroc(ref, zs[:, j]) if ref.any() and not ref.all() else float("nan")
+        rho = float(spearmanr(zs[:, j], zt[:, j]).statistic) if zs.shape[0] > 2 else float("nan")
+        entry = {
+            "auroc_vs_teacher": None if not np.isfinite(a) else round(a, 4),
+            "reference": kind,
+            "mean_abs_dp": round(float(np.mean(np.abs(ps[:, j] - pt[:, j]))), 4),
+            "spearman": None if not np.isfinite(rho) else round(rho, 4),
+        }
+        if np.isfinite(ts[j]) and np.isfinite(tt[j]):
+            same = (ps[:, j] >= ts[j]) == (pt[:, j] >= tt[j])
+            entry["call_agreement"] = round(float(same.mean()), 4)
+            agree.append(same)
+        per_lab[lab] = entry
+        if np.isfinite(a):
+            aurocs.append(a)
+        if np.isfinite(rho):
+            rhos.append(rho)
+    return {
+        "split": split,
+        "n_windows": int(zs.shape[0]),
+        "mean_abs_dp": round(float(np.mean(np.abs(ps - pt))), 4),
+        "mean_auroc_vs_teacher": round(float(np.mean(aurocs)), 4) if aurocs else None,
+        "min_auroc_vs_teacher": round(float(np.min(aurocs)), 4) if aurocs else None,
+        "mean_spearman": round(float(np.mean(rhos)), 4) if rhos else None,
+        "call_agreement": round(float(np.concatenate(agree).mean()), 4) if agree else None,
+        "n_labs_called": len(agree),
+        "per_lab": per_lab,
+    }
+
+
+def _qat_phase(
+    model: DistillModel,
+    loss_fn: Any,
+    train_set: Any,
+    val_set: Any,
+    out: Path,
+    run: DistillRun,
+    config: TrainConfig,
+    info: Any,
+    labs: list[str],
+    run_meta: dict[str, Any],
+    resume: bool,
+) -> dict[str, Any]:
+    """Quantization-aware fine-tuning of the distilled student (same loss, fake int8 weights
+    and activations; training/qat.py), its own Trainer in ``out/qat`` (checkpoints, exact
+    resume, DDP). Leaves ``model.student`` finished: weights on the int8 grid, standard
+    layout."""
+    import dataclasses
+
+    from anyecg_edge.training.qat import finish_qat, prepare_qat
+    from anyecg_edge.training.trainer import Trainer
+
+    prepare_qat(model.student)
+    model.to(info.device)
+    qat_config = dataclasses.replace(
+        config,
+        epochs=max(config.epochs, 1000),
+        max_steps=run.qat_steps,
+        lr=run.qat_lr or config.lr / 10,
+        warmup=0.0,
+        eval_every=run.qat_steps,
+        patience=0,
+    )
+    trainer = Trainer(
+        model,
+        loss_fn=loss_fn,
+        train_set=train_set,
+        val_set=val_set,
+        val_targets=val_set.targets,
+        out_dir=out / "qat",
+        config=qat_config,
+        info=info,
+        labs=labs,
+        val_module=model.student,
+        run_meta={**run_meta, "phase": "qat"},
+    )
+    summary = trainer.fit(resume=resume)
+    finish_qat(model.student)
+    log.info(
+        "QAT: %d steps at lr %.2e; val mean AUROC with fake int8 %s",
+        summary["steps"],
+        qat_config.lr,
+        "n/a"
+        if summary["best_val_mean_auroc"] is None
+        else f"{summary['best_val_mean_auroc']:.4f}",
+    )
+    return {
+        "steps": summary["steps"],
+        "lr": qat_config.lr,
+        "val_mean_auroc_fake_int8": summary["best_val_mean_auroc"],
+        "selection": summary.get("selection"),
+    }
 
 
 def _teacher_path(teacher: str | os.PathLike) -> Path:
@@ -188,7 +335,6 @@ def train_distill(run: DistillRun, config: TrainConfig, *, resume: bool = False)
     ``train_config.json``, ``metrics.json``, ``teacher/`` (cached teacher outputs),
     ``train_log.jsonl``, ``checkpoints/``.
     """
-    from anyecg_edge.training.calibration import sigmoid
     from anyecg_edge.training.data.dataset import CorpusDataset, corpus_lab_keys
     from anyecg_edge.training.lora import parameter_counts, resolve_labs
     from anyecg_edge.training.models import count_macs, count_params, create_model
@@ -232,10 +378,14 @@ def train_distill(run: DistillRun, config: TrainConfig, *, resume: bool = False)
             f"expects {win}"
         )
     want_feat = run.feature_weight > 0
+    # Fidelity (student vs teacher) is measured on windows neither saw in training: the
+    # test split, or val when the corpus has no test windows.
+    test_base = CorpusDataset(run.corpus, "test", labs=labs)
+    held_name, held_base = ("test", test_base) if len(test_base) else ("val", val_base)
     t_out = _teacher_outputs(
         teacher,
         teacher_sha256,
-        {"train": train_base, "val": val_base},
+        {"train": train_base, "val": val_base, **({"test": test_base} if len(test_base) else {})},
         cols,
         features=want_feat,
         cache=out / "teacher",
@@ -302,6 +452,7 @@ def train_distill(run: DistillRun, config: TrainConfig, *, resume: bool = False)
         "temperature": temp,
         "alpha": alpha,
         "feature_weight": run.feature_weight,
+        "qat_steps": run.qat_steps,
         "corpus": str(Path(run.corpus).resolve()),
     }
     trainer = Trainer(
@@ -318,20 +469,27 @@ def train_distill(run: DistillRun, config: TrainConfig, *, resume: bool = False)
         run_meta=run_meta,
     )
     summary = trainer.fit(resume=resume)
+    val_logits = trainer.best_val_logits
+    if run.qat_steps:
+        summary["qat"] = _qat_phase(model, loss_fn, train_set, val_base, out, run, config, info, labs, run_meta, resume)  # fmt: skip
+        val_logits = None  # calibrate on the finished (int8-grid) model
 
     student.eval()
-    val_logits = trainer.best_val_logits
-    if val_logits is None:  # resumed after the best evaluation
+    if val_logits is None:  # resumed after the best evaluation, or after QAT
         val_logits = predict_logits(
             student, val_base, batch_size=config.batch_size, device=info.device, info=info
         )
     teacher_val_auroc, _ = mean_auroc(teacher_val_logits, val_base.targets)
+    held_student = (
+        val_logits
+        if held_name == "val"
+        else predict_logits(
+            student, held_base, batch_size=config.batch_size, device=info.device, info=info
+        )
+    )
     window = train_base.window_samples
     student_cpu = student.to("cpu")
     trainable, total = parameter_counts(model)
-    p_student, p_teacher = (
-        sigmoid(np.asarray(z, np.float64)) for z in (val_logits, teacher_val_logits)
-    )
     result = {
         **summary,
         "labs": labs,
@@ -341,7 +499,12 @@ def train_distill(run: DistillRun, config: TrainConfig, *, resume: bool = False)
         "trainable_params": trainable,
         "total_params": total,
         "teacher_val_mean_auroc": None if np.isnan(teacher_val_auroc) else teacher_val_auroc,
-        "val_prob_mae_vs_teacher": float(np.mean(np.abs(p_student - p_teacher))),
+        "loss_weights": {
+            "labels": alpha,
+            "teacher_soft_targets": 1 - alpha,
+            "features": run.feature_weight,
+            "temperature": temp,
+        },
     }
     result["trainable_pct"] = 100.0 * result["trainable_params"] / result["total_params"]
     if info.is_main:
@@ -355,6 +518,13 @@ def train_distill(run: DistillRun, config: TrainConfig, *, resume: bool = False)
             val_groups=window_visits(val_base),
             arch=run.student,
             extra={"trained_by": "anyecg-edge train distill", "teacher": str(teacher_file)},
+        )
+        result["fidelity"] = fidelity_report(
+            held_student,
+            np.asarray(t_out[held_name][:, :n_labs]),
+            meta,
+            tmeta,
+            split=held_name,
         )
         save_model_checkpoint(
             out / "model.pt",

@@ -308,6 +308,20 @@ def train_lora(**kw: Any) -> None:
     show_default=True,
     help="Weight of feature matching (student features -> teacher features, MSE); 0: off.",
 )
+@click.option(
+    "--qat-steps",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Quantization-aware fine-tuning steps after distillation (fake int8 weights and "
+    "activations, as the int8 exports quantize); 0: off.",
+)
+@click.option(
+    "--qat-lr",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="Learning rate of the QAT steps (default: a tenth of --lr).",
+)
 @_training_options({"epochs": 20, "batch_size": 256, "lr": 3e-3})
 def train_distill(**kw: Any) -> None:
     """Distill a LoRA teacher into a small edge student."""
@@ -322,6 +336,8 @@ def train_distill(**kw: Any) -> None:
         temperature=kw["temperature"],
         alpha=kw["alpha"],
         feature_weight=kw["feature_weight"],
+        qat_steps=kw["qat_steps"],
+        qat_lr=kw["qat_lr"],
     )
     with _torch_threads(kw["threads"]):
         result = train_distill(run, _config(kw), resume=kw["resume"])
