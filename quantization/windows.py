@@ -221,14 +221,36 @@ def corpus_windows(
     if labs:
         t = ds.targets[idx].astype(np.float32)
         labels = np.where(t < 0, np.nan, t).astype(np.float32)
-    # Group = shard row's patient is not kept by the dataset; splits are by patient already.
+    patients = _corpus_patients(path, split, len(ds))
+    groups = (
+        [f"{path}:{split}"] * len(x)
+        if patients is None
+        else [f"{path}:patient {patients[i]}" for i in idx]
+    )
     return WindowSet(
         x=x,
-        groups=[f"{path}:{split}"] * len(x),
+        groups=groups,
         sources=[f"{path} (split {split})"],
         labels=labels,
         label_labs=labs,
     )
+
+
+def _corpus_patients(path: Path, split: str, n: int) -> np.ndarray | None:
+    """The patient (``mrn``) of each window `CorpusDataset` yields for ``split`` (same filter,
+    same row order), so a corpus's windows group by patient like records do (the
+    `--calib-method auto` split, the record counts). None when the index has no ``mrn``."""
+    import pyarrow.parquet as pq
+
+    try:
+        t = pq.read_table(path / "index.parquet", columns=["split", "quality_ok", "mrn"])
+    except (KeyError, ValueError, OSError):
+        return None
+    keep = (np.asarray(t.column("split").to_pylist(), dtype=object) == split) & np.asarray(
+        t.column("quality_ok").to_pylist(), dtype=bool
+    )
+    mrn = np.asarray(t.column("mrn").to_pylist(), dtype=object)[keep]
+    return mrn if len(mrn) == n else None
 
 
 def _check_samples(x: np.ndarray, meta: ModelMetadata, what: str) -> None:

@@ -448,6 +448,13 @@ def test_corpus_calibration_and_label_auroc(art, tmp_path) -> None:
     assert report["n_windows"] == built["splits"]["val"]["windows"]
     cal = report["quantization"]["calibration_windows"]
     assert cal["n_windows"] == min(512, built["splits"]["train"]["windows"])
+    # Corpus windows group by patient (the --calib-method auto split, the record counts).
+    import pandas as pd
+
+    index = pd.read_parquet(tmp_path / "corpus" / "index.parquet")
+    ok = index[index["quality_ok"].astype(bool)]
+    assert cal["n_records"] == ok.loc[ok["split"] == "train", "mrn"].nunique() > 1
+    assert report["heldout"]["n_records"] == ok.loc[ok["split"] == "val", "mrn"].nunique()
     assert report["auroc"]["reference"] == "labels" and report["auroc"]["n_labs"] >= 1
     assert report["auroc_vs_calls"]["reference"] == "torch_calls"
     labeled = [v["vs_labels"] for v in report["per_lab"].values() if "vs_labels" in v]
