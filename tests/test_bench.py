@@ -417,3 +417,27 @@ def test_corpus_option_errors(tmp_path: Path) -> None:
     assert code == 1 and "--truth needs --corpus" in out, out
     code, out = run("bench", "--quick", "--models", "student-xs", "--corpus", str(tmp_path))
     assert code == 1 and "no index.parquet" in out, out
+
+
+def test_corpus_evaluation_of_an_export_needs_no_torch(corpus_bench: dict) -> None:
+    """An export row's worker reads the corpus windows with numpy memory maps: rerun its
+    spec in a fresh process and check that neither torch nor pyarrow was imported."""
+    import subprocess
+    import sys
+
+    work = corpus_bench["dir"] / "work"
+    spec = next(
+        p
+        for p in sorted(work.glob("worker_??.json"))
+        if json.loads(p.read_text())["load"].get("runtime") == "onnxruntime"
+    )
+    code = (
+        "import json, sys\n"
+        "from anyecg_edge.benchmarks.bench import measure\n"
+        f"row = measure(json.loads(open({str(spec)!r}).read()))\n"
+        "print(json.dumps([row['eval_labs'] is not None, 'torch' in sys.modules,"
+        " 'pyarrow' in sys.modules]))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert json.loads(proc.stdout.strip().splitlines()[-1]) == [True, False, False]
