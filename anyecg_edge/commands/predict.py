@@ -16,37 +16,11 @@ if TYPE_CHECKING:  # the real import loads numpy; `--help` should not pay for a 
 
 
 def load_model(path: Path, *, threads: int | None = None) -> Model:
-    """Pick the backend by file type: .onnx / .tflite (device runtimes, manifest next to the
-    file) or a torch checkpoint (.pt/.pth, or a training output folder holding model.pt)."""
-    from anyecg_edge.runtime import DEVICE_SUFFIXES
-    from anyecg_edge.runtime import load_model as load_device_model
+    """:func:`anyecg_edge.api.load_model` (.onnx / .tflite / .pt / run folder); its
+    ModelError becomes the CLI's one-line error."""
+    from anyecg_edge.api import load_model as api_load_model
 
-    suffix = path.suffix.lower()
-    if suffix in DEVICE_SUFFIXES:
-        return load_device_model(path, threads=threads)
-    if path.is_dir():
-        found = [path / n for n in ("model.pt", "model.pth") if (path / n).is_file()]
-        if not found:
-            raise click.ClickException(
-                f"{path}: folder has no model.pt (expected a training output folder)"
-            )
-        path, suffix = found[0], found[0].suffix
-    if suffix in {".pt", ".pth"}:
-        try:
-            import torch
-
-            from anyecg_edge.training.torch_model import TorchModel
-        except ImportError as exc:
-            raise click.ClickException(
-                f"{path}: torch checkpoints need torch ({exc.name} missing): "
-                'pip install "anyecg-edge[train]", or export to .onnx/.tflite for a device'
-            ) from None
-        if threads is not None:
-            torch.set_num_threads(threads)
-        return TorchModel.load(path)
-    raise click.ClickException(
-        f"{path}: unknown model type {suffix!r}; expected .onnx, .tflite, .pt/.pth or a folder"
-    )
+    return api_load_model(path, threads=threads)
 
 
 @click.command("predict")
@@ -62,10 +36,19 @@ def load_model(path: Path, *, threads: int | None = None) -> Model:
     "input_path",
     type=click.Path(path_type=Path),
     required=True,
-    help="Record: WFDB (.hea), CSV (needs --fs) or EDF.",
+    help="Record: WFDB (.hea), CSV (needs --fs), a 1-D .npy array (needs --fs) or EDF.",
 )
 @click.option("--lead", default=None, help="Lead name (I, II, MLII, ...). Default: I, then II.")
-@click.option("--fs", type=float, default=None, help="Sampling rate in Hz (required for CSV).")
+@click.option(
+    "--fs", type=float, default=None, help="Sampling rate in Hz (required for CSV and .npy)."
+)
+@click.option(
+    "--units",
+    type=click.Choice(["mV", "uV", "V", "auto"], case_sensitive=False),
+    default=None,
+    help="Unit of a CSV column or .npy array that does not state one (default mV; a header "
+    "such as 'II (uV)' says it). auto: inferred from the amplitude, refused when ambiguous.",
+)
 @click.option(
     "--mains",
     type=click.Choice(["50", "60", "none", "model"]),
@@ -86,6 +69,7 @@ def predict(
     input_path: Path,
     lead: str | None,
     fs: float | None,
+    units: str | None,
     mains: str,
     hop_s: float | None,
     threads: int | None,
@@ -95,7 +79,7 @@ def predict(
     from anyecg_edge.io import read_record
     from anyecg_edge.predict import predict_record
 
-    record = read_record(input_path, lead=lead, fs=fs)
+    record = read_record(input_path, lead=lead, fs=fs, units=units)
     model = load_model(model_path, threads=threads)
     # "none" maps to None (no notch), so a dict .get(...) or float(...) would fall through.
     mains_hz: float | None | str = (

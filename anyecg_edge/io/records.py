@@ -8,12 +8,16 @@ Formats, chosen by extension / presence:
   naming the leads (``I,II`` or with units ``II_mV``, ``II (uV)``, ``II [mV]``) or a
   single unnamed column. Time/index columns (``time``, ``t``, ``timestamp``,
   ``sample``...) are skipped. Empty cells are missing samples (NaN).
+* NumPy (``.npy``): a 1-D array of one lead's samples; needs an explicit ``fs`` (and
+  ``units`` if not mV).
 * EDF (``.edf``): read by a small reader here (numpy only). wfdb's ``read_edf``
   averages faster channels down to the slowest rate (with an arithmetic slip), which
   would corrupt ECG in the usual mixed-rate EDF files, so it is not used. EDF+D
   (discontinuous) files are refused; BDF is not supported.
 
-Physical units are converted to mV from the header (mV, uV/µV, V, nV). Lead names
+Physical units are converted to mV from the header (mV, uV/µV, V, nV). Files without
+one (an unlabelled CSV column, ``.npy``) are in mV unless ``units`` says otherwise;
+``units="auto"`` infers mV, uV or V from the amplitude and refuses when it is ambiguous. Lead names
 match case-insensitively, ignoring an ``ECG``/``EKG``/``lead`` prefix, and MIT-BIH's
 ``MLII`` stands in for ``II`` (and vice versa). Every failure raises
 :class:`RecordError` with one line naming the file and what was expected.
@@ -25,6 +29,7 @@ import csv
 import logging
 import math
 import re
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,12 +44,19 @@ __all__ = [
     "MissingDependencyError",
     "list_leads",
     "read_record",
+    "to_millivolts",
     "SUPPORTED_FORMATS",
+    "UNIT_CHOICES",
 ]
 
 log = logging.getLogger(__name__)
 
-SUPPORTED_FORMATS = "a WFDB record (.hea + signal file), a .csv/.tsv/.txt table or an .edf file"
+SUPPORTED_FORMATS = (
+    "a WFDB record (.hea + signal file), a .csv/.tsv/.txt table, a 1-D .npy array or an .edf file"
+)
+
+#: What ``units`` (``--units``) may say for files that do not state their unit.
+UNIT_CHOICES = ("mV", "uV", "V", "auto")
 
 _CSV_SUFFIXES = {".csv", ".tsv", ".txt"}
 _WFDB_SIGNAL_SUFFIXES = {".dat", ".mat"}
@@ -199,7 +211,7 @@ def _check_fs_value(fs: float, src: str) -> float:
 
 
 def _check_units_arg(units: str | None, file_unit: str, src: str, channel: str) -> None:
-    if units is None:
+    if units is None or units == "auto":  # auto: a unit the file states is the answer
         return
     a = _unit_scale(units, src, channel)[0]
     b = _unit_scale(file_unit, src, channel)[0]
@@ -233,12 +245,72 @@ def _unit_note(unit: str, scale: float) -> str:
     return "" if scale == 1.0 else f"converted from {unit} to mV"
 
 
+# Plausible peak-to-peak amplitude of a body-surface ECG lead per 10 s, in mV (the quality
+# gate's band): the same signal is 1e3 x that in uV and 1e-3 x in V. The ranges do not
+# overlap; an amplitude in a gap between them is ambiguous and refused.
+_AUTO_RANGES = (("mV", 1.0), ("uV", 1e-3), ("V", 1e3))
+_AUTO_CHUNK_S = 10.0
+
+
+def _amplitude_evidence(values: np.ndarray, fs: float) -> float:
+    """Median over 10 s chunks of the 0.5-99.5 percentile range (a few spikes or a short
+    artefact do not move it); NaN if the signal has no finite samples."""
+    if values.size == 0:
+        return math.nan
+    n = max(1, min(values.size, round(_AUTO_CHUNK_S * fs)))
+    k = max(1, values.size // n)
+    chunks = values[: k * n].reshape(k, n)
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN chunks
+        lo, hi = np.nanpercentile(chunks, [0.5, 99.5], axis=1)
+        return float(np.nanmedian(hi - lo))
+
+
+def _infer_unit(values: np.ndarray, fs: float, src: str, lead: str) -> tuple[float, str, str]:
+    """(scale to mV, unit, note) from the amplitude, or RecordError naming the evidence."""
+    from anyecg_edge.signal.quality import MAX_PTP_MV, MIN_PTP_MV
+
+    amp = _amplitude_evidence(values, fs)
+    if not math.isfinite(amp):
+        raise RecordError(f"{src}: units auto (--units auto): lead {lead} has no finite samples")
+    for unit, scale in _AUTO_RANGES:
+        if MIN_PTP_MV / scale <= amp <= MAX_PTP_MV / scale:
+            note = f"units inferred as {unit} (median peak-to-peak {amp:.4g} per 10 s)"
+            log.info("%s: %s", src, note)
+            return scale, unit, note
+    ranges = ", ".join(f"{u} {MIN_PTP_MV / sc:g}-{MAX_PTP_MV / sc:g}" for u, sc in _AUTO_RANGES)
+    raise RecordError(
+        f"{src}: units auto (--units auto) cannot tell the unit of lead {lead}: median "
+        f"peak-to-peak amplitude {amp:.4g} per 10 s fits no ECG range ({ranges}); pass the "
+        "unit (--units mV, uV or V)"
+    )
+
+
+def _is_auto(units: str | None) -> bool:
+    return isinstance(units, str) and units.strip().lower() == "auto"
+
+
+def to_millivolts(
+    values: np.ndarray, units: str | None, fs: float, *, source: str, lead: str
+) -> tuple[np.ndarray, str]:
+    """(float32 samples in mV, note) for samples in ``units`` (None: mV; "auto": inferred
+    from the amplitude, RecordError when ambiguous). ``fs`` is checked."""
+    fs = _check_fs_value(fs, source)
+    x = np.asarray(values, dtype=np.float64).reshape(-1)
+    if _is_auto(units):
+        scale, unit, note = _infer_unit(x, fs, source, lead)
+    else:
+        scale, unit = _unit_scale(units, source, lead)
+        note = _unit_note(unit, scale)
+    return (x * scale).astype(np.float32), note
+
+
 # ---------------------------------------------------------------------------------------
 # format detection
 
 
 def _detect_format(path: str | Path) -> tuple[str, Path]:
-    """('wfdb'|'csv'|'edf', path to use) or RecordError."""
+    """('wfdb'|'csv'|'npy'|'edf', path to use) or RecordError."""
     p = Path(path)
     suffix = p.suffix.lower()
     if suffix == ".hea":
@@ -255,6 +327,8 @@ def _detect_format(path: str | Path) -> tuple[str, Path]:
         raise RecordError(f"{p}: is a directory (expected {SUPPORTED_FORMATS})")
     if suffix in _CSV_SUFFIXES:
         return "csv", p
+    if suffix == ".npy":
+        return "npy", p
     if suffix == ".edf":
         return "edf", p
     raise RecordError(
@@ -425,9 +499,45 @@ def _read_csv(path: Path, lead, fs, units) -> Record:
         unit = file_unit
     else:
         unit = units if units is not None else "mV"
-    scale, unit_str = _unit_scale(unit, src, label)
+    if unit != "auto":  # a bad unit name fails before the file is parsed
+        scale, unit_str = _unit_scale(unit, src, label)
     values = _csv_column(path, rows, start, cols[idx], len(rows[0]), line0, label)
-    return _finish(values, scale, fs_val, label, src, [note, _unit_note(unit_str, scale)])
+    if unit == "auto":
+        scale, _, unit_note = _infer_unit(values, fs_val, src, label)
+    else:
+        unit_note = _unit_note(unit_str, scale)
+    return _finish(values, scale, fs_val, label, src, [note, unit_note])
+
+
+# ---------------------------------------------------------------------------------------
+# NumPy
+
+
+def _read_npy(path: Path, lead, fs, units) -> Record:
+    src = str(path)
+    if fs is None:
+        raise RecordError(f"{src}: .npy arrays carry no sampling rate; pass fs (--fs) in Hz")
+    fs_val = _check_fs_value(fs, src)
+    try:
+        arr = np.load(path, allow_pickle=False, mmap_mode="r")
+    except (ValueError, OSError, EOFError) as exc:
+        raise RecordError(f"{src}: not a readable .npy array: {_one_line(exc)}") from None
+    if arr.ndim == 2 and 1 in arr.shape:
+        arr = arr.reshape(-1)  # (1, n) or (n, 1): one lead
+    if arr.ndim != 1:
+        raise RecordError(
+            f"{src}: expected a 1-D array of one lead's samples, got shape {arr.shape}"
+        )
+    if arr.dtype.kind not in "iuf":
+        raise RecordError(f"{src}: expected a numeric array, got dtype {arr.dtype}")
+    label = str(lead) if lead is not None else "unnamed"
+    values = np.asarray(arr, dtype=np.float64)
+    if units == "auto":
+        scale, _, unit_note = _infer_unit(values, fs_val, src, label)
+    else:
+        scale, unit_str = _unit_scale(units, src, label)
+        unit_note = _unit_note(unit_str, scale)
+    return _finish(values, scale, fs_val, label, src, [unit_note])
 
 
 # ---------------------------------------------------------------------------------------
@@ -540,6 +650,8 @@ def list_leads(path: str | Path) -> list[str]:
     if fmt == "csv":
         rows, _ = _csv_rows(p)
         return _csv_layout(p, rows)[0]
+    if fmt == "npy":
+        return ["unnamed"]
     h = _edf_header(p)
     return [h.labels[i] for i in _edf_leads(h)]
 
@@ -551,17 +663,23 @@ def read_record(
     fs: float | None = None,
     units: str | None = None,
 ) -> Record:
-    """Read one lead of a WFDB, CSV or EDF record as a float32 mV :class:`Record`.
+    """Read one lead of a WFDB, CSV, .npy or EDF record as a float32 mV :class:`Record`.
 
     ``lead``: name (case-insensitive; MLII <-> II); None takes the only channel, else
-    lead I, else II/MLII (the choice is logged and put in ``Record.note``).
-    ``fs``: required for CSV; for WFDB/EDF it must agree with the header.
-    ``units``: unit of an unlabelled CSV column (default mV); for files whose header
-    states the unit it must agree with it.
+    lead I, else II/MLII (the choice is logged and put in ``Record.note``). A .npy array
+    or an unnamed CSV column is one lead, labelled ``lead`` if given.
+    ``fs``: required for CSV and .npy; for WFDB/EDF it must agree with the header.
+    ``units``: unit of an unlabelled CSV column or a .npy array (default mV; "auto"
+    infers mV/uV/V from the amplitude and refuses when ambiguous, naming it); for files
+    whose header states the unit it must agree with it ("auto" takes the header's).
     """
     fmt, p = _detect_format(path)
+    if _is_auto(units):
+        units = "auto"
     if fmt == "wfdb":
         return _read_wfdb(p, lead, fs, units)
     if fmt == "csv":
         return _read_csv(p, lead, fs, units)
+    if fmt == "npy":
+        return _read_npy(p, lead, fs, units)
     return _read_edf(p, lead, fs, units)

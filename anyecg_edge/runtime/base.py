@@ -237,6 +237,7 @@ class Model(ABC):
             )
         if not np.isfinite(windows).all():
             raise ModelError(f"{self.source}: input windows contain NaN or inf")
+        _check_preprocessed(windows, self.source)
         return windows
 
     def calibrate(self, logits: np.ndarray) -> np.ndarray:
@@ -262,8 +263,10 @@ class Model(ABC):
 
         ``windows``: (n, 1, window_samples) or (n, window_samples) float32, each already
         through :func:`anyecg_edge.signal.preprocess` (band-pass, baseline, z-score) at the
-        manifest's ``fs``; raw mV windows give meaningless numbers. For records or raw
-        arrays use :func:`anyecg_edge.predict.predict_record`, which gates and preprocesses.
+        manifest's ``fs``. Windows that are plainly not z-scored (e.g. raw mV: a mean far
+        from 0 or a standard deviation far from 1) are refused with :class:`ModelError`.
+        For raw signals use :func:`anyecg_edge.estimate` (a 1-D mV array) or
+        :func:`anyecg_edge.predict.predict_record` (a record), which gate and preprocess.
         """
         return self.calibrate(self.logits(windows)).astype(np.float32)
 
@@ -336,6 +339,35 @@ class RuntimeModel(Model):
                 f"{path}: output shape {out_shape} does not match the manifest's "
                 f"{len(meta.labs)} labs"
             )
+
+
+# Preprocessed windows end in a z-score, (x - mean) / (std + 1e-8): each row has mean 0
+# and std 1 (0 for a constant row). The bands are wide enough for float16 corpora and
+# rounding; raw mV windows (std ~0.1-0.5, offsets) fall outside them.
+_PREPROCESSED_MAX_ABS_MEAN = 0.25
+_PREPROCESSED_STD = (0.75, 1.25)
+_PREPROCESSED_CONSTANT_STD = 0.02
+
+
+def _check_preprocessed(windows: np.ndarray, source: str) -> None:
+    """Refuse windows that are plainly not z-scored (one line naming the first bad row)."""
+    x = windows.reshape(len(windows), -1)
+    if x.shape[0] == 0:
+        return
+    mean = x.mean(axis=1, dtype=np.float64)
+    std = x.std(axis=1, dtype=np.float64)
+    lo, hi = _PREPROCESSED_STD
+    ok = (np.abs(mean) <= _PREPROCESSED_MAX_ABS_MEAN) & (
+        (std <= _PREPROCESSED_CONSTANT_STD) | ((std >= lo) & (std <= hi))
+    )
+    if ok.all():
+        return
+    i = int(np.flatnonzero(~ok)[0])
+    raise ModelError(
+        f"{source}: window {i} is not preprocessed (mean {mean[i]:.3g}, std {std[i]:.3g}; "
+        "expected z-scored windows, mean 0 and std 1); for raw mV signals use "
+        "anyecg_edge.estimate(model, signal_mv, fs) or anyecg_edge.predict.predict_record"
+    )
 
 
 def run_in_batches(
