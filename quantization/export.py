@@ -359,7 +359,11 @@ def export_model(
                 **{k: v for k, v in calibration.items() if k != "method"},
             }
             if layer_windows > 0:
-                layers = _layer_table(fmt, tmp_dir, raw, final, held_ws.x, fused, layer_windows)
+                try:
+                    layers = _layer_table(fmt, tmp_dir, raw, final, held_ws.x, fused, layer_windows)
+                except ExportError as exc:  # a diagnostic: never fails the export itself
+                    log.warning("per-layer error table skipped: %s", exc)
+                    layers = {"error": str(exc)}
         shutil.copyfile(final, model_out)
 
     tflm: dict[str, Any] | None = None
@@ -516,7 +520,13 @@ class _Quantizer:
                 keep_float=keep_float,
             )
         return litert_export.quantize_static_int8(
-            self.raw, dst, x, method=method, activation_bits=self.activation_bits
+            self.raw,
+            dst,
+            x,
+            method=method,
+            activation_bits=self.activation_bits,
+            # TFLite Micro (c-array) needs full int8; elsewhere the head stays float, as in ONNX.
+            float_head=not self.quantize_head and self.fmt == "tflite",
         )
 
 

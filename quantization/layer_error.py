@@ -291,11 +291,7 @@ def litert_layer_errors(
     x = np.asarray(x, dtype=np.float32)[:max_windows]
     f_int, q_int = _interpreter(float_path), _interpreter(quant_path)
     f_det, q_det = f_int.get_tensor_details(), q_int.get_tensor_details()
-    if len(f_det) != len(q_det):
-        raise ExportError(
-            f"{quant_path}: {len(q_det)} tensors vs {len(f_det)} in the fp32 model; "
-            "cannot pair them for the per-layer table"
-        )
+    pair = _tensor_pairing(f_det, q_det)
     q_in, f_in = q_int.get_input_details()[0], f_int.get_input_details()[0]
     ops = q_int._get_ops_details()  # the public API has no op list
     weight_ops = [op for op in ops if op["op_name"] in _WEIGHT_OPS]
@@ -314,12 +310,9 @@ def litert_layer_errors(
                               "node": node}))  # fmt: skip
     params: dict[int, tuple[float, int, str]] = {}
     for idx, _ in targets:
-        fd, qd = f_det[idx], q_det[idx]
-        if fd["name"] != qd["name"] or list(fd["shape"]) != list(qd["shape"]):
-            raise ExportError(
-                f"{quant_path}: tensor {idx} is {qd['name']!r} {list(qd['shape'])} but "
-                f"{fd['name']!r} {list(fd['shape'])} in the fp32 model"
-            )
+        if idx not in pair:
+            continue  # no fp32 counterpart (e.g. a QUANTIZE/DEQUANTIZE the quantizer added)
+        fd, qd = f_det[pair[idx]], q_det[idx]
         dtype = np.dtype(qd["dtype"]).name
         scale, zp = qd["quantization"]
         if dtype in _INT_RANGES and scale > 0 and np.dtype(fd["dtype"]) == np.float32:
@@ -337,7 +330,7 @@ def litert_layer_errors(
             q_int.set_tensor(q_in["index"], v[None, None, :])
         q_int.invoke()
         for idx, (scale, zp, dtype) in params.items():
-            ref = f_int.get_tensor(idx)
+            ref = f_int.get_tensor(pair[idx])
             fq, clipped = _fake_quant(ref, scale, zp, dtype)
             y = (q_int.get_tensor(idx).astype(np.float64) - zp) * scale
             accs[idx].add(ref, fq, ref, y, clipped)
@@ -356,9 +349,11 @@ def litert_layer_errors(
             continue  # float weights (not quantized)
         shape = [1] * len(qd["shape"])
         shape[qp["quantized_dimension"]] = -1 if len(qp["scales"]) > 1 else 1
+        if idx not in pair:
+            continue
         w = q_int.get_tensor(idx).astype(np.float64)
         deq = (w - qp["zero_points"].reshape(shape)) * qp["scales"].reshape(shape)
-        ref = f_int.get_tensor(idx).astype(np.float64)
+        ref = f_int.get_tensor(pair[idx]).astype(np.float64)
         layer = label.get(op["index"], f"{op['op_name']} #{op['index']}")
         sq = sqnr_db(float((ref**2).sum()), float(((ref - deq) ** 2).sum()))
         weights.append({"layer": layer, "tensor": qd["name"], "sqnr_db": round(sq, 2)})
@@ -375,6 +370,24 @@ def litert_layer_errors(
 
 
 _WEIGHT_OPS = {"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED"}
+
+
+def _tensor_pairing(f_det: list[dict], q_det: list[dict]) -> dict[int, int]:
+    """Quantized tensor index -> fp32 tensor index. Same list: index by index (names and
+    shapes checked). Otherwise (the quantizer added or dropped tensors, e.g. around a layer
+    kept in float) by (name, shape) where that key is unique in both models."""
+
+    def key(d: dict) -> tuple[str, tuple[int, ...]]:
+        return d["name"], tuple(int(v) for v in d["shape"])
+
+    if len(f_det) == len(q_det) and all(
+        key(f) == key(q) for f, q in zip(f_det, q_det, strict=True)
+    ):
+        return {i: i for i in range(len(q_det))}
+    f_keys = [key(d) for d in f_det]
+    q_keys = [key(d) for d in q_det]
+    f_unique = {k: i for i, k in enumerate(f_keys) if f_keys.count(k) == 1}
+    return {i: f_unique[k] for i, k in enumerate(q_keys) if k in f_unique and q_keys.count(k) == 1}
 
 
 def weight_module_names(module: Any) -> list[str]:

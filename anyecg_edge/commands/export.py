@@ -87,7 +87,7 @@ PARITY_EXIT = 4
 @click.option(
     "--quantize-head",
     is_flag=True,
-    help="ONNX int8: quantize the final Linear too (default keeps it float32).",
+    help="int8: quantize the final Linear (head) too; default keeps it float32 (ONNX, LiteRT; the c-array is always full int8).",
 )
 @click.option(
     "--reduce-range", is_flag=True, help="ONNX int8: 7-bit weights (old AVX2 CPUs without VNNI)."
