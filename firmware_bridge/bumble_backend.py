@@ -17,10 +17,13 @@ Needs the ``ble`` extra (bleak, bumble).
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import errno
 import logging
 from collections.abc import Callable
 from typing import Any
 
+from anyecg_edge.firmware_bridge.client import BluetoothUnavailableError
 from bleak.backends.characteristic import BleakGATTCharacteristic
 from bleak.backends.client import BaseBleakClient, NotifyCallback
 from bleak.backends.descriptor import BleakGATTDescriptor
@@ -33,7 +36,13 @@ from bumble import hci
 from bumble.core import AdvertisingData
 from bumble.device import Advertisement, Connection, Device, Peer
 
-__all__ = ["DEFAULT_MTU", "BumbleClientBackend", "BumbleScannerBackend", "open_central"]
+__all__ = [
+    "DEFAULT_MTU",
+    "HCI_OPEN_TIMEOUT_S",
+    "BumbleClientBackend",
+    "BumbleScannerBackend",
+    "open_central",
+]
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +119,17 @@ class BumbleClientBackend(BaseBleakClient):
         return self._conn is not None
 
     async def connect(self, pair: bool, **kwargs: Any) -> None:
-        conn = await self._device.connect(self._target, timeout=self._timeout)
+        try:
+            conn = await self._device.connect(self._target, timeout=self._timeout)
+        except asyncio.CancelledError:
+            # Cut short (Ctrl-C, end of --duration): cancel the controller's pending
+            # connection too, or a shared controller (`ble simulate`'s served radio)
+            # refuses every later connect. bumble's own cancel only runs on its timeout.
+            with contextlib.suppress(Exception):
+                await asyncio.shield(
+                    self._device.send_sync_command(hci.HCI_LE_Create_Connection_Cancel_Command())
+                )
+            raise
         self._conn = conn
         conn.on(conn.EVENT_DISCONNECTION, self._on_disconnection)
         try:
@@ -287,14 +306,72 @@ class BumbleScannerBackend(BaseBleakScanner):
         self.call_detection_callbacks(device, adv_data)
 
 
-async def open_central(transport: str, *, address: str = "C0:FF:EE:00:00:01") -> tuple[Device, Any]:
+#: Seconds to open an HCI transport and power the controller on before giving up.
+HCI_OPEN_TIMEOUT_S = 10.0
+
+
+async def open_central(
+    transport: str,
+    *,
+    address: str = "C0:FF:EE:00:00:01",
+    timeout_s: float = HCI_OPEN_TIMEOUT_S,
+) -> tuple[Device, Any]:
     """A powered-on bumble central on a bumble transport spec (``usb:0``,
     ``hci-socket:0``, ``tcp-client:HOST:PORT``, ...). Returns (device, transport); close
-    the transport when done."""
+    the transport when done. Any failure (refused, missing, no answer within
+    ``timeout_s``) is one :class:`BluetoothUnavailableError` line naming ``--hci SPEC``."""
     from bumble.host import Host
     from bumble.transport import open_transport
 
-    t = await open_transport(transport)
-    device = Device(name="anyecg-edge", address=hci.Address(address), host=Host(t.source, t.sink))
-    await device.power_on()
-    return device, t
+    opened: list[Any] = []
+
+    async def open_and_power_on() -> Device:
+        t = await open_transport(transport)
+        opened.append(t)
+        device = Device(
+            name="anyecg-edge", address=hci.Address(address), host=Host(t.source, t.sink)
+        )
+        await device.power_on()
+        return device
+
+    try:
+        device = await asyncio.wait_for(open_and_power_on(), timeout_s)
+    except Exception as exc:
+        for t in opened:
+            with contextlib.suppress(Exception):
+                await t.close()
+        raise BluetoothUnavailableError(
+            f"--hci {transport}: cannot open the HCI transport: {_transport_failure(exc, timeout_s)}"
+        ) from None
+    return device, opened[0]
+
+
+def _transport_failure(exc: BaseException, timeout_s: float) -> str:
+    """Why a bumble transport did not open, in words."""
+    name = type(exc).__name__
+    if isinstance(exc, ConnectionRefusedError):
+        return (
+            "connection refused (nothing listens there: start `anyecg-edge ble simulate` "
+            "or the HCI bridge first)"
+        )
+    if isinstance(exc, (asyncio.TimeoutError, TimeoutError)):  # distinct before 3.11
+        return f"no answer from a controller within {timeout_s:g} s"
+    if isinstance(exc, PermissionError) or getattr(exc, "errno", None) == errno.EACCES:
+        return f"permission denied ({_first_line(exc)})"
+    if name == "TransportSpecError":
+        return (
+            f"{_first_line(exc)}; expected a bumble transport such as usb:0, hci-socket:0, "
+            "tcp-client:HOST:PORT or serial:/dev/ttyUSB0"
+        )
+    if name.startswith("USBError"):
+        return f"no usable USB Bluetooth controller ({name}{': ' + str(exc) if str(exc) else ''})"
+    if isinstance(exc, FileNotFoundError) or getattr(exc, "errno", None) == errno.ENOENT:
+        return f"no such device ({_first_line(exc)})"
+    if name == "TransportLostError":
+        return "the transport closed at once (no controller behind it?)"
+    return f"{name}: {_first_line(exc)}"
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__

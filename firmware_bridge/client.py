@@ -7,10 +7,16 @@ subscriptions and the start command every time (an old connection is never reuse
 
 Field problems it handles (DESIGN.md section 5): a disconnect that is never reported
 while the data just stops (a data-silence watchdog forces a reconnect), links that drop
-for hours (exponential backoff, capped, never giving up unless told), disconnects
-during service discovery (a GATT request in flight raises CancelledError: treated as a
-failed attempt, not as our own cancellation), and the time base lost on reconnect (a
-``link_down`` callback lets the sequencer record the gap explicitly).
+for hours (exponential backoff, capped; ``max_reconnects`` failed attempts in a row
+end the session), disconnects during service discovery (a GATT request in flight raises
+CancelledError: treated as a failed attempt, not as our own cancellation), and the time
+base lost on reconnect (a ``link_down`` callback lets the sequencer record the gap).
+
+What it does not retry (one-line errors, raised at once): no usable Bluetooth (no BlueZ /
+D-Bus, no adapter, adapter off, permission denied, HCI transport lost) ->
+:class:`BluetoothUnavailableError`; a device never reached within ``find_timeout_s``
+-> :class:`DeviceNotFoundError`. Reconnecting is only for a device that was streaming
+and vanished; giving up on it raises :class:`LinkLostError`.
 
 Events (dicts, as written to the JSONL stream): ``connected``, ``disconnect``,
 ``reconnect``, ``silence``, ``connect_failed``.
@@ -29,11 +35,21 @@ from typing import Any
 from anyecg_edge.firmware_bridge.frames import DeviceError
 from anyecg_edge.firmware_bridge.profiles import Profile
 
-__all__ = ["BackoffPolicy", "WearableClient"]
+__all__ = [
+    "BackoffPolicy",
+    "BluetoothUnavailableError",
+    "DeviceNotFoundError",
+    "LinkLostError",
+    "WearableClient",
+    "bluetooth_unavailable_cause",
+]
 
 log = logging.getLogger(__name__)
 
 EventCallback = Callable[[dict[str, Any]], None]
+
+# Seconds an attempt may outlive the backend's own connect timeout before it is cut.
+_CONNECT_GRACE_S = 3.0
 
 
 @dataclass(frozen=True)
@@ -56,12 +72,127 @@ def _one_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[0]}" if text and text[0] else type(exc).__name__
 
 
+async def _until_stop(coro: Any, timeout_s: float, stop: asyncio.Event) -> bool:
+    """Await ``coro`` (at most ``timeout_s``) unless ``stop`` is set first: True when it
+    finished (its error is raised), False when ``stop`` cut it short (it is cancelled), so
+    Ctrl-C or the end of --duration never waits out a 20 s connect."""
+    work = asyncio.ensure_future(asyncio.wait_for(coro, timeout_s))
+    stopper = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({work, stopper}, return_when=asyncio.FIRST_COMPLETED)
+    except asyncio.CancelledError:
+        work.cancel()
+        raise
+    finally:
+        stopper.cancel()
+    if work.done():
+        work.result()
+        return True
+    work.cancel()
+    with contextlib.suppress(asyncio.CancelledError, Exception):
+        await work
+    return False
+
+
+class BluetoothUnavailableError(DeviceError):
+    """No usable Bluetooth here: no stack (BlueZ / D-Bus), no adapter, adapter off,
+    permission denied, or the HCI transport cannot be opened or was lost. Retrying cannot
+    help, so it is raised at once (one line naming the cause)."""
+
+
+class DeviceNotFoundError(DeviceError):
+    """The device was not found / not connected within the time limit."""
+
+
+class LinkLostError(DeviceError):
+    """A device that was streaming vanished and ``max_reconnects`` attempts failed."""
+
+
+_OFF = (
+    "the Bluetooth adapter is off (turn it on: `bluetoothctl power on` or "
+    "`rfkill unblock bluetooth`)"
+)
+_DENIED = (
+    "permission to use Bluetooth was denied (add the user to the 'bluetooth' group, or "
+    "allow Bluetooth for this app)"
+)
+_NO_DBUS = (
+    "no BlueZ: the system D-Bus is not reachable ({why}); start dbus and bluetoothd (in a "
+    "container, share /run/dbus), or use a USB dongle through bumble with --hci usb:0"
+)
+
+
+def bluetooth_unavailable_cause(exc: BaseException, *, os_stack: bool = True) -> str | None:
+    """The cause, in words, when ``exc`` says Bluetooth itself is unusable (None for
+    errors that concern one connection attempt and may pass). ``os_stack``: the error
+    came from the platform stack (bleak on BlueZ/CoreBluetooth/WinRT), not bumble."""
+    try:
+        from bleak.exc import (
+            BleakBluetoothNotAvailableError,
+            BleakBluetoothNotAvailableReason,
+            BleakDBusError,
+        )
+    except ImportError:  # the ble extra is absent: nothing of bleak's can be the cause
+        BleakBluetoothNotAvailableError = BleakDBusError = ()  # type: ignore[assignment,misc]
+        BleakBluetoothNotAvailableReason = None  # type: ignore[assignment,misc]
+    if BleakBluetoothNotAvailableReason is not None and isinstance(
+        exc, BleakBluetoothNotAvailableError
+    ):
+        r = BleakBluetoothNotAvailableReason
+        return {
+            r.NO_BLUETOOTH: "no Bluetooth adapter found",
+            r.NO_BLE_CENTRAL_ROLE: "the Bluetooth adapter cannot act as a BLE central",
+            r.POWERED_OFF: _OFF,
+            r.DENIED_BY_USER: _DENIED,
+            r.DENIED_BY_SYSTEM: _DENIED,
+            r.DENIED_BY_UNKNOWN: _DENIED,
+        }.get(exc.reason, f"Bluetooth is not available ({_one_line(exc)})")
+    if isinstance(exc, BleakDBusError):
+        name = exc.dbus_error
+        if name.rsplit(".", 1)[-1] in ("AccessDenied", "NotPermitted", "NotAuthorized"):
+            return _DENIED
+        if name == "org.freedesktop.DBus.Error.ServiceUnknown":
+            return "BlueZ (bluetoothd) is not running; start it (systemctl start bluetooth)"
+        if name == "org.bluez.Error.NotReady":
+            return _OFF
+        return None
+    if isinstance(exc, PermissionError):
+        return f"{_DENIED}: {_one_line(exc)}"
+    if type(exc).__name__ == "TransportLostError":  # bumble: the HCI transport went away
+        return "the HCI transport was lost (the controller or the bridge process went away)"
+    if os_stack and isinstance(exc, (FileNotFoundError, ConnectionRefusedError)):
+        # bleak on Linux reaches BlueZ over the system D-Bus socket; nothing else in a
+        # connect opens a file or a socket.
+        return _NO_DBUS.format(why=exc.strerror or _one_line(exc))
+    text = str(exc).lower()  # older bleak versions: plain BleakError messages
+    if "no bluetooth adapters" in text:
+        return "no Bluetooth adapter found"
+    if "not powered" in text or "turned off" in text or "powered off" in text:
+        return _OFF
+    return None
+
+
+def _is_not_found(exc: BaseException) -> bool:
+    """A connect that found nobody: bleak's scan gave up, or the attempt timed out."""
+    if isinstance(exc, asyncio.TimeoutError | TimeoutError):
+        return True
+    try:
+        from bleak.exc import BleakDeviceNotFoundError
+    except ImportError:
+        return False
+    return isinstance(exc, BleakDeviceNotFoundError) or type(exc).__name__ == "TimeoutError"
+
+
 class WearableClient:
     """Keeps one wearable streaming into ``on_data(bytes, arrival_ns)``.
 
     ``backend``/``backend_kwargs`` go to `BleakClient` (None: the platform backend, i.e.
     real hardware; `BumbleClientBackend` with ``bumble_device=...`` for simulation).
     ``time_scale`` divides every timer (backoff, watchdog) for accelerated simulations.
+    ``find_timeout_s``: wall time allowed to reach the device the first time (attempts
+    that fail for passing reasons are retried within it); ``connect_timeout_s``: one
+    attempt (the OS stack scans that long for the address). ``max_reconnects``: failed
+    reconnect attempts in a row after a loss before giving up (None: never give up).
     """
 
     def __init__(
@@ -77,6 +208,8 @@ class WearableClient:
         policy: BackoffPolicy | None = None,
         silence_timeout_s: float = 5.0,
         connect_timeout_s: float = 20.0,
+        find_timeout_s: float = 20.0,
+        max_reconnects: int | None = None,
         time_scale: float = 1.0,
         min_silence_wall_s: float = 1.0,
     ) -> None:
@@ -90,6 +223,8 @@ class WearableClient:
         self.policy = policy or BackoffPolicy()
         self.silence_timeout_s = silence_timeout_s
         self.connect_timeout_s = connect_timeout_s
+        self.find_timeout_s = find_timeout_s
+        self.max_reconnects = max_reconnects
         self.time_scale = time_scale
         # Wall-clock floor of the watchdog: an accelerated simulation on a busy machine
         # must not take a scheduling hiccup for a stalled device.
@@ -98,6 +233,7 @@ class WearableClient:
         self.counts = {"connects": 0, "reconnects": 0, "failed_attempts": 0, "silences": 0}
         self._last_data = 0.0
         self._lost = asyncio.Event()
+        self._loss = ""  # why the link went down last ("link_lost", "silence")
 
     def _data(self, data: bytes, arrival_ns: int) -> None:
         self._last_data = time.perf_counter()
@@ -106,7 +242,7 @@ class WearableClient:
         except Exception:  # one bad packet must never stop the stream
             log.exception("data callback failed")
 
-    def _make_client(self) -> Any:
+    def _make_client(self, timeout_s: float) -> Any:
         from bleak import BleakClient
 
         kwargs = dict(self.backend_kwargs)
@@ -115,32 +251,45 @@ class WearableClient:
         return BleakClient(
             self.address,
             disconnected_callback=lambda _c: self._lost.set(),
-            timeout=self.connect_timeout_s,
+            timeout=timeout_s,
             **kwargs,
         )
 
     async def run(self, stop: asyncio.Event) -> None:
         """Stream until ``stop`` is set; returns after a clean shutdown. Raises
-        DeviceError if the device keeps refusing to stream."""
+        BluetoothUnavailableError, DeviceNotFoundError, LinkLostError, or DeviceError if
+        the device keeps refusing to stream (all one line)."""
         failures = refusals = 0
         down_since: float | None = None
+        deadline = time.perf_counter() + self.find_timeout_s  # for the first connection
         while not stop.is_set():
             self._lost = asyncio.Event()
-            client = self._make_client()
+            streamed = self.counts["connects"] > 0
+            # Before the first connection no attempt outlives the time limit.
+            timeout_s = self.connect_timeout_s
+            if not streamed:
+                timeout_s = max(0.1, min(timeout_s, deadline - time.perf_counter()))
+            client = self._make_client(timeout_s)
             t0 = time.perf_counter()
+            not_found = connecting = False
             try:
-                await asyncio.wait_for(client.connect(), self.connect_timeout_s)
-                await asyncio.wait_for(
-                    self.profile.start(client, self._data), self.connect_timeout_s
-                )
+                connecting = True
+                # The backend times out first and cancels the pending connection in the
+                # controller; this outer limit only catches a backend that hangs.
+                if not await _until_stop(client.connect(), timeout_s + _CONNECT_GRACE_S, stop):
+                    await self._close(client)
+                    break
+                connecting = False
+                start = self.profile.start(client, self._data)
+                if not await _until_stop(start, self.connect_timeout_s, stop):
+                    await self._shutdown(client)
+                    break
             except asyncio.CancelledError:
                 task = asyncio.current_task()
                 await self._close(client)
                 if task is not None and task.cancelling():
                     raise  # we are being cancelled (Ctrl-C)
-                failures += 1
-                await self._failed(failures, "link dropped during setup", stop)
-                continue
+                error = "link dropped during setup"
             except DeviceError as exc:
                 await self._close(client)
                 refusals += 1
@@ -148,13 +297,23 @@ class WearableClient:
                     raise DeviceError(
                         f"{self.address}: {exc} (after {refusals} attempts)"
                     ) from None
-                failures += 1
-                await self._failed(failures, _one_line(exc), stop)
-                continue
-            except Exception as exc:  # bleak/bumble/OS errors: retry with backoff
+                error = _one_line(exc)
+            except Exception as exc:  # bleak/bumble/OS errors
                 await self._close(client)
+                cause = bluetooth_unavailable_cause(exc, os_stack=self.backend is None)
+                if cause is not None:
+                    raise BluetoothUnavailableError(
+                        f"{self.address}: cannot use Bluetooth: {cause}"
+                    ) from None
+                not_found = connecting and _is_not_found(exc)
+                error = "not found" if not_found else _one_line(exc)
+            else:
+                error = None
+            if error is not None:
                 failures += 1
-                await self._failed(failures, _one_line(exc), stop)
+                self.counts["failed_attempts"] += 1
+                self._give_up_if_due(streamed, failures, error, not_found, deadline)
+                await self._failed(failures, error, stop)
                 continue
             connect_ms = round((time.perf_counter() - t0) * 1000, 1)
             self.connected = True
@@ -184,6 +343,37 @@ class WearableClient:
             self.on_event({"event": "disconnect", "reason": reason})
             if self.link_down is not None:
                 self.link_down(reason)
+            self._loss = reason
+            if self.max_reconnects == 0:
+                raise LinkLostError(
+                    f"{self.address}: the device stopped streaming ({reason}) and "
+                    "--max-reconnects is 0"
+                )
+
+    def _give_up_if_due(
+        self, streamed: bool, failures: int, error: str, not_found: bool, deadline: float
+    ) -> None:
+        """Raise when retrying is over: the first connection's time limit has passed (or
+        the next backoff would pass it), or ``max_reconnects`` attempts after a loss failed."""
+        if not streamed:
+            next_try = time.perf_counter() + self.policy.delay(failures) * self.time_scale
+            if next_try < deadline:
+                return
+            limit = f"{self.find_timeout_s:g} s"
+            if not_found:
+                raise DeviceNotFoundError(
+                    f"{self.address}: device not found within {limit} (is it switched on or "
+                    "worn, in range, and not connected to a phone or another app?)"
+                )
+            raise DeviceNotFoundError(
+                f"{self.address}: could not connect within {limit} ({failures} attempts; "
+                f"last: {error})"
+            )
+        if self.max_reconnects is not None and failures >= self.max_reconnects:
+            raise LinkLostError(
+                f"{self.address}: the device stopped streaming ({self._loss}) and {failures} "
+                f"reconnect attempts failed (--max-reconnects {self.max_reconnects}; last: {error})"
+            )
 
     async def _watch(self, stop: asyncio.Event) -> str:
         """Wait for: user stop, link loss, or data silence (a stall the OS never reports)."""
@@ -207,7 +397,6 @@ class WearableClient:
                 await asyncio.wait_for(self._lost.wait(), tick)
 
     async def _failed(self, failures: int, error: str, stop: asyncio.Event) -> None:
-        self.counts["failed_attempts"] += 1
         delay = self.policy.delay(failures)
         self.on_event(
             {"event": "connect_failed", "attempt": failures, "error": error, "retry_in_s": delay}

@@ -12,6 +12,8 @@ Spec string (``--faults``), comma-separated ``key=value``:
 ``disconnect=S``  the link is lost every S s of stream time (the device keeps sampling)
 ``stall=S``    every S s the device silently stops notifying while the link stays up
                (the field failure a data-silence watchdog must catch)
+``vanish=S``   at S s the link is lost and the device stops advertising for good (battery
+               dead, out of range): reconnecting fails until ``--max-reconnects`` gives up
 ``jump=S``     every S s the device clock jumps by ``jump_s`` (default +1.5 s)
 ``jump_s=X``   size of each clock jump in s (negative: backwards)
 ``drift=PPM``  the device samples at nominal * (1 + PPM/1e6) and stamps true time
@@ -41,13 +43,14 @@ class FaultSpec:
     cut: float = 0.0
     disconnect: float = 0.0
     stall: float = 0.0
+    vanish: float = 0.0
     jump: float = 0.0
     jump_s: float = 1.5
     drift: float = 0.0
     seed: int = 0
 
     _PROBABILITIES = ("drop", "dup", "reorder", "corrupt", "cut")
-    _PERIODS = ("disconnect", "stall", "jump")
+    _PERIODS = ("disconnect", "stall", "vanish", "jump")
 
     @classmethod
     def parse(cls, spec: str | None) -> FaultSpec:

@@ -98,6 +98,7 @@ class SimStats:
     samples_sent: int = 0
     connections: int = 0
     link_losses: int = 0
+    vanished: int = 0
     stalls: int = 0
     clock_jumps: int = 0
     starts: int = 0
@@ -391,6 +392,7 @@ class SimulatedWearable:
         next_disc = f.disconnect or math.inf
         next_stall = f.stall or math.inf
         next_jump = f.jump or math.inf
+        vanish_at = f.vanish or math.inf
         self._t0 = time.perf_counter()
         recent: deque[tuple[bytes, int]] = deque(maxlen=4)
         while not stop.is_set():
@@ -416,6 +418,9 @@ class SimulatedWearable:
                 next_disc += f.disconnect
                 if self.conn is not None:
                     await self._lose_link(self.conn)
+            if t_dev >= vanish_at and not self.stats.vanished:
+                self.stats.vanished = 1
+                await self._vanish()
             if t_dev >= next_stall:
                 next_stall += f.stall
                 if self.streaming and not self.stalled:
@@ -439,6 +444,14 @@ class SimulatedWearable:
                             if self.keep_log:
                                 self.sent_log.append((index, spf))
 
+    async def _vanish(self) -> None:
+        """Gone for good: no more advertising (so no reconnect), then the link drops."""
+        assert self.device is not None
+        with contextlib.suppress(Exception):
+            await self.device.stop_advertising()
+        if self.conn is not None:
+            await self._lose_link(self.conn)
+
     async def _lose_link(self, conn: Connection) -> None:
         self.stats.link_losses += 1
         if self.link_loss is not None:
@@ -448,6 +461,34 @@ class SimulatedWearable:
                 await conn.disconnect()
             except Exception as exc:
                 log.debug("disconnect failed: %s", exc)
+
+
+class _CentralController(Controller):
+    """bumble's virtual controller with LE Create Connection Cancel as the Core spec has it
+    (Vol 4, Part E, 7.8.13): the pending connection ends with an LE Connection Complete
+    event, status Unknown Connection Identifier. bumble's own returns success but keeps
+    the request pending, so after one connect to an absent address timed out every later
+    connect was refused (Command Disallowed) for the simulator's lifetime."""
+
+    def on_hci_le_create_connection_cancel_command(self, _command: Any) -> Any:
+        pending = self.pending_le_connection
+        if pending is None:
+            return hci.HCI_StatusReturnParameters(hci.HCI_ErrorCode.COMMAND_DISALLOWED_ERROR)
+        self.pending_le_connection = None
+        event = hci.HCI_LE_Connection_Complete_Event(
+            status=hci.HCI_ErrorCode.UNKNOWN_CONNECTION_IDENTIFIER_ERROR,
+            connection_handle=0,
+            role=hci.Role.CENTRAL,
+            peer_address_type=pending.peer_address.address_type,
+            peer_address=pending.peer_address,
+            connection_interval=0,
+            peripheral_latency=0,
+            supervision_timeout=0,
+            central_clock_accuracy=0,
+        )
+        # The event follows the command's Command Complete, which the caller sends next.
+        asyncio.get_running_loop().call_soon(self.send_hci_packet, event)
+        return hci.HCI_StatusReturnParameters(hci.HCI_ErrorCode.SUCCESS)
 
 
 class SimLink:
@@ -485,7 +526,7 @@ class SimLink:
             host=Host(ctrl, AsyncPipeSink(ctrl)),
         )
         if self.serve is None:
-            cctrl = Controller("central", link=link, public_address=CENTRAL_ADDRESS)
+            cctrl = _CentralController("central", link=link, public_address=CENTRAL_ADDRESS)
             cctrl.le_acl_data_packet_length = 251
             self._ctrl["central"] = cctrl
             self.central = Device(
@@ -497,7 +538,7 @@ class SimLink:
             from bumble.transport import open_transport
 
             self._transport = await open_transport(self.serve)
-            cctrl = Controller(
+            cctrl = _CentralController(
                 "central",
                 host_source=self._transport.source,
                 host_sink=self._transport.sink,

@@ -43,7 +43,8 @@ def ble_scan(timeout_s: float, hci: str | None, show_all: bool, as_json: bool) -
     """Scan for Polar H10 / Movesense / AnyECG-profile wearables."""
     from anyecg_edge.firmware_bridge.profiles import profile_for_advertisement
 
-    logging.getLogger("bumble").setLevel(logging.ERROR)
+    for name in ("bumble", "bleak"):  # bleak's BlueZ-version guess would precede our error
+        logging.getLogger(name).setLevel(logging.ERROR)
     found = asyncio.run(_scan(timeout_s, hci))
     rows = []
     for device, adv in found.values():
@@ -90,20 +91,21 @@ async def _scan(timeout_s: float, hci: str | None) -> dict[str, Any]:
         raise BleUnavailableError(
             'BLE needs bleak and bumble: pip install "anyecg-edge[ble]"'
         ) from None
+    from anyecg_edge.firmware_bridge.client import bluetooth_unavailable_cause
+
     if hci is None:
         try:
             return await BleakScanner.discover(timeout_s, return_adv=True)
         except Exception as exc:  # no BlueZ / adapter / permissions
-            raise BleUnavailableError(
-                f"Bluetooth is not available here ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); "
-                "check the adapter, or scan through a bumble HCI transport with --hci usb:0"
-            ) from None
+            first = (str(exc).strip().splitlines() or [""])[0]
+            cause = bluetooth_unavailable_cause(exc) or (
+                f"{type(exc).__name__}: {first}; check the adapter, or scan through a "
+                "bumble HCI transport with --hci usb:0"
+            )
+            raise BleUnavailableError(f"Bluetooth is not available here: {cause}") from None
     from anyecg_edge.firmware_bridge.bumble_backend import BumbleScannerBackend, open_central
 
-    try:
-        central, transport = await asyncio.wait_for(open_central(hci), 10.0)
-    except Exception as exc:
-        raise BleUnavailableError(f"--hci {hci}: cannot open the HCI transport ({exc})") from None
+    central, transport = await open_central(hci)  # one-line error naming --hci if it fails
     try:
         return await BleakScanner.discover(
             timeout_s, return_adv=True, backend=BumbleScannerBackend, bumble_device=central

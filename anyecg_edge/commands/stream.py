@@ -84,6 +84,18 @@ class _Output:
     "tcp-client:HOST:PORT from `ble simulate`) instead of the OS Bluetooth stack.",
 )  # fmt: skip
 @click.option("--silence", "silence_s", type=float, default=5.0, show_default=True, help="Force a reconnect after this many seconds without data.")  # fmt: skip
+@click.option(
+    "--connect-timeout", "connect_timeout_s", type=click.FloatRange(min=0.5), default=20.0,
+    show_default=True,
+    help="Real devices: give up (one line, non-zero exit) if the device is not found "
+    "and connected within this many seconds.",
+)  # fmt: skip
+@click.option(
+    "--max-reconnects", type=click.IntRange(min=0), default=None,
+    help="After a device that was streaming is lost: give up after this many failed "
+    "reconnect attempts in a row (backoff 0.5 s doubling to 30 s). Default: keep trying; "
+    "0: never reconnect.",
+)  # fmt: skip
 @click.option("--json", "as_json", is_flag=True, help="Print the final summary as JSON.")
 def stream(
     source: str,
@@ -102,6 +114,8 @@ def stream(
     threads: int,
     hci: str | None,
     silence_s: float,
+    connect_timeout_s: float,
+    max_reconnects: int | None,
     as_json: bool,
 ) -> None:
     """Rolling-window lab estimates on a live or replayed single-lead stream.
@@ -109,7 +123,9 @@ def stream(
     Every HOP seconds the last 10 s are gated for quality, preprocessed (resampled to
     500 Hz) and scored; estimates are smoothed over time. Gaps (lost packets, reconnects)
     are detected from device timestamps / sequence numbers: windows that would span one
-    are skipped. Ctrl-C stops cleanly and prints the summary.
+    are skipped. Ctrl-C stops cleanly and prints the summary. No usable Bluetooth (no
+    adapter, adapter off, permission denied, HCI transport refused or missing) or a device
+    not found within --connect-timeout ends the command with one line and a non-zero exit.
     """
     from anyecg_edge.commands.predict import load_model
     from anyecg_edge.firmware_bridge.faults import FaultSpec
@@ -135,7 +151,10 @@ def stream(
         else:
             jsonl = open(jsonl_path, "w", buffering=1)  # noqa: SIM115 (closed below)
     quiet = click.get_current_context().find_root().obj.get("quiet", False)
-    logging.getLogger("bumble").setLevel(logging.ERROR)  # link-loss chatter from the sim
+    if not click.get_current_context().find_root().obj.get("verbose"):
+        # link-loss chatter from the sim; bleak's BlueZ-version guess before its own error
+        for name in ("bumble", "bleak"):
+            logging.getLogger(name).setLevel(logging.ERROR)
 
     output = _Output(jsonl, None)
     engine = StreamEngine(
@@ -168,6 +187,7 @@ def stream(
             info, interrupted = _run_ble_until_signal(
                 spec, engine, speed=speed, duration_s=duration_s, faults=fault_spec,
                 lead=lead, fs=fs, hci=hci, silence_s=silence_s,
+                find_timeout_s=connect_timeout_s, max_reconnects=max_reconnects,
             )  # fmt: skip
     except KeyboardInterrupt:
         interrupted = True
@@ -216,6 +236,7 @@ def _run_ble_until_signal(spec: Any, engine: Any, **kwargs: Any) -> tuple[dict[s
                 spec, engine, speed=kwargs["speed"], duration_s=kwargs["duration_s"],
                 faults=kwargs["faults"], lead=kwargs["lead"], fs=kwargs["fs"], hci=kwargs["hci"],
                 silence_timeout_s=kwargs["silence_s"], stop=stop,
+                find_timeout_s=kwargs["find_timeout_s"], max_reconnects=kwargs["max_reconnects"],
             )
         )  # fmt: skip
 

@@ -230,9 +230,17 @@ async def run_ble(
     stop: asyncio.Event | None = None,
     keep_blocks: bool = False,
     on_ready: Callable[[dict[str, Any]], None] | None = None,
+    find_timeout_s: float = 20.0,
+    max_reconnects: int | None = None,
 ) -> dict[str, Any]:
     """Stream a simulated (``spec.kind == 'sim'``) or real wearable into the engine until
-    ``duration_s`` of stream time, or ``stop``. Returns transport/codec statistics."""
+    ``duration_s`` of stream time, or ``stop``. Returns transport/codec statistics.
+
+    A device must be reached within ``find_timeout_s`` (also each later attempt's
+    limit); after a link loss at most ``max_reconnects`` failed attempts in a row are
+    made (None: unlimited). Bluetooth being unusable, a device not found and a link
+    given up on raise one-line
+    :class:`~anyecg_edge.firmware_bridge.frames.DeviceError` subclasses."""
     from anyecg_edge.firmware_bridge.client import WearableClient
 
     stop = stop or asyncio.Event()
@@ -242,7 +250,7 @@ async def run_ble(
         return await _run_sim(
             spec, engine, speed=speed, duration_s=duration_s, faults=faults, lead=lead,
             silence_timeout_s=silence_timeout_s, stop=stop, keep_blocks=keep_blocks,
-            on_ready=on_ready,
+            on_ready=on_ready, max_reconnects=max_reconnects, find_timeout_s=find_timeout_s,
         )  # fmt: skip
     if faults.any:
         raise SourceError("--faults applies to simulated sources (sim-polar:..., sim-anyecg:...)")
@@ -254,36 +262,53 @@ async def run_ble(
     if hci:
         from anyecg_edge.firmware_bridge.bumble_backend import BumbleClientBackend, open_central
 
-        central, transport = await open_central(hci)
+        central, transport = await open_central(hci)  # one-line error if it cannot open
         backend, backend_kwargs = BumbleClientBackend, {"bumble_device": central}
     client = WearableClient(
         spec.target, profile, on_data=pipe.on_data, on_event=engine.event,
         link_down=pipe.link_down, backend=backend, backend_kwargs=backend_kwargs,
-        silence_timeout_s=silence_timeout_s,
+        silence_timeout_s=silence_timeout_s, find_timeout_s=find_timeout_s,
+        connect_timeout_s=find_timeout_s, max_reconnects=max_reconnects,
     )  # fmt: skip
     started = time.perf_counter()
     try:
-        await _drive(client, stop, lambda: time.perf_counter() - started, duration_s)
+        ended = await _drive(client, stop, lambda: time.perf_counter() - started, duration_s)
     finally:
         pipe.flush()
         if transport is not None:
             with contextlib.suppress(Exception):
                 await transport.close()
+    if ended == "duration" and client.counts["connects"] == 0:
+        # A session that never reached its device is a failure, not an empty success.
+        from anyecg_edge.firmware_bridge.client import DeviceNotFoundError
+
+        failed = client.counts["failed_attempts"]
+        raise DeviceNotFoundError(
+            f"{spec.target}: not connected within --duration {duration_s:g} s"
+            + (f" ({failed} failed attempts)" if failed else "")
+        )
     return {"source": spec.label, "transport": "bumble:" + hci if hci else "bleak",
             **pipe.stats(), "client": client.counts}  # fmt: skip
 
 
-async def _drive(client: Any, stop: asyncio.Event, clock: Callable[[], float], duration_s) -> None:
-    """Run the client until the duration (on ``clock``) or stop; re-raise its errors."""
+async def _drive(client: Any, stop: asyncio.Event, clock: Callable[[], float], duration_s) -> str:
+    """Run the client until the duration (on ``clock``) or stop; re-raise its errors.
+    Returns what ended it: "duration", "stop" or "client"."""
     task = asyncio.create_task(client.run(stop))
+    ended = "client"
     try:
-        while not task.done() and not stop.is_set():
+        while not task.done():
+            if stop.is_set():
+                ended = "stop"
+                break
             if duration_s is not None and clock() >= duration_s:
+                ended = "duration"
                 break
             await asyncio.sleep(0.02)
     finally:
         stop.set()
         await task
+    return ended
 
 
 async def _run_sim(
@@ -298,6 +323,8 @@ async def _run_sim(
     stop: asyncio.Event,
     keep_blocks: bool,
     on_ready: Callable[[dict[str, Any]], None] | None,
+    max_reconnects: int | None,
+    find_timeout_s: float,
 ) -> dict[str, Any]:
     from anyecg_edge.firmware_bridge import anyecg
     from anyecg_edge.firmware_bridge.bumble_backend import BumbleClientBackend
@@ -323,6 +350,8 @@ async def _run_sim(
             link_down=pipe.link_down, backend=BumbleClientBackend,
             backend_kwargs={"bumble_device": link.central},
             silence_timeout_s=silence_timeout_s, time_scale=1.0 / speed,
+            max_reconnects=max_reconnects, find_timeout_s=find_timeout_s,
+            connect_timeout_s=find_timeout_s,
         )  # fmt: skip
         sim_task = asyncio.create_task(wearable.run(sim_stop, duration_s))
         if on_ready is not None:
