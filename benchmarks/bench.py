@@ -1288,12 +1288,10 @@ def stream_session(
     engine = StreamEngine(model, hop_s=hop_s, sink=sink)
     live_ctx = None
     if live_console is not None:
-        from rich.live import Live
-
-        from anyecg_edge.stream.live import LiveView
+        from anyecg_edge.stream.live import LiveView, live_display
 
         view = LiveView(engine, source=spec.label)
-        live_ctx = Live(view, console=live_console, refresh_per_second=4, transient=False)
+        live_ctx = live_display(view, console=live_console)  # logs print above, no stale panel
     engine.start()
     info: dict[str, Any] = {}
     try:

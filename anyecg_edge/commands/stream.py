@@ -177,9 +177,9 @@ def stream(
     live_ctx = None
     try:
         if view is not None:
-            from rich.live import Live
+            from anyecg_edge.stream.live import live_display
 
-            live_ctx = Live(view, refresh_per_second=4, transient=False)
+            live_ctx = live_display(view)  # log records print above it, no stale panel
             live_ctx.__enter__()
         if record is not None:
             info = run_file(record, engine, speed=speed, duration_s=duration_s, loop=loop)
