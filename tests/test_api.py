@@ -189,3 +189,21 @@ def test_model_predict_refuses_raw_mv_windows(model_path, signal_130):
         model.predict(np.stack([x, x + 1.0]))
     with pytest.raises(ModelError, match="window 0 is not preprocessed"):
         model.logits(np.stack([x * 3.0]))
+
+
+@pytest.mark.parametrize("kind", ["tflite_int8", "onnx_int8", "checkpoint_dir"])
+def test_real_exports_and_run_folder(art, kind, shared_data, tmp_path):
+    """The int8 .tflite / .onnx exports and the torch run folder they came from (real
+    models of the export tests): `to_dict()` equals `predict --json` for each."""
+    path = getattr(art, kind)
+    signal = read_record(shared_data / "mitdb" / "100").signal_mv[: 60 * 360]
+    npy = tmp_path / "ecg.npy"
+    np.save(npy, signal)
+    cli_out = _predict_json("--model", str(path), "--input", str(npy), "--fs", "360")
+    model = ae.load_model(path)
+    assert model.backend == ("torch" if kind == "checkpoint_dir" else cli_out["model"]["backend"])
+    result = ae.estimate(model, signal, fs=360.0, source=str(npy))
+    assert json.loads(json.dumps(result.to_dict())) == cli_out
+    assert result.status == "ok" and len(result.labs) == len(model.labs)
+    k = result.labs[model.labs[0]]
+    assert 0 <= k.probability <= 1 and k.spread["n_windows"] == result.quality["windows_used"]
