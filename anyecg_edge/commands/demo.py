@@ -11,7 +11,7 @@ import click
 @click.option("--out", type=click.Path(path_type=Path), default=Path("demo_out"), show_default=True)
 @click.option(
     "--quick", is_flag=True,
-    help="CI-sized run of the same stages (smaller cohort, a few training steps, quick bench).",
+    help="The same model chain with a shorter stream and a quick bench (what the tests run).",
 )  # fmt: skip
 def demo(out: Path, quick: bool) -> None:
     """Synthetic cohort -> corpus -> LoRA -> evaluation -> distillation -> int8 exports ->
