@@ -98,3 +98,35 @@ def test_finish_requires_prepare_and_non_students_are_refused() -> None:
         finish_qat(_trained_student())
     with pytest.raises(ValueError, match="only edge students"):
         prepare_qat(create_model("net1d-tiny", n_classes=3))
+
+
+# ----------------------------------------------------------------------------- fidelity
+
+
+def test_fidelity_report_of_a_perfect_and_a_scrambled_student() -> None:
+    from anyecg_edge.training.distill import fidelity_report
+
+    from anyecg_edge.runtime import ModelMetadata
+
+    rng = np.random.default_rng(0)
+    teacher = rng.normal(size=(400, 3))
+    meta = ModelMetadata(
+        labs=["a", "b", "c"],
+        calibration={"a": [1.0, 0.0], "b": [2.0, -0.5]},
+        thresholds={"a": 0.5, "b": 0.4},
+        calibrated={"a": True, "b": True, "c": False},
+    )
+    same = fidelity_report(teacher, teacher, meta, meta, split="test")
+    assert same["mean_auroc_vs_teacher"] == 1.0 and same["mean_abs_dp"] == 0.0
+    assert same["call_agreement"] == 1.0 and same["n_labs_called"] == 2
+    assert same["per_lab"]["c"]["reference"] == "teacher median split"  # no threshold
+    assert same["per_lab"]["a"]["reference"] == "teacher calls"
+    # A student that is the teacher plus noise keeps the order mostly; a shuffled one does not.
+    noisy = fidelity_report(
+        teacher + 0.3 * rng.normal(size=teacher.shape), teacher, meta, meta, split="test"
+    )
+    shuffled = fidelity_report(rng.permutation(teacher), teacher, meta, meta, split="test")
+    assert 0.8 < noisy["mean_auroc_vs_teacher"] < 1.0
+    assert abs(shuffled["mean_auroc_vs_teacher"] - 0.5) < 0.1
+    assert noisy["mean_abs_dp"] < shuffled["mean_abs_dp"]
+    assert noisy["call_agreement"] > shuffled["call_agreement"]

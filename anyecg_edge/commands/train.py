@@ -184,9 +184,13 @@ def _report(result: dict[str, Any], out: Path) -> None:
     )
     click.echo(
         f"{result['steps']} steps ({result['epochs_completed']} epochs"
-        f"{', stopped early' if result['stopped_early'] else ''}); best val mean AUROC "
-        f"{'n/a' if best is None else f'{best:.4f}'} at step {result['best_step']}; "
-        f"{result['segments_per_s_median'] or 0:.1f} segments/s training "
+        f"{', stopped early' if result['stopped_early'] else ''}); "
+        + (
+            f"best val mean AUROC {best:.4f} at step {result['best_step']}; "
+            if best is not None
+            else f"kept the last state ({result.get('selection') or 'val metric undefined'}); "
+        )
+        + f"{result['segments_per_s_median'] or 0:.1f} segments/s training "
         f"({result['segments_per_s_overall']:.1f}/s with evaluations and checkpoints)"
         + (
             f"; GPU memory {result['gpu_mem_max_mib']:.0f} MiB"
