@@ -11,7 +11,7 @@ import logging
 import click
 
 from anyecg_edge import __version__
-from anyecg_edge.commands._group import Group
+from anyecg_edge.commands._group import EXIT_CODES, Group, set_verbosity
 
 
 def _setup_logging(verbose: int, quiet: bool) -> None:
@@ -19,7 +19,12 @@ def _setup_logging(verbose: int, quiet: bool) -> None:
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
 
 
-@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
+_EPILOG = "\b\nExit status:\n" + "\n".join(
+    f"  {code:>3}  {text}" for code, text in EXIT_CODES.items()
+)
+
+
+@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]}, epilog=_EPILOG)
 @click.version_option(__version__, prog_name="anyecg-edge")
 @click.option("-v", "--verbose", count=True, help="More logging (-vv: debug, full tracebacks).")
 @click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors.")
@@ -30,6 +35,7 @@ def cli(ctx: click.Context, verbose: int, quiet: bool) -> None:
     Outputs are research estimates with calibration and uncertainty, never diagnoses.
     """
     _setup_logging(verbose, quiet)
+    set_verbosity(verbose)
     ctx.obj = {"quiet": quiet, "verbose": verbose}
 
 

@@ -24,10 +24,17 @@ Spec string (``--faults``), comma-separated ``key=value``:
 
 from __future__ import annotations
 
+import math
 import random
 from dataclasses import dataclass, fields
 
 __all__ = ["FaultInjector", "FaultSpec"]
+
+
+# A period under 0.1 s would fire on every frame; a clock jump beyond an hour is no BLE
+# device's clock fault any more (jump_s=1e9 used to be accepted).
+_MIN_PERIOD_S = 0.1
+_MAX_JUMP_S = 3600.0
 
 
 class FaultSpecError(ValueError):
@@ -73,6 +80,15 @@ class FaultSpec:
                 value: float | int = int(raw) if key == "seed" else float(raw)
             except ValueError:
                 raise FaultSpecError(f"--faults {key}={raw!r}: expected a number") from None
+            if not math.isfinite(value):
+                # nan/inf reach the simulator's clock (drift=nan made it busy-loop for good)
+                raise FaultSpecError(f"--faults {key}={raw}: expected a finite number")
+            if key in cls._PERIODS and 0 < value < _MIN_PERIOD_S:
+                raise FaultSpecError(
+                    f"--faults {key}={raw}: a period must be 0 (off) or >= {_MIN_PERIOD_S:g} s"
+                )
+            if key == "jump_s" and abs(value) > _MAX_JUMP_S:
+                raise FaultSpecError(f"--faults jump_s={raw}: expected |s| <= {_MAX_JUMP_S:g}")
             if key in cls._PROBABILITIES and not 0.0 <= value <= 1.0:
                 raise FaultSpecError(f"--faults {key}={raw}: a probability must be in [0, 1]")
             if key in cls._PERIODS and value < 0:

@@ -1,32 +1,189 @@
-"""The CLI's click group class, in a module of its own: the command modules use it for
-their sub-groups, and importing it must not import `anyecg_edge.cli` (which registers
-every command module at import, so a command module imported first would be cut off
-half initialized)."""
+"""The CLI's click group class and its error boundary, in a module of its own: the command
+modules use the class for their sub-groups, and importing it must not import
+`anyecg_edge.cli` (which registers every command module at import, so a command module
+imported first would be cut off half initialized). Nothing heavy is imported here: `--help`
+must not pay for numpy.
+
+The boundary (:meth:`Group.main`) turns *any* exception a command raises into one line
+``Error: what happened (file / field / option)`` on stderr and an exit status per class
+(:data:`EXIT_CODES`); the traceback is printed only with ``-vv``.
+"""
 
 from __future__ import annotations
 
-import logging
+import contextlib
+import errno
+import os
+import sys
+import traceback
+from collections.abc import Sequence
 from typing import Any
 
 import click
 
-__all__ = ["Group"]
+__all__ = [
+    "EXIT_CODES",
+    "EXIT_DEVICE",
+    "EXIT_INPUT",
+    "EXIT_INTERNAL",
+    "EXIT_IO",
+    "EXIT_MODEL",
+    "EXIT_NO_RESULT",
+    "EXIT_PARITY",
+    "EXIT_USAGE",
+    "Group",
+    "classify",
+    "error_line",
+    "set_verbosity",
+]
 
-log = logging.getLogger("anyecg_edge")
+EXIT_INPUT = 1
+EXIT_USAGE = 2
+EXIT_NO_RESULT = 3
+EXIT_PARITY = 4
+EXIT_MODEL = 5
+EXIT_DEVICE = 6
+EXIT_IO = 7
+EXIT_INTERNAL = 70  # sysexits' EX_SOFTWARE: a bug, not the user's input
+
+#: Exit status -> what it means (README "Exit codes" and `anyecg-edge --help` print this).
+EXIT_CODES: dict[int, str] = {
+    0: "success",
+    EXIT_INPUT: "input: a record, cohort, corpus, option combination or value that cannot be used",
+    EXIT_USAGE: "usage: unknown option, or an option value refused when the line is parsed",
+    EXIT_NO_RESULT: "predict: no window passed the signal-quality gate (no estimates)",
+    EXIT_PARITY: "export: parity against the fp32 model outside tolerance",
+    EXIT_MODEL: "model: model file, checkpoint or manifest missing, malformed or inconsistent",
+    EXIT_DEVICE: "device: Bluetooth unavailable, wearable not found, link given up on",
+    EXIT_IO: "I/O: a file or stream could not be read or written (full disk, permission, "
+    "broken pipe, output is a folder)",
+    EXIT_INTERNAL: "internal error (a bug): still one line; -vv prints the traceback",
+    130: "interrupted by SIGINT (stream: after writing the summary); 143 SIGTERM, 129 SIGHUP",
+}
+
+# Exception classes by "module.QualName" (matched along the MRO, so subclasses count) -> exit
+# status. Names, not imports: the classes live in modules that pull numpy or torch.
+_BY_NAME: dict[str, int] = {
+    "anyecg_edge.runtime.base.ModelError": EXIT_MODEL,
+    "anyecg_edge.training.ecgfounder.CheckpointError": EXIT_MODEL,
+    "_pickle.UnpicklingError": EXIT_MODEL,
+    "pickle.UnpicklingError": EXIT_MODEL,
+    "anyecg_edge.firmware_bridge.frames.DeviceError": EXIT_DEVICE,
+    "anyecg_edge.commands.ble.BleUnavailableError": EXIT_DEVICE,
+}
+
+# Built-in classes whose message is about the user's data, not a bug.
+_INPUT_BUILTINS = (ValueError, ArithmeticError, LookupError, ImportError, EOFError)
+
+_verbosity = 0
+
+
+def set_verbosity(level: int) -> None:
+    """Called by the root command's callback: -vv makes the boundary print tracebacks."""
+    global _verbosity
+    _verbosity = level
+
+
+def classify(exc: BaseException) -> int:
+    """The exit status of an exception (see :data:`EXIT_CODES`)."""
+    for cls in type(exc).__mro__:
+        code = _BY_NAME.get(f"{cls.__module__}.{cls.__qualname__}")
+        if code is not None:
+            return code
+    if isinstance(exc, click.UsageError):
+        return EXIT_USAGE
+    if isinstance(exc, click.ClickException):
+        return exc.exit_code
+    if isinstance(exc, OSError):
+        return EXIT_IO
+    if isinstance(exc, _INPUT_BUILTINS):
+        return EXIT_INPUT
+    return EXIT_INTERNAL
+
+
+def _flat(text: str) -> str:
+    # One line, bounded: a message may carry a newline or a whole stack (wfdb, torch).
+    return " ".join(text.split())[:500]
+
+
+def error_line(exc: BaseException, code: int | None = None) -> str:
+    """The one line (without the ``Error: `` prefix) that stands for ``exc``."""
+    code = classify(exc) if code is None else code
+    if isinstance(exc, click.UsageError):
+        where = f" (see '{exc.ctx.command_path} --help')" if exc.ctx is not None else ""
+        return _flat(exc.format_message()) + where
+    if isinstance(exc, click.ClickException):
+        return _flat(exc.format_message())
+    if isinstance(exc, OSError) and not type(exc).__module__.startswith("anyecg_edge"):
+        what = exc.strerror or _flat(str(exc)) or type(exc).__name__
+        names = [n for n in (exc.filename, exc.filename2) if n is not None]
+        # No file name: a write to stdout/stderr (e.g. `> /dev/full`, a closed pipe).
+        target = " -> ".join(map(str, names)) if names else "standard output"
+        number = f" [errno {errno.errorcode.get(exc.errno, exc.errno)}]" if exc.errno else ""
+        return f"{target}: {what}{number}"
+    text = _flat(str(exc))
+    if code == EXIT_INTERNAL:
+        return (
+            f"internal error ({type(exc).__name__}: {text or 'no message'}); "
+            "rerun with -vv for the traceback and report it"
+        )
+    if type(exc).__module__ == "builtins" or not text:
+        # A bare ValueError/KeyError text ("'x'") says little without its type.
+        return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    return text
+
+
+def _quiet_broken_stdout() -> None:
+    """After a failed write to stdout, point fd 1 at /dev/null so that the interpreter's
+    final flush does not print a second error ("Exception ignored ... OSError")."""
+    try:
+        sys.stdout.flush()
+    except Exception:
+        try:
+            fd = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(fd, sys.stdout.fileno())
+            os.close(fd)
+        except Exception:  # not a real file (CliRunner's capture): nothing to silence
+            pass
+
+
+def _report(exc: BaseException, code: int) -> None:
+    if _verbosity >= 2:
+        traceback.print_exception(exc, file=sys.stderr)
+    with contextlib.suppress(Exception):  # stderr itself gone: the status still tells
+        click.echo(f"Error: {error_line(exc, code)}", err=True)
 
 
 class Group(click.Group):
-    """Turns the project's own errors (ValueError/OSError subclasses raised with a message
-    that names the file and field) into one-line messages instead of tracebacks."""
+    """A click group whose ``main`` (only ever called on the root) is the error boundary."""
 
-    def invoke(self, ctx: click.Context) -> Any:
+    def main(  # type: ignore[override]
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        **extra: Any,
+    ) -> Any:
+        set_verbosity(0)
         try:
-            return super().invoke(ctx)
-        except (ValueError, OSError) as exc:
-            if not type(exc).__module__.startswith("anyecg_edge") and not isinstance(
-                exc, FileNotFoundError
-            ):
+            rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except SystemExit:
+            raise  # a command's own documented status (predict 3, export 4, stream 130)
+        except click.Abort as exc:  # Ctrl-C outside a command that handles it
+            _report(click.ClickException("interrupted"), 130)
+            raise SystemExit(130) from exc
+        except BaseException as exc:  # the boundary: every other failure is one line
+            if isinstance(exc, (KeyboardInterrupt, GeneratorExit)):
                 raise
-            if log.isEnabledFor(logging.DEBUG):
+            code = classify(exc)
+            if isinstance(exc, OSError):
+                _quiet_broken_stdout()
+            _report(exc, code)
+            if not standalone_mode:
                 raise
-            raise click.ClickException(str(exc)) from None
+            raise SystemExit(code) from None
+        if not standalone_mode:
+            return rv
+        # --help / --version return their status; a finished command returns None.
+        raise SystemExit(rv if isinstance(rv, int) and not isinstance(rv, bool) else 0)

@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
+import errno
 import logging
 import signal
 import sys
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
 import click
 
 from anyecg_edge import RESEARCH_USE_NOTE
+from anyecg_edge.commands._types import Faults, Number, OutputPath, count, positive, record_files
 
 log = logging.getLogger(__name__)
 
@@ -24,8 +27,13 @@ SOURCE_HELP = (
 )
 
 
+class StreamOutputError(OSError):
+    """The --jsonl output (a file or stdout) failed mid-stream: the source was stopped."""
+
+
 class _Output:
-    """JSONL lines (one per window / event) + the live view, fed from both threads."""
+    """JSONL lines (one per window / event) + the live view, fed from both threads. Lines
+    never hold NaN/Infinity (`anyecg_edge.jsonsafe`: null plus the reason)."""
 
     def __init__(self, jsonl: IO[str] | None, live: Any | None) -> None:
         self.jsonl = jsonl
@@ -33,9 +41,47 @@ class _Output:
 
     def __call__(self, item: dict[str, Any]) -> None:
         if self.jsonl is not None:
-            self.jsonl.write(json.dumps(item, separators=(",", ":")) + "\n")
+            from anyecg_edge.jsonsafe import dumps
+
+            self.jsonl.write(dumps(item, separators=(",", ":"), default=str) + "\n")
         if self.live is not None:
             self.live.update(item)
+
+
+# Signals that end a stream cleanly (summary written) for every source kind.
+_STOP_SIGNALS = tuple(
+    getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name)
+)
+
+
+class _Stopper:
+    """SIGINT/SIGTERM/SIGHUP (and a failed output) -> one flag every source kind polls: the
+    file replay between blocks (its pacing waits on the flag), BLE sources through a
+    watcher task. Python-level handlers, not the event loop's: asyncio resets its handlers
+    to the default when the loop closes, and a SIGTERM while the summary is written would
+    then kill the process."""
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self.signum: int | None = None
+
+    def __call__(self, signum: int, frame: Any) -> None:
+        if self.signum is None:
+            self.signum = signum
+        self.event.set()
+
+    @contextlib.contextmanager
+    def installed(self) -> Iterator[_Stopper]:
+        old: dict[int, Any] = {}
+        for sig in _STOP_SIGNALS:
+            with contextlib.suppress(ValueError, OSError):  # not the main thread
+                old[sig] = signal.signal(sig, self)
+        try:
+            yield self
+        finally:
+            for sig, handler in old.items():
+                with contextlib.suppress(ValueError, OSError, TypeError):
+                    signal.signal(sig, handler)
 
 
 @click.command("stream")
@@ -45,23 +91,24 @@ class _Output:
     help="Exported model (.onnx/.tflite with its manifest, or a .pt checkpoint).",
 )  # fmt: skip
 @click.option(
-    "--hop", "hop_s", type=float, default=1.0, show_default=True, help="Seconds between windows."
-)
+    "--hop", "hop_s", type=Number(0.0, 3600.0, min_open=True), default=1.0, show_default=True,
+    help="Seconds between windows.",
+)  # fmt: skip
 @click.option(
-    "--duration", "duration_s", type=float, default=None,
+    "--duration", "duration_s", type=positive(), default=None,
     help="Seconds of stream to process (file/sim: of signal; real device: wall time). Default: all / until Ctrl-C.",
 )  # fmt: skip
 @click.option(
-    "--speed", type=float, default=1.0, show_default=True,
+    "--speed", type=Number(0.0, 1e6), default=1.0, show_default=True,
     help="Replay speed x real time for file and sim sources; 0 = as fast as possible (file only, lossless).",
 )  # fmt: skip
 @click.option(
-    "--faults", default=None,
+    "--faults", type=Faults(), default=None,
     help='Sim sources: fault injection, e.g. "drop=0.02,disconnect=45" (keys: drop, dup, reorder, '
     "corrupt, cut, disconnect, stall, jump, jump_s, drift, seed).",
 )  # fmt: skip
 @click.option(
-    "--jsonl", "jsonl_path", type=click.Path(path_type=Path, allow_dash=True), default=None,
+    "--jsonl", "jsonl_path", type=OutputPath(allow_dash=True), default=None,
     help="Write one JSON line per window and per event ('-' = stdout).",
 )  # fmt: skip
 @click.option(
@@ -72,20 +119,22 @@ class _Output:
     "--lead", default=None, help="Lead to replay from a record (default: I, then II/MLII)."
 )
 @click.option(
-    "--fs", type=float, default=None, help="Sampling rate of a CSV record / Movesense rate."
+    "--fs", type=positive(), default=None, help="Sampling rate of a CSV record / Movesense rate."
 )
 @click.option("--loop", is_flag=True, help="file: repeat the record end to end (with --duration).")
-@click.option("--smooth", "smooth_s", type=float, default=30.0, show_default=True, help="Smoothing time constant of the lab estimates in s (0: none).")  # fmt: skip
-@click.option("--queue", "queue_size", type=int, default=2, show_default=True, help="Windows waiting for inference before the oldest is dropped.")  # fmt: skip
-@click.option("--threads", type=int, default=1, show_default=True, help="Inference threads.")
+@click.option("--smooth", "smooth_s", type=Number(0.0), default=30.0, show_default=True, help="Smoothing time constant of the lab estimates in s (0: none).")  # fmt: skip
+@click.option("--queue", "queue_size", type=count(1, 10_000), default=2, show_default=True, help="Windows waiting for inference before the oldest is dropped.")  # fmt: skip
+@click.option(
+    "--threads", type=count(1, 1024), default=1, show_default=True, help="Inference threads."
+)
 @click.option(
     "--hci", default=None,
     help="Real devices: use bumble on this HCI transport (usb:0, hci-socket:0, "
     "tcp-client:HOST:PORT from `ble simulate`) instead of the OS Bluetooth stack.",
 )  # fmt: skip
-@click.option("--silence", "silence_s", type=float, default=5.0, show_default=True, help="Force a reconnect after this many seconds without data.")  # fmt: skip
+@click.option("--silence", "silence_s", type=positive(), default=5.0, show_default=True, help="Force a reconnect after this many seconds without data.")  # fmt: skip
 @click.option(
-    "--connect-timeout", "connect_timeout_s", type=click.FloatRange(min=0.5), default=20.0,
+    "--connect-timeout", "connect_timeout_s", type=Number(0.5), default=20.0,
     show_default=True,
     help="Real devices: give up (one line, non-zero exit) if the device is not found "
     "and connected within this many seconds.",
@@ -103,7 +152,7 @@ def stream(
     hop_s: float,
     duration_s: float | None,
     speed: float,
-    faults: str | None,
+    faults: Any,
     jsonl_path: Path | None,
     live: bool | None,
     lead: str | None,
@@ -127,21 +176,39 @@ def stream(
     adapter, adapter off, permission denied, HCI transport refused or missing) or a device
     not found within --connect-timeout ends the command with one line and a non-zero exit.
     """
+    from anyecg_edge.commands._types import refuse_clobber
     from anyecg_edge.commands.predict import load_model
     from anyecg_edge.firmware_bridge.faults import FaultSpec
-    from anyecg_edge.stream.engine import StreamEngine
+    from anyecg_edge.io import RecordError
+    from anyecg_edge.runtime import manifest_path
+    from anyecg_edge.signal import SignalError, extract_windows
+    from anyecg_edge.stream.engine import SinkFailedError, StreamEngine
     from anyecg_edge.stream.sources import SourceError, SourceSpec, load_record, run_file
 
     spec = SourceSpec.parse(source)
-    fault_spec = FaultSpec.parse(faults)
+    fault_spec = faults if faults is not None else FaultSpec()
     if fault_spec.any and spec.kind != "sim":
         raise SourceError("--faults applies to simulated sources (sim-polar:..., sim-anyecg:...)")
-    if duration_s is not None and duration_s <= 0:
-        raise SourceError(f"--duration must be positive, got {duration_s:g}")
     if spec.kind != "device" and hci:
         raise SourceError("--hci applies to real-device sources (polar:ADDR, ...)")
-    record = load_record(spec.target, lead=lead, fs=fs) if spec.kind == "file" else None
+    if spec.kind != "device":
+        refuse_clobber(jsonl_path, record_files(spec.target), "--jsonl")
+    refuse_clobber(jsonl_path, [model_path, manifest_path(model_path)], "--jsonl")
+    record = None
+    if spec.kind != "device":
+        # (a sim source reads it again itself; read here, its errors come before any setup)
+        record = load_record(spec.target, lead=lead, fs=fs if spec.kind == "file" else None)
     model = load_model(model_path, threads=threads)
+    if record is not None:
+        # As `predict` does (same check, same words): a record shorter than one window
+        # gives no estimate, and "0 windows, exit 0" would pass for a result.
+        try:
+            head = record.signal_mv[: int(record.fs * model.metadata.window_s) + 2]
+            extract_windows(head, record.fs, model.metadata.window_s, None)
+        except SignalError as exc:
+            raise RecordError(f"{record.source} (lead {record.lead}): {exc}") from None
+    if spec.kind != "file":
+        record = None
 
     use_live = sys.stdout.isatty() if live is None else live
     jsonl: IO[str] | None = None
@@ -149,7 +216,12 @@ def stream(
         if str(jsonl_path) == "-":
             jsonl, use_live = sys.stdout, False
         else:
-            jsonl = open(jsonl_path, "w", buffering=1)  # noqa: SIM115 (closed below)
+            try:
+                jsonl = open(jsonl_path, "w", buffering=1)  # noqa: SIM115 (closed below)
+            except OSError as exc:
+                raise StreamOutputError(
+                    f"--jsonl {jsonl_path}: cannot open for writing ({_reason(exc)})"
+                ) from None
     quiet = click.get_current_context().find_root().obj.get("quiet", False)
     if not click.get_current_context().find_root().obj.get("verbose"):
         # link-loss chatter from the sim; bleak's BlueZ-version guess before its own error
@@ -165,6 +237,8 @@ def stream(
         lossless=spec.kind == "file" and speed == 0,
         sink=output,
     )
+    stopper = _Stopper()
+    engine.on_failure = lambda exc: stopper.event.set()  # a dead output stops the source
     view = None
     if use_live:
         from anyecg_edge.stream.live import LiveView
@@ -173,75 +247,110 @@ def stream(
         output.live = view
     interrupted = False
     info: dict[str, Any] = {}
-    engine.start()
+    failure: BaseException | None = None
     live_ctx = None
-    try:
-        if view is not None:
-            from anyecg_edge.stream.live import live_display
+    with stopper.installed():
+        engine.start()
+        try:
+            if view is not None:
+                from anyecg_edge.stream.live import live_display
 
-            live_ctx = live_display(view)  # log records print above it, no stale panel
-            live_ctx.__enter__()
-        if record is not None:
-            info = run_file(record, engine, speed=speed, duration_s=duration_s, loop=loop)
-        else:
-            info, interrupted = _run_ble_until_signal(
-                spec, engine, speed=speed, duration_s=duration_s, faults=fault_spec,
-                lead=lead, fs=fs, hci=hci, silence_s=silence_s,
-                find_timeout_s=connect_timeout_s, max_reconnects=max_reconnects,
-            )  # fmt: skip
-    except KeyboardInterrupt:
-        interrupted = True
-    finally:
-        summary = engine.close()
-        if live_ctx is not None:
-            live_ctx.__exit__(None, None, None)
-        summary = {"source": spec.label, "hop_s": hop_s, **summary, "interrupted": interrupted,
-                   "source_info": info}  # fmt: skip
-        if jsonl is not None:
-            jsonl.write(json.dumps({"summary": summary}, separators=(",", ":"), default=str) + "\n")
-            if jsonl is not sys.stdout:
-                jsonl.close()
+                live_ctx = live_display(view)  # log records print above it, no stale panel
+                live_ctx.__enter__()
+            if record is not None:
+                info = run_file(
+                    record, engine, speed=speed, duration_s=duration_s, loop=loop,
+                    should_stop=stopper.event.is_set, wait=stopper.event.wait,
+                )  # fmt: skip
+            else:
+                info = _run_ble_until_signal(
+                    spec, engine, stopper, speed=speed, duration_s=duration_s,
+                    faults=fault_spec, lead=lead, fs=fs, hci=hci, silence_s=silence_s,
+                    find_timeout_s=connect_timeout_s, max_reconnects=max_reconnects,
+                )  # fmt: skip
+        except SinkFailedError:
+            pass  # reported below from engine.sink_error
+        except KeyboardInterrupt:
+            interrupted = True
+        finally:
+            summary = engine.close()
+            if live_ctx is not None:
+                live_ctx.__exit__(None, None, None)
+            interrupted = interrupted or stopper.signum is not None
+            summary = {"source": spec.label, "hop_s": hop_s, **summary,
+                       "interrupted": interrupted, "source_info": info}  # fmt: skip
+            failure = engine.sink_error
+            if jsonl is not None and failure is None:
+                try:
+                    output({"summary": summary})
+                    jsonl.flush()
+                except OSError as exc:
+                    failure = exc
+            if jsonl is not None and jsonl is not sys.stdout:
+                try:
+                    jsonl.close()
+                except OSError as exc:  # the last buffered line did not fit
+                    failure = failure or exc
+    if failure is not None:
+        where = "-" if jsonl is sys.stdout else str(jsonl_path)
+        raise StreamOutputError(
+            f"--jsonl {where}: cannot write ({_reason(failure)}); the stream was stopped "
+            f"after {summary['windows']} windows"
+        )
     if as_json:
-        click.echo(json.dumps(summary, indent=2, default=str))
+        from anyecg_edge.jsonsafe import dumps
+
+        click.echo(dumps(summary, indent=2, default=str))
     elif not quiet and jsonl is not sys.stdout:
         _print_summary(summary)
     if interrupted:
-        sys.exit(130)
+        # 128 + the signal, as a shell reports it (SIGINT 130, SIGTERM 143, SIGHUP 129).
+        sys.exit(128 + (stopper.signum or signal.SIGINT))
 
 
-def _run_ble_until_signal(spec: Any, engine: Any, **kwargs: Any) -> tuple[dict[str, Any], bool]:
-    """Run a BLE source; SIGINT/SIGTERM stop it cleanly (stop command, disconnect).
-    Returns (source info, interrupted)."""
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.strerror:
+        name = errno.errorcode.get(exc.errno or 0)
+        return f"{exc.strerror}, {name}" if name else exc.strerror
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def _run_ble_until_signal(
+    spec: Any, engine: Any, stopper: _Stopper, **kwargs: Any
+) -> dict[str, Any]:
+    """Run a BLE source until its end, a stop signal or a failed output (``stopper``),
+    which stop it cleanly (stop command, disconnect). Returns the source info."""
     from anyecg_edge.stream.sources import run_ble
 
     result: dict[str, Any] = {}
-    interrupted = False
 
     async def main() -> None:
-        nonlocal interrupted
         stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
 
-        def on_signal() -> None:
-            nonlocal interrupted
-            interrupted = True
-            stop.set()
+        async def watch() -> None:
+            # The handlers only set a threading flag; this carries it into the loop.
+            while not stop.is_set():
+                if stopper.event.is_set():
+                    stop.set()
+                    return
+                await asyncio.sleep(0.05)
 
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            # (not available off the main thread or on Windows: Ctrl-C still interrupts)
-            with contextlib.suppress(NotImplementedError, RuntimeError):
-                loop.add_signal_handler(sig, on_signal)
-        result.update(
-            await run_ble(
-                spec, engine, speed=kwargs["speed"], duration_s=kwargs["duration_s"],
-                faults=kwargs["faults"], lead=kwargs["lead"], fs=kwargs["fs"], hci=kwargs["hci"],
-                silence_timeout_s=kwargs["silence_s"], stop=stop,
-                find_timeout_s=kwargs["find_timeout_s"], max_reconnects=kwargs["max_reconnects"],
-            )
-        )  # fmt: skip
+        watcher = asyncio.create_task(watch())
+        try:
+            result.update(
+                await run_ble(
+                    spec, engine, speed=kwargs["speed"], duration_s=kwargs["duration_s"],
+                    faults=kwargs["faults"], lead=kwargs["lead"], fs=kwargs["fs"],
+                    hci=kwargs["hci"], silence_timeout_s=kwargs["silence_s"], stop=stop,
+                    find_timeout_s=kwargs["find_timeout_s"],
+                    max_reconnects=kwargs["max_reconnects"],
+                )
+            )  # fmt: skip
+        finally:
+            watcher.cancel()
 
     asyncio.run(main())
-    return result, interrupted
+    return result
 
 
 def _print_summary(s: dict[str, Any]) -> None:

@@ -20,6 +20,11 @@ produced are counted as ``skipped_gap``).
 
 Latency: from the arrival of the block holding a window's last sample
 (``Block.arrival_ns``, ``time.perf_counter_ns``) to the window's result.
+
+Failures never hang: a sink that raises (a full disk, a closed pipe) is recorded once as
+``sink_error``, every later item is discarded, ``on_failure`` is called (the CLI stops the
+source with it) and a lossless ``push`` stops waiting; every queue wait and the worker join
+are bounded, so ``close`` returns even when the worker is gone.
 """
 
 from __future__ import annotations
@@ -56,6 +61,14 @@ Sink = Callable[[dict[str, Any]], None]
 
 class StreamError(ValueError):
     """A bad streaming setting (one line naming the option and what was expected)."""
+
+
+class SinkFailedError(StreamError):
+    """``push`` after the sink failed: the stream cannot deliver results any more."""
+
+
+# Longest single wait on the queue: waits loop on it, re-checking for failure/shutdown.
+_POLL_S = 0.1
 
 
 # A device rate within this of nominal is treated as nominal (exact small up/down).
@@ -108,10 +121,10 @@ class StreamEngine:
         mains_hz: float | None | str = "model",
         sink: Sink | None = None,
     ) -> None:
-        if not hop_s > 0:
+        if not (math.isfinite(hop_s) and hop_s > 0):
             raise StreamError(f"--hop must be a positive number of seconds, got {hop_s!r}")
-        if smooth_s < 0:
-            raise StreamError(f"--smooth must be >= 0 s, got {smooth_s!r}")
+        if not (math.isfinite(smooth_s) and smooth_s >= 0):
+            raise StreamError(f"--smooth must be a finite number >= 0 s, got {smooth_s!r}")
         if queue_size < 1:
             raise StreamError(f"--queue must be >= 1, got {queue_size!r}")
         meta = model.metadata
@@ -127,6 +140,10 @@ class StreamEngine:
         self.mains_hz = meta.mains_hz if mains_hz == "model" else mains_hz
         self._sink = sink
         self._sink_lock = threading.Lock()
+        #: The first exception the sink raised (None while it works); see the module doc.
+        self.sink_error: BaseException | None = None
+        #: Called once, from whichever thread saw the sink fail.
+        self.on_failure: Callable[[BaseException], None] | None = None
         self._queue: queue.Queue[_Job | None] = queue.Queue(maxsize=queue_size)
         self._worker: threading.Thread | None = None
         self._ring: RingBuffer | None = None
@@ -157,15 +174,44 @@ class StreamEngine:
         return self
 
     def close(self, timeout_s: float = 30.0) -> dict[str, Any]:
-        """Finish the queued windows and return the summary."""
+        """Finish the queued windows (at most ``timeout_s``) and return the summary."""
         if not self._closed:
             self._closed = True
             if self._pending_skip_from is not None:
                 self._count_skipped(self.stream_t + self.hop_s)
-            if self._worker is not None:
-                self._queue.put(None)
-                self._worker.join(timeout_s)
+            worker = self._worker
+            if worker is not None:
+                deadline = time.monotonic() + timeout_s
+                # Bounded: a dead worker never empties a full queue (the old unbounded put
+                # hung here after the sink failed).
+                while worker.is_alive() and time.monotonic() < deadline:
+                    try:
+                        self._queue.put(None, timeout=_POLL_S)
+                        break
+                    except queue.Full:
+                        if self.sink_error is not None:
+                            self._drain()
+                worker.join(max(0.0, deadline - time.monotonic()))
+                if worker.is_alive():
+                    log.warning(
+                        "inference worker still busy after %.0f s; not waited for", timeout_s
+                    )
+                    self.counts["unfinished"] += self._queue.qsize()
         return self.summary()
+
+    @property
+    def failed(self) -> bool:
+        """The sink failed: results can no longer be delivered."""
+        return self.sink_error is not None
+
+    def _drain(self) -> None:
+        while True:
+            try:
+                job = self._queue.get_nowait()
+            except queue.Empty:
+                return
+            if job is not None:
+                self.counts["discarded"] += 1
 
     # --- receiving side -------------------------------------------------------------------
     def event(self, ev: dict[str, Any]) -> None:
@@ -176,8 +222,8 @@ class StreamEngine:
         self._emit(ev)
 
     def push(self, block: Block) -> None:
-        if block.n == 0:
-            return
+        if self.sink_error is not None or block.n == 0:
+            return  # (a failed output: the caller stops its source through on_failure)
         if self._ring is None or block.segment != self._segment:
             self._new_segment(block)
         assert self._ring is not None
@@ -257,8 +303,17 @@ class StreamEngine:
 
     def _submit(self, job: _Job) -> None:
         if self.lossless:
-            self._queue.put(job)
-            return
+            # Wait for room, but never forever: not once the sink failed or the worker died.
+            while True:
+                if self.sink_error is not None:
+                    raise SinkFailedError(f"the stream's output failed: {self.sink_error}")
+                if self._worker is not None and not self._worker.is_alive():
+                    raise StreamError("the inference worker stopped; no window can be scored")
+                try:
+                    self._queue.put(job, timeout=_POLL_S)
+                    return
+                except queue.Full:
+                    continue
         try:
             self._queue.put_nowait(job)
             return
@@ -285,9 +340,15 @@ class StreamEngine:
     def _run_worker(self) -> None:
         done = False
         while not done:
-            job = self._queue.get()
+            try:
+                job = self._queue.get(timeout=_POLL_S)
+            except queue.Empty:
+                continue
             if job is None:
                 break
+            if self.sink_error is not None:  # nowhere to deliver: drop, keep the queue moving
+                self.counts["discarded"] += 1
+                continue
             batch = [job]
             # Whatever else is waiting goes through the model in one batch.
             while True:
@@ -302,7 +363,9 @@ class StreamEngine:
             try:
                 self._process(batch)
             except Exception as exc:  # never let one window stop the stream
-                log.exception("window processing failed")
+                log.warning(
+                    "window processing failed: %s", exc, exc_info=log.isEnabledFor(logging.DEBUG)
+                )
                 self.counts["errors"] += len(batch)
                 self.event({"event": "error", "where": "inference", "error": str(exc)})
 
@@ -321,19 +384,26 @@ class StreamEngine:
                 except SignalError as exc:
                     reasons = [f"preprocess: {exc}"]
             gated.append((job, reasons, hr))
-        probs = boot = None
+        probs = boot = finite = None
         if accepted:
             logits = self.model.logits(np.stack(accepted)[:, None, :])
-            probs = self.model.calibrate(logits)
-            boot = self.model.bootstrap_probabilities(logits)
+            # A NaN/inf output would poison the smoothed state for good: that window is
+            # rejected instead (never a NaN estimate).
+            finite = np.isfinite(logits).all(axis=1)
+            with np.errstate(invalid="ignore"):
+                probs = self.model.calibrate(logits)
+                boot = self.model.bootstrap_probabilities(logits)
         compute_ms = (time.perf_counter_ns() - t0) / 1e6 / len(batch)
         k = 0
         for job, reasons, hr in gated:
             window_probs = None
             if not reasons:
-                assert probs is not None
-                window_probs = probs[k]
-                self._smooth(window_probs, None if boot is None else boot[k], job.t_end_s)
+                assert probs is not None and finite is not None
+                if finite[k]:
+                    window_probs = probs[k]
+                    self._smooth(window_probs, None if boot is None else boot[k], job.t_end_s)
+                else:
+                    reasons = ["model: non-finite output"]
                 k += 1
             self.compute.add(compute_ms)
             self._finish(job, reasons, hr, window_probs)
@@ -400,10 +470,21 @@ class StreamEngine:
         return {lab: round(float(v), 4) for lab, v in zip(self.labs, p, strict=True)}
 
     def _emit(self, item: dict[str, Any]) -> None:
-        if self._sink is None:
+        if self._sink is None or self.sink_error is not None:
             return
         with self._sink_lock:
-            self._sink(item)
+            if self.sink_error is not None:
+                return
+            try:
+                self._sink(item)
+            except Exception as exc:  # full disk, closed pipe...: stop, never retry
+                self.sink_error = exc
+                failed = exc
+            else:
+                return
+        log.debug("sink failed: %s", failed)
+        if self.on_failure is not None:
+            self.on_failure(failed)
 
     # --- results ----------------------------------------------------------------------------
     def top_labs(self, k: int = 5) -> list[dict[str, Any]]:

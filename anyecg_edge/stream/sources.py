@@ -129,8 +129,11 @@ def run_file(
     loop: bool = False,
     chunk_s: float = FILE_CHUNK_S,
     should_stop: Callable[[], bool] = lambda: False,
+    wait: Callable[[float], Any] = time.sleep,
 ) -> dict[str, Any]:
-    """Replay a record into the engine, paced at ``speed`` x real time (0: unpaced)."""
+    """Replay a record into the engine, paced at ``speed`` x real time (0: unpaced).
+    ``should_stop`` is checked before each block; ``wait`` paces (an Event's ``wait`` lets
+    a stop request end a long pause at once)."""
     if speed < 0:
         raise SourceError(f"--speed must be >= 0 (0 = as fast as possible), got {speed}")
     engine.nominal_fs = float(record.fs)
@@ -143,8 +146,8 @@ def run_file(
             # deliver each block when its last sample "happens"
             due = t0 + (block.t_first_s + block.n / block.fs_hz) / speed
             delay = due - time.perf_counter()
-            if delay > 0:
-                time.sleep(delay)
+            if delay > 0 and wait(delay) and should_stop():
+                break
         block.arrival_ns = time.perf_counter_ns()
         engine.push(block)
         n_blocks += 1

@@ -1,0 +1,187 @@
+"""Click parameter types shared by every command: numbers that must be finite and in range,
+and output paths checked before any long work. Light on purpose (click and the standard
+library only): `--help` imports this.
+
+click's own ``FloatRange`` lets ``nan`` through every bound (all comparisons with NaN are
+false) and ``inf`` through any lower bound, which is how ``--hop inf`` or ``--smooth nan``
+used to reach the code; :class:`Number` refuses both when the line is parsed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import click
+
+__all__ = [
+    "Faults",
+    "Number",
+    "OutputPath",
+    "count",
+    "ordered_pair",
+    "positive",
+    "refuse_clobber",
+    "record_files",
+]
+
+
+class Number(click.ParamType):
+    """A finite float, optionally bounded (``min_open``/``max_open``: bound excluded)."""
+
+    name = "number"
+
+    def __init__(
+        self,
+        min: float | None = None,
+        max: float | None = None,
+        *,
+        min_open: bool = False,
+        max_open: bool = False,
+    ) -> None:
+        self.min, self.max = min, max
+        self.min_open, self.max_open = min_open, max_open
+
+    def _describe(self) -> str:
+        lo = "" if self.min is None else f"{self.min:g}{' <' if self.min_open else ' <='} "
+        hi = "" if self.max is None else f" {'<' if self.max_open else '<='} {self.max:g}"
+        return f"{lo}x{hi}" if (lo or hi) else "a finite number"
+
+    def get_metavar(self, param: click.Parameter, ctx: click.Context | None = None) -> str:
+        return "NUMBER"
+
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> float:
+        if isinstance(value, bool):
+            self.fail(f"{value!r} is not a number", param, ctx)
+        try:
+            v = float(value.strip() if isinstance(value, str) else value)
+        except (TypeError, ValueError, OverflowError):
+            self.fail(f"{value!r} is not a number", param, ctx)
+        if not math.isfinite(v):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        too_low = self.min is not None and (v <= self.min if self.min_open else v < self.min)
+        too_high = self.max is not None and (v >= self.max if self.max_open else v > self.max)
+        if too_low or too_high:
+            self.fail(f"{v:g} is out of range (expected {self._describe()})", param, ctx)
+        return v
+
+    def __repr__(self) -> str:
+        return f"Number({self._describe()})"
+
+
+def positive() -> Number:
+    """A finite number > 0 (rates, durations, periods)."""
+    return Number(0.0, min_open=True)
+
+
+def count(min: int = 1, max: int | None = None) -> click.IntRange:
+    """An integer in [min, max] (ints are always finite; only the range needs saying)."""
+    return click.IntRange(min=min, max=max)
+
+
+def ordered_pair(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+    """Callback for ``nargs=2`` ranges: LOW <= HIGH (each already checked by its type)."""
+    if value is not None and len(value) == 2 and value[0] > value[1]:
+        raise click.BadParameter(
+            f"low {value[0]:g} is above high {value[1]:g} (expected LOW HIGH)", ctx, param
+        )
+    return value
+
+
+def _nearest_existing(path: Path) -> Path:
+    p = path.absolute()
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    return p
+
+
+class OutputPath(click.Path):
+    """A file (``folder=False``) or folder the command will write: refused at parse time
+    when it cannot be (a folder where a file is wanted, a file where a folder is, a parent
+    that is a file or not writable), so no long run ends at a write that could never
+    succeed. ``-`` (stdout) with ``allow_dash``."""
+
+    def __init__(self, *, folder: bool = False, allow_dash: bool = False) -> None:
+        super().__init__(path_type=Path, allow_dash=allow_dash)
+        self.folder = folder
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        path = super().convert(value, param, ctx)
+        if str(path) == "-" and self.allow_dash:
+            return path
+        if not str(path).strip():
+            self.fail("empty path", param, ctx)
+        if self.folder:
+            if path.exists() and not path.is_dir():
+                self.fail(f"{path} exists and is not a folder", param, ctx)
+        elif path.is_dir():
+            self.fail(f"{path} is a folder; expected a file name", param, ctx)
+        base = _nearest_existing(path)
+        if base != path.absolute() and not base.is_dir():
+            self.fail(f"{path}: {base} is not a folder", param, ctx)
+        target = path if path.exists() else base
+        if not os.access(target, os.W_OK) or (target.is_dir() and not os.access(target, os.X_OK)):
+            self.fail(f"{path}: {target} is not writable", param, ctx)
+        return path
+
+
+def record_files(path: str | Path) -> list[Path]:
+    """The files a record path stands for: itself and, for WFDB, its header and signal
+    files (every ``stem.*`` beside it), so an output cannot be pointed at a record's .dat."""
+    p = Path(path)
+    stem = p.name[: -len(p.suffix)] if p.suffix.lower() in {".hea", ".dat", ".mat"} else p.name
+    out = [p]
+    parent = p.parent if str(p.parent) else Path(".")
+    with contextlib.suppress(OSError, ValueError):
+        out += [q for q in parent.glob(f"{stem}.*") if q.suffix.lower() in {".hea", ".dat", ".mat"}]
+    return out
+
+
+def _same(a: Path, b: Path) -> bool:
+    try:
+        if os.path.realpath(a) == os.path.realpath(b):
+            return True
+        return a.exists() and b.exists() and os.path.samefile(a, b)
+    except (OSError, ValueError):
+        return False
+
+
+def refuse_clobber(
+    out: Path | str | None, inputs: Iterable[Path | str | None], option: str
+) -> None:
+    """Refuse (usage error naming ``option``) an output that is, or resolves to, one of the
+    inputs: writing it would destroy what the command reads."""
+    if out is None or str(out) == "-":
+        return
+    out_p = Path(out)
+    for inp in inputs:
+        if inp is None or str(inp) == "-":
+            continue
+        if _same(out_p, Path(inp)):
+            raise click.BadParameter(
+                f"{out_p} is also an input ({inp}); writing it would overwrite it",
+                param_hint=option,
+            )
+
+
+class Faults(click.ParamType):
+    """``--faults`` parsed (and every value checked: finite, in range) with the line, so a
+    bad spec is a usage error before any record, model or radio is touched."""
+
+    name = "faults"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        from anyecg_edge.firmware_bridge.faults import FaultSpec  # stdlib-only module
+
+        if isinstance(value, FaultSpec):
+            return value
+        try:
+            return FaultSpec.parse(str(value))
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
