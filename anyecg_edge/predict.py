@@ -14,7 +14,7 @@ import numpy as np
 from anyecg_edge import RESEARCH_USE_NOTE
 from anyecg_edge.estimates import interval_bounds, lab_entry
 from anyecg_edge.io import Record, RecordError
-from anyecg_edge.runtime import Model, ModelMetadata
+from anyecg_edge.runtime import Model, ModelError, ModelMetadata
 from anyecg_edge.signal import (
     QualityReport,
     SignalError,
@@ -146,6 +146,15 @@ def predict_record(
         return result
 
     logits = model.logits(accepted[:, None, :])
+    finite = np.isfinite(logits)
+    if not finite.all():
+        # A NaN/inf output would become a NaN "probability" (and invalid JSON): refused.
+        labs = [lab for lab, ok in zip(model.labs, finite.all(axis=0), strict=True) if not ok]
+        n_bad = int((~finite.all(axis=1)).sum())
+        raise ModelError(
+            f"{model.source}: non-finite model output (NaN/inf) in {n_bad} of {len(logits)} "
+            f"windows, labs {', '.join(labs[:5])}{' ...' if len(labs) > 5 else ''}"
+        )
     probs = model.calibrate(logits)
     mean = probs.mean(axis=0)
     boot = model.bootstrap_probabilities(logits)

@@ -1720,10 +1720,10 @@ def print_result(res: dict[str, Any], console: Any) -> None:
 
 
 def write_json(res: dict[str, Any], path: Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(res, indent=1, default=str) + "\n")
-    return path
+    from anyecg_edge.jsonsafe import dump_file
+
+    # Atomic (a half-written bench JSON would be read by --compare) and never NaN.
+    return dump_file(path, res, indent=1, default=str)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -166,7 +166,7 @@ def refuse_clobber(
         if _same(out_p, Path(inp)):
             raise click.BadParameter(
                 f"{out_p} is also an input ({inp}); writing it would overwrite it",
-                param_hint=option,
+                param_hint=f"'{option}'",
             )
 
 

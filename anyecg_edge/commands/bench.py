@@ -12,6 +12,8 @@ from pathlib import Path
 
 import click
 
+from anyecg_edge.commands._types import Number, OutputPath, count, positive, refuse_clobber
+
 
 def _accuracy(items: tuple[str, ...]) -> dict[str, Path]:
     out: dict[str, Path] = {}
@@ -34,16 +36,26 @@ def _accuracy(items: tuple[str, ...]) -> dict[str, Path]:
     "student-s@onnxruntime-int8+litert-int8). Default: ecgfounder,teacher,student-s.",
 )  # fmt: skip
 @click.option(
-    "--threads", type=int, default=1, show_default=True, help="Inference threads per model."
+    "--threads",
+    type=count(1, 1024),
+    default=1,
+    show_default=True,
+    help="Inference threads per model.",
 )
 @click.option(
-    "--iterations", type=int, default=None,
+    "--iterations", type=count(1), default=None,
     help="Timed calls per row (default: auto, 300-3000 calls / ~6 s per row; --quick: 10).",
 )  # fmt: skip
 @click.option(
-    "--warmup", type=int, default=None, help="Untimed calls first (default 10; --quick 3)."
+    "--warmup", type=count(0), default=None, help="Untimed calls first (default 10; --quick 3)."
 )
-@click.option("--batch", type=int, default=32, show_default=True, help="Batch size for throughput.")
+@click.option(
+    "--batch",
+    type=count(1, 65536),
+    default=32,
+    show_default=True,
+    help="Batch size for throughput.",
+)
 @click.option(
     "--quick", is_flag=True,
     help="Smoke run: few windows and iterations, short stream (numbers are indicative only).",
@@ -53,10 +65,10 @@ def _accuracy(items: tuple[str, ...]) -> dict[str, Path]:
     help="Keep only these variants for every model (torch, onnxruntime, litert, tflite-runtime, "
     "fp32, int8, or full names like onnxruntime-int8).",
 )  # fmt: skip
-@click.option("--json", "json_out", type=click.Path(path_type=Path), default=None, help="Write the rows + machine info as JSON.")  # fmt: skip
-@click.option("--report", "report_dir", type=click.Path(path_type=Path), default=None, help="Write report.md, report.html and PNG plots here.")  # fmt: skip
+@click.option("--json", "json_out", type=OutputPath(), default=None, help="Write the rows + machine info as JSON.")  # fmt: skip
+@click.option("--report", "report_dir", type=OutputPath(folder=True), default=None, help="Write report.md, report.html and PNG plots here.")  # fmt: skip
 @click.option("--compare", "compare_path", type=click.Path(path_type=Path), default=None, help="An earlier bench JSON: show regressions against it.")  # fmt: skip
-@click.option("--tolerance", type=float, default=0.15, show_default=True, help="Relative slow-down that counts as a regression with --compare.")  # fmt: skip
+@click.option("--tolerance", type=positive(), default=0.15, show_default=True, help="Relative slow-down that counts as a regression with --compare.")  # fmt: skip
 @click.option(
     "--fail-on-regression", is_flag=True, help="Exit 1 when --compare finds a regression."
 )
@@ -64,10 +76,10 @@ def _accuracy(items: tuple[str, ...]) -> dict[str, Path]:
 @click.option("--corpus", type=click.Path(path_type=Path, exists=True, file_okay=False), default=None, help="Evaluate every row on this corpus's test split with the row's own runtime (torch, ONNX Runtime, LiteRT), scored like `evaluate`: each row's AUROC is its own file's.")  # fmt: skip
 @click.option("--truth", type=click.Path(path_type=Path, exists=True, dir_okay=False), default=None, help="The corpus cohort's truth.json (synthetic cohorts): adds planted / unplanted mean AUROC columns. Needs --corpus.")  # fmt: skip
 @click.option("--stream-jsonl", type=click.Path(path_type=Path), default=None, help="Use this `stream --jsonl` output for the streaming-latency plot instead of running a session.")  # fmt: skip
-@click.option("--stream-s", type=float, default=None, help="Seconds of signal to stream from a simulated Polar H10 for the report (default 60, --quick 12; 0: none).")  # fmt: skip
-@click.option("--stream-speed", type=float, default=20.0, show_default=True, help="Replay speed of that session (x real time).")  # fmt: skip
+@click.option("--stream-s", type=Number(0.0, 86_400.0), default=None, help="Seconds of signal to stream from a simulated Polar H10 for the report (default 60, --quick 12; 0: none).")  # fmt: skip
+@click.option("--stream-speed", type=Number(0.0, 1e4, min_open=True), default=20.0, show_default=True, help="Replay speed of that session (x real time).")  # fmt: skip
 @click.option("--data-dir", type=click.Path(path_type=Path), default=None, help="Recordings for the timing windows and the stream (default: ../shared/data; synthetic ECG where absent).")  # fmt: skip
-@click.option("--work-dir", type=click.Path(path_type=Path), default=None, help="Keep checkpoints, exports and worker files here (default: a temporary folder).")  # fmt: skip
+@click.option("--work-dir", type=OutputPath(folder=True), default=None, help="Keep checkpoints, exports and worker files here (default: a temporary folder).")  # fmt: skip
 def bench(
     models: tuple[str, ...],
     threads: int,
@@ -113,6 +125,8 @@ def bench(
     # A wide table even when piped (rich would wrap it at 80 columns).
     console = Console(width=None if sys.stdout.isatty() else 200)
     quiet = (click.get_current_context().find_root().obj or {}).get("quiet", False)
+    inputs = [compare_path, stream_jsonl, truth, *_accuracy(accuracy).values()]
+    refuse_clobber(json_out, inputs, "--json")
     old = load_result(compare_path) if compare_path is not None else None
     if tolerance <= 0:
         raise BenchError(f"--tolerance must be > 0, got {tolerance}")

@@ -13,6 +13,7 @@ from typing import Any
 import click
 
 from anyecg_edge.commands._group import Group
+from anyecg_edge.commands._types import Faults, Number, positive
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +29,12 @@ def ble() -> None:
 
 @ble.command("scan")
 @click.option(
-    "--timeout", "timeout_s", type=float, default=5.0, show_default=True, help="Seconds to listen."
+    "--timeout",
+    "timeout_s",
+    type=Number(0.0, 3600.0, min_open=True),
+    default=5.0,
+    show_default=True,
+    help="Seconds to listen.",
 )
 @click.option(
     "--hci", default=None,
@@ -122,7 +128,7 @@ async def _scan(timeout_s: float, hci: str | None) -> dict[str, Any]:
 )  # fmt: skip
 @click.option("--record", "record_path", type=click.Path(path_type=Path), required=True, help="Recording to replay (WFDB/CSV/EDF).")  # fmt: skip
 @click.option("--lead", default=None, help="Lead of the record (default: I, then II/MLII).")
-@click.option("--fs", type=float, default=None, help="Sampling rate of a CSV record.")
+@click.option("--fs", type=positive(), default=None, help="Sampling rate of a CSV record.")
 @click.option(
     "--serve", default="tcp-server:_:9001", show_default=True,
     help="Expose a virtual controller on the wearable's radio through this bumble transport; "
@@ -134,10 +140,17 @@ async def _scan(timeout_s: float, hci: str | None) -> dict[str, Any]:
     "hci-socket:0, serial:...): then phones and bleak see it over the air.",
 )  # fmt: skip
 @click.option(
-    "--speed", type=float, default=1.0, show_default=True, help="Device clock speed x real time."
+    "--speed",
+    type=Number(0.0, 1e4, min_open=True),
+    default=1.0,
+    show_default=True,
+    help="Device clock speed x real time.",
 )
-@click.option("--faults", default=None, help='Fault injection, e.g. "drop=0.02,disconnect=45".')
-@click.option("--duration", "duration_s", type=float, default=None, help="Stop after this many seconds of device time.")  # fmt: skip
+@click.option(
+    "--faults", type=Faults(), default=None,
+    help='Fault injection, e.g. "drop=0.02,disconnect=45".',
+)  # fmt: skip
+@click.option("--duration", "duration_s", type=positive(), default=None, help="Stop after this many seconds of device time.")  # fmt: skip
 @click.option("--name", default=None, help="Advertised name (default: the family's usual one).")
 def ble_simulate(
     profile: str,
@@ -147,7 +160,7 @@ def ble_simulate(
     serve: str,
     transport: str | None,
     speed: float,
-    faults: str | None,
+    faults: Any,
     duration_s: float | None,
     name: str | None,
 ) -> None:
@@ -163,7 +176,7 @@ def ble_simulate(
         ) from None
     if not speed > 0:
         raise click.BadParameter("must be > 0", param_hint="--speed")
-    fault_spec = FaultSpec.parse(faults)
+    fault_spec = faults if faults is not None else FaultSpec()
     record = read_record(record_path, lead=lead, fs=fs)
     wearable = SimulatedWearable.from_record(
         profile, record, faults=fault_spec, speed=speed, name=name

@@ -6,12 +6,16 @@ inside the commands so `--help` works on a device install).
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import click
 
 from anyecg_edge.commands._group import Group
+from anyecg_edge.commands._types import Number, OutputPath, count, ordered_pair, refuse_clobber
 
 
 @click.group(cls=Group)
@@ -20,24 +24,27 @@ def data() -> None:
 
 
 @data.command("synth")
-@click.option("--out", type=click.Path(path_type=Path), required=True, help="Output folder.")
-@click.option("--visits", type=click.IntRange(min=1), default=100, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--out", type=OutputPath(folder=True), required=True, help="Output folder.")
+@click.option("--visits", type=count(1, 10_000_000), default=100, show_default=True)
+@click.option("--seed", type=count(0), default=0, show_default=True)
 @click.option(
     "--segments-per-visit",
     nargs=2,
-    type=int,
+    type=count(1, 1000),
     default=(2, 4),
     show_default=True,
+    callback=ordered_pair,
     help="Inclusive range of waveform segments per visit.",
 )
 @click.option(
     "--segment-s",
     nargs=2,
-    type=float,
+    # 0 s segments made the writer fail deep inside wfdb; a day is the longest recording.
+    type=Number(1.0, 86_400.0),
     default=(60.0, 150.0),
     show_default=True,
-    help="Range of segment lengths in seconds.",
+    callback=ordered_pair,
+    help="Range of segment lengths in seconds (1 to 86400).",
 )
 @click.option(
     "--no-defects", is_flag=True, help="Do not plant the truncated .dat / wrong-fs header defects."
@@ -77,10 +84,15 @@ def data_synth(
     required=True,
     help="MC-MED root (visits.csv, labs.csv, waveforms/).",
 )
-@click.option("--out", type=click.Path(path_type=Path), required=True, help="Corpus folder.")
-@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True)
-@click.option("--window", "window_s", type=float, default=10.0, show_default=True, help="s")
-@click.option("--stride", "stride_s", type=float, default=None, help="s (default: --window)")
+@click.option("--out", type=OutputPath(folder=True), required=True, help="Corpus folder.")
+@click.option("--workers", type=count(1, 256), default=1, show_default=True)
+@click.option(
+    "--window", "window_s", type=Number(1.0, 600.0), default=10.0, show_default=True, help="s"
+)
+@click.option(
+    "--stride", "stride_s", type=Number(0.0, 3600.0, min_open=True), default=None,
+    help="s (default: --window)",
+)  # fmt: skip
 @click.option("--before", default="30m", show_default=True, help="Window start before Order_time.")
 @click.option("--after", default="15m", show_default=True, help="Window end after Order_time.")
 @click.option(
@@ -100,9 +112,9 @@ def data_synth(
     show_default=True,
     help="Notch frequency (the authors' chain uses 50 Hz).",
 )
-@click.option("--shard-size", type=click.IntRange(min=1), default=4096, show_default=True)
-@click.option("--visits-per-unit", type=click.IntRange(min=1), default=16, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--shard-size", type=count(1), default=4096, show_default=True)
+@click.option("--visits-per-unit", type=count(1), default=16, show_default=True)
+@click.option("--seed", type=count(0), default=0, show_default=True)
 @click.option("--keep-rejected", is_flag=True, help="Keep quality-rejected windows (flagged).")
 @click.option("--no-progress", is_flag=True)
 def data_build(
@@ -125,23 +137,26 @@ def data_build(
     """Cut aligned 10 s windows into a sharded, resumable corpus with index.parquet."""
     from anyecg_edge.training.data import build_corpus, parse_duration_s
 
-    manifest = build_corpus(
-        mcmed,
-        out,
-        workers=workers,
-        window_s=window_s,
-        stride_s=stride_s,
-        before_s=parse_duration_s(before),
-        after_s=parse_duration_s(after),
-        policy=policy,
-        split_scheme=split_scheme,
-        mains_hz=None if mains == "none" else float(mains),
-        shard_size=shard_size,
-        visits_per_unit=visits_per_unit,
-        seed=seed,
-        keep_rejected=keep_rejected,
-        progress=not no_progress,
-    )
+    refuse_clobber(out, [mcmed], "--out")
+    before_s, after_s = parse_duration_s(before), parse_duration_s(after)
+    with _exclusive(out):
+        manifest = build_corpus(
+            mcmed,
+            out,
+            workers=workers,
+            window_s=window_s,
+            stride_s=stride_s,
+            before_s=before_s,
+            after_s=after_s,
+            policy=policy,
+            split_scheme=split_scheme,
+            mains_hz=None if mains == "none" else float(mains),
+            shard_size=shard_size,
+            visits_per_unit=visits_per_unit,
+            seed=seed,
+            keep_rejected=keep_rejected,
+            progress=not no_progress,
+        )
     counts = manifest["counts"]
     click.echo(
         f"corpus {out}: {counts['windows']} windows from {counts['visits_with_windows']} visits "
@@ -158,6 +173,36 @@ def data_build(
     n_skipped = sum(manifest["skipped_records"]["by_reason"].values())
     if n_skipped:
         click.echo(f"  {n_skipped} records skipped (reasons in {out / 'manifest.json'})")
+
+
+class BuildLockedError(ValueError):
+    """Another `data build` is writing the same corpus folder."""
+
+
+@contextlib.contextmanager
+def _exclusive(out: Path) -> Iterator[None]:
+    """Hold an exclusive lock on the corpus folder for the build: two concurrent builds
+    into one folder would interleave shards and index rows. flock on the folder itself:
+    released by the kernel when the process dies (a SIGKILLed build leaves no stale lock,
+    so the resume still works) and no lock file is left among the corpus files."""
+    out.mkdir(parents=True, exist_ok=True)
+    try:
+        import fcntl
+    except ImportError:  # Windows: no advisory locks; builds are not guarded there
+        yield
+        return
+    fd = os.open(out, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise BuildLockedError(
+                f"{out}: another `anyecg-edge data build` is writing this corpus folder; "
+                "wait for it (a later run resumes where it stopped) or choose another --out"
+            ) from None
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
 
 
 COMMANDS = [data]

@@ -6,9 +6,11 @@ from pathlib import Path
 
 import click
 
+from anyecg_edge.commands._types import OutputPath
+
 
 @click.command("demo")
-@click.option("--out", type=click.Path(path_type=Path), default=Path("demo_out"), show_default=True)
+@click.option("--out", type=OutputPath(folder=True), default=Path("demo_out"), show_default=True)
 @click.option(
     "--quick", is_flag=True,
     help="The same model chain with a shorter stream and a quick bench (what the tests run).",

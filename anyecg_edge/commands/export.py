@@ -12,6 +12,8 @@ from pathlib import Path
 
 import click
 
+from anyecg_edge.commands._types import OutputPath, count, refuse_clobber
+
 PARITY_EXIT = 4
 
 
@@ -42,7 +44,7 @@ PARITY_EXIT = 4
     "(records are split 80/20 by record; a corpus uses its val split).",
 )
 @click.option(
-    "--calib-size", type=int, default=512, show_default=True, help="Calibration windows used."
+    "--calib-size", type=count(1), default=512, show_default=True, help="Calibration windows used."
 )
 @click.option(
     "--calib-method",
@@ -65,12 +67,12 @@ PARITY_EXIT = 4
     "--heldout", multiple=True, help="Held-out windows for parity (same kinds as --calib)."
 )
 @click.option(
-    "--heldout-size", type=int, default=2000, show_default=True, help="Held-out windows used."
+    "--heldout-size", type=count(1), default=2000, show_default=True, help="Held-out windows used."
 )
 @click.option(
     "--out",
     "out",
-    type=click.Path(path_type=Path),
+    type=OutputPath(),
     required=True,
     help="Output file (.onnx, .tflite, or .cc for c-array). Writes <out>.manifest.json and "
     "<out>.parity.json next to it.",
@@ -125,6 +127,7 @@ def export(
     if precision == "int8" and activations == "int16":
         precision = "int16x8"
     tol = parse_tolerance(list(tolerance), precision)
+    _check_outputs(out, [model_path, model_path / "model.pt", *calib, *heldout])
     try:
         result = export_model(
             model_path,
@@ -208,6 +211,19 @@ def export(
             )
     for path in (result.manifest, result.parity, *result.extra_files):
         click.echo(f"  wrote {path}")
+
+
+def _check_outputs(out: Path, inputs: list[Path | str]) -> None:
+    """Before any work (an export takes seconds to minutes): the model file and the
+    manifest / parity report written beside it must be writable files, none an input."""
+    from anyecg_edge.runtime.manifest import manifest_path, parity_path
+
+    for path in (out, manifest_path(out), parity_path(out)):
+        refuse_clobber(path, inputs, "--out")
+        if path.is_dir():
+            raise click.BadParameter(
+                f"{path} is a folder; the export writes a file there", param_hint="'--out'"
+            )
 
 
 def _worst(report: dict, n: int = 5) -> list[dict]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -10,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from anyecg_edge import RESEARCH_USE_NOTE
+from anyecg_edge.commands._types import Number, count, positive
 
 if TYPE_CHECKING:  # the real import loads numpy; `--help` should not pay for a hint
     from anyecg_edge.runtime import Model
@@ -19,8 +19,16 @@ def load_model(path: Path, *, threads: int | None = None) -> Model:
     """:func:`anyecg_edge.api.load_model` (.onnx / .tflite / .pt / run folder); its
     ModelError becomes the CLI's one-line error."""
     from anyecg_edge.api import load_model as api_load_model
+    from anyecg_edge.runtime import ModelError
 
-    return api_load_model(path, threads=threads)
+    try:
+        return api_load_model(path, threads=threads)
+    except ModelError:
+        raise
+    except (LookupError, TypeError, ValueError, RuntimeError) as exc:
+        # A checkpoint that loads but whose fields build no model (unknown arch, bad kwargs).
+        text = " ".join(str(exc).split())[:300] or type(exc).__name__
+        raise ModelError(f"{path}: cannot build the model it describes ({text})") from None
 
 
 @click.command("predict")
@@ -40,7 +48,7 @@ def load_model(path: Path, *, threads: int | None = None) -> Model:
 )
 @click.option("--lead", default=None, help="Lead name (I, II, MLII, ...). Default: I, then II.")
 @click.option(
-    "--fs", type=float, default=None, help="Sampling rate in Hz (required for CSV and .npy)."
+    "--fs", type=positive(), default=None, help="Sampling rate in Hz (required for CSV and .npy)."
 )
 @click.option(
     "--units",
@@ -56,10 +64,13 @@ def load_model(path: Path, *, threads: int | None = None) -> Model:
     show_default=True,
     help="Mains notch frequency.",
 )
-@click.option("--hop", "hop_s", type=float, default=None, help="Window hop in s (default 10).")
+@click.option(
+    "--hop", "hop_s", type=Number(0.0, 3600.0, min_open=True), default=None,
+    help="Window hop in s (default 10).",
+)  # fmt: skip
 @click.option(
     "--threads",
-    type=click.IntRange(min=1),
+    type=count(1, 1024),
     default=None,
     help="Inference threads (default: the runtime's own, usually all cores).",
 )
@@ -87,7 +98,9 @@ def predict(
     )
     result = predict_record(record, model, hop_s=hop_s, mains_hz=mains_hz).to_dict()
     if as_json:
-        click.echo(json.dumps(result, indent=2))
+        from anyecg_edge.jsonsafe import dumps
+
+        click.echo(dumps(result, indent=2))  # never NaN/Infinity: null plus the reason
     else:
         _print_prediction(result)
     if result["status"] != "ok":

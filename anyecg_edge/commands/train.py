@@ -16,11 +16,12 @@ from typing import Any
 import click
 
 from anyecg_edge.commands._group import Group
+from anyecg_edge.commands._types import Number, OutputPath, count, positive, refuse_clobber
 
-_DIR = click.Path(path_type=Path, file_okay=False)
+_DIR = OutputPath(folder=True)
 _THREADS = click.option(
     "--threads",
-    type=click.IntRange(min=1),
+    type=count(1, 1024),
     default=None,
     help="CPU threads for torch (default: torch's choice). 1 avoids thread thrashing when "
     "the CPU is shared.",
@@ -41,32 +42,36 @@ def _training_options(defaults: dict[str, Any]) -> Callable:
             default=None,
             help="Comma-separated catalog keys (default: every lab measured in the corpus).",
         ),
-        click.option("--epochs", type=int, default=defaults["epochs"], show_default=True),
-        click.option("--max-steps", type=int, default=None, help="Stop after N optimizer steps."),
+        click.option("--epochs", type=count(1), default=defaults["epochs"], show_default=True),
+        click.option(
+            "--max-steps", type=count(1), default=None, help="Stop after N optimizer steps."
+        ),
         click.option(
             "--batch-size",
-            type=int,
+            type=count(1, 1 << 20),
             default=defaults["batch_size"],
             show_default=True,
             help="Global batch (split over torchrun processes).",
         ),
-        click.option("--lr", type=float, default=defaults["lr"], show_default=True),
-        click.option("--weight-decay", type=float, default=1e-5, show_default=True),
+        click.option("--lr", type=positive(), default=defaults["lr"], show_default=True),
+        click.option("--weight-decay", type=Number(0.0), default=1e-5, show_default=True),
         click.option(
             "--warmup",
-            type=float,
+            type=Number(0.0),
             default=0.05,
             show_default=True,
             help="Linear warmup: fraction of the steps (<1) or steps (>=1); then cosine.",
         ),
         click.option(
             "--min-lr-ratio",
-            type=float,
+            type=Number(0.0, 1.0),
             default=0.0,
             show_default=True,
             help="Cosine floor as a fraction of --lr.",
         ),
-        click.option("--grad-clip", type=float, default=1.0, show_default=True, help="0: off."),
+        click.option(
+            "--grad-clip", type=Number(0.0), default=1.0, show_default=True, help="0: off."
+        ),
         click.option(
             "--pos-weight/--no-pos-weight",
             default=True,
@@ -75,22 +80,25 @@ def _training_options(defaults: dict[str, Any]) -> Callable:
         ),
         click.option(
             "--patience",
-            type=int,
+            type=count(0),
             default=5,
             show_default=True,
             help="Evaluations without val mean AUROC gain before stopping (0: never).",
         ),
         click.option(
-            "--eval-every", type=int, default=0, help="Steps between evaluations (0: each epoch)."
+            "--eval-every",
+            type=count(0),
+            default=0,
+            help="Steps between evaluations (0: each epoch).",
         ),
         click.option(
             "--ckpt-every",
-            type=int,
+            type=count(0),
             default=0,
             help="Steps between checkpoints (0: at each evaluation).",
         ),
-        click.option("--log-every", type=int, default=20, show_default=True),
-        click.option("--seed", type=int, default=0, show_default=True),
+        click.option("--log-every", type=count(1), default=20, show_default=True),
+        click.option("--seed", type=count(0), default=0, show_default=True),
         click.option(
             "--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True
         ),
@@ -102,7 +110,11 @@ def _training_options(defaults: dict[str, Any]) -> Callable:
         ),
         click.option("--compile", "compile_", is_flag=True, help="torch.compile the model (GPU)."),
         click.option(
-            "--workers", type=int, default=0, show_default=True, help="DataLoader workers."
+            "--workers",
+            type=count(0, 256),
+            default=0,
+            show_default=True,
+            help="DataLoader workers.",
         ),
         _THREADS,
         click.option(
@@ -225,9 +237,12 @@ def train() -> None:
     help="Registry model (ecgfounder, net1d-tiny, ...): random base, or the --init architecture "
     "(detected when omitted).",
 )
-@click.option("--rank", type=int, default=8, show_default=True, help="LoRA rank.")
-@click.option("--alpha", type=float, default=16.0, show_default=True, help="LoRA alpha.")
-@click.option("--dropout", type=float, default=0.0, show_default=True, help="LoRA dropout.")
+@click.option("--rank", type=count(1, 4096), default=8, show_default=True, help="LoRA rank.")
+@click.option("--alpha", type=positive(), default=16.0, show_default=True, help="LoRA alpha.")
+@click.option(
+    "--dropout", type=Number(0.0, 1.0, max_open=True), default=0.0, show_default=True,
+    help="LoRA dropout.",
+)  # fmt: skip
 @click.option(
     "--target-modules",
     default=None,
@@ -242,6 +257,7 @@ def train() -> None:
 @_training_options({"epochs": 10, "batch_size": 256, "lr": 1e-3})
 def train_lora(**kw: Any) -> None:
     """LoRA fine-tune ECGFounder (peft) on the lab catalog."""
+    refuse_clobber(kw["out"], [kw["corpus"], kw["init"]], "--out")
     from anyecg_edge.training.lora import (
         DEFAULT_TARGET_MODULES,
         LoraRun,
@@ -297,17 +313,17 @@ def train_lora(**kw: Any) -> None:
     help="Teacher run folder (its model.pt), e.g. from `train lora`.",
 )
 @click.option("--student", default="student-s", show_default=True, help="Registry student model.")
-@click.option("--temperature", type=float, default=2.0, show_default=True)
+@click.option("--temperature", type=positive(), default=2.0, show_default=True)
 @click.option(
     "--alpha",
-    type=float,
+    type=Number(0.0, 1.0),
     default=0.5,
     show_default=True,
     help="Weight of the label loss; 1 - alpha goes to matching the teacher.",
 )
 @click.option(
     "--feature-weight",
-    type=float,
+    type=Number(0.0),
     default=0.0,
     show_default=True,
     help="Weight of feature matching (student features -> teacher features, MSE); 0: off.",
@@ -322,13 +338,14 @@ def train_lora(**kw: Any) -> None:
 )
 @click.option(
     "--qat-lr",
-    type=click.FloatRange(min=0, min_open=True),
+    type=positive(),
     default=None,
     help="Learning rate of the QAT steps (default: a tenth of --lr).",
 )
 @_training_options({"epochs": 20, "batch_size": 256, "lr": 3e-3})
 def train_distill(**kw: Any) -> None:
     """Distill a LoRA teacher into a small edge student."""
+    refuse_clobber(kw["out"], [kw["corpus"], kw["teacher"]], "--out")
     from anyecg_edge.training.distill import DistillRun, train_distill
 
     run = DistillRun(
@@ -382,7 +399,7 @@ def _fmt_opt(v: float | None) -> str:
 @click.option(
     "--split", type=click.Choice(["train", "val", "test"]), default="test", show_default=True
 )
-@click.option("--json", "json_out", type=click.Path(path_type=Path, dir_okay=False), required=True)
+@click.option("--json", "json_out", type=OutputPath(), required=True)
 @click.option(
     "--report",
     type=_DIR,
@@ -393,9 +410,15 @@ def _fmt_opt(v: float | None) -> str:
 @click.option(
     "--labs", default=None, help="Comma-separated lab keys (default: all of the model's)."
 )
-@click.option("--bootstrap", type=int, default=1000, show_default=True, help="Bootstrap resamples.")
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--batch-size", type=int, default=256, show_default=True)
+@click.option(
+    "--bootstrap",
+    type=count(0, 1_000_000),
+    default=1000,
+    show_default=True,
+    help="Bootstrap resamples (0: no CIs).",
+)
+@click.option("--seed", type=count(0), default=0, show_default=True)
+@click.option("--batch-size", type=count(1, 1 << 20), default=256, show_default=True)
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
 @_THREADS
 @click.option(
@@ -416,6 +439,8 @@ def evaluate(**kw: Any) -> None:
 
     Exits with an error, writing nothing, when the split can score no lab.
     """
+    refuse_clobber(kw["json_out"], [kw["model_path"], kw["truth"]], "--json")
+    refuse_clobber(kw["report"], [kw["model_path"], kw["corpus"]], "--report")
     from anyecg_edge.training.evaluate import (
         MIN_VISITS_PER_CLASS,
         EvaluationError,
