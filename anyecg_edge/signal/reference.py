@@ -7,7 +7,10 @@ This is deliberately the plain, unoptimised scipy chain the ECGFounder authors u
 -> z-score (x - mean) / (std + 1e-8) -> NaN to 0.
 
 It exists so that the fast path in :mod:`anyecg_edge.signal.preprocess` can be
-checked against it. Do not "improve" it: any change here moves the target.
+checked against it. Do not "improve" it: any change here moves the target. It shares
+nothing with the fast path but scipy: every number of the chain is written out below, so
+that a wrong constant or helper of the fast path (e.g. its :func:`baseline_kernel`) shows
+up as a disagreement instead of moving both sides together.
 """
 
 from __future__ import annotations
@@ -20,6 +23,9 @@ __all__ = ["authors_preprocess", "baseline_kernel"]
 
 def baseline_kernel(fs: float) -> int:
     """Median-filter kernel of the authors' baseline step: int(0.4*fs), made odd by +1.
+
+    For the fast path and the export manifests; :func:`authors_preprocess` does not call
+    it (it computes its kernel itself, from the authors' rule).
 
     ``medfilt`` needs an odd kernel; the authors' int(0.4*fs)+1 is odd whenever
     int(0.4*fs) is even (201 at 500 Hz). For rates where int(0.4*fs) is already odd
@@ -43,7 +49,12 @@ def authors_preprocess(x: np.ndarray, fs: float, mains_hz: float | None = 50.0) 
         x = scipy.signal.filtfilt(b, a, x)
     b, a = scipy.signal.butter(4, [0.67, 40.0], btype="bandpass", fs=fs)
     x = scipy.signal.filtfilt(b, a, x)
-    baseline = scipy.signal.medfilt(x, kernel_size=baseline_kernel(fs))
+    # The authors' kernel, int(0.4 * fs) + 1 (201 at 500 Hz); medfilt needs it odd, so
+    # when int(0.4 * fs) is odd already it stays as it is.
+    kernel = int(0.4 * fs) + 1
+    if kernel % 2 == 0:
+        kernel -= 1
+    baseline = scipy.signal.medfilt(x, kernel_size=kernel)
     x = x - baseline
     x = (x - np.mean(x)) / (np.std(x) + 1e-8)
     return np.nan_to_num(x, nan=0.0)
