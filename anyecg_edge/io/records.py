@@ -342,10 +342,64 @@ def _detect_format(path: str | Path) -> tuple[str, Path]:
 
 def _wfdb_header(base: Path):
     wfdb = _import_wfdb()
+    _check_wfdb_header_text(base)
     try:
         return wfdb, wfdb.rdheader(str(base))
     except Exception as exc:  # wfdb raises many types; report one line
         raise RecordError(f"{base}.hea: cannot read WFDB header: {_one_line(exc)}") from None
+
+
+def _header_number(token: str) -> float | None:
+    try:
+        return float(token)
+    except ValueError:
+        return None
+
+
+def _check_wfdb_header_text(base: Path) -> None:
+    """Check the header's numbers before wfdb reads it: wfdb's header pattern skips a
+    field it cannot match and uses its default instead (fs -500 or nan read as 250 Hz,
+    a missing .dat gain as 200), so a broken header gave a plausible, wrong record.
+
+    Record line: ``name[/segments] n_sig [fs[/counter[(base)]] [n_samples ...]]``; signal
+    line: ``file format[...] [gain[(baseline)][/units] ...]`` (PhysioNet header(5))."""
+    path = Path(f"{base}.hea")
+    try:
+        text = path.read_text(encoding="latin-1")
+    except OSError as exc:
+        raise RecordError(f"{path}: cannot read: {_one_line(exc)}") from None
+    lines = [ln.split("#", 1)[0].split() for ln in text.splitlines()]
+    lines = [ln for ln in lines if ln]
+    if not lines:
+        raise RecordError(f"{path}: empty WFDB header (expected a record line)")
+    rec = lines[0]
+    if len(rec) >= 3:
+        fs = _header_number(rec[2].split("/", 1)[0])
+        if fs is None or not math.isfinite(fs) or fs <= 0:
+            raise RecordError(
+                f"{path}: sampling frequency {rec[2]!r} in the record line must be a "
+                "finite number > 0 (Hz)"
+            )
+    if len(rec) >= 4:
+        n = _header_number(rec[3])
+        if n is None or not math.isfinite(n) or n < 0 or n != int(n):
+            raise RecordError(
+                f"{path}: number of samples {rec[3]!r} in the record line must be a "
+                "whole number >= 0"
+            )
+    if "/" in rec[0]:
+        return  # a multi-segment record: its lines name segments, not signals
+    for k, sig in enumerate(lines[1:], start=1):
+        if len(sig) < 3:
+            continue  # no gain field (wfdb assumes 200 per the spec)
+        gain_txt = re.split(r"[(/]", sig[2], maxsplit=1)[0]
+        gain = _header_number(gain_txt)
+        if gain is None or not math.isfinite(gain) or gain == 0:
+            name = sig[8] if len(sig) > 8 else f"signal {k}"
+            raise RecordError(
+                f"{path}: ADC gain {sig[2]!r} of {name} must be a finite non-zero number "
+                "(0 marks an uncalibrated signal: no mV scale)"
+            )
 
 
 def _one_line(exc: BaseException) -> str:
@@ -544,6 +598,9 @@ def _read_npy(path: Path, lead, fs, units) -> Record:
 # EDF
 
 
+_EDF_MAX_SIGNALS = 4096
+
+
 @dataclass
 class _EdfHeader:
     labels: list[str]
@@ -567,7 +624,13 @@ def _edf_header(path: Path) -> _EdfHeader:
                 raise RecordError(f"{src}: too short for an EDF header (256 bytes)")
             ns_txt = fixed[252:256].decode("latin-1").strip()
             ns = int(ns_txt)
+            if not 0 < ns <= _EDF_MAX_SIGNALS:  # (a huge count would allocate before reading)
+                raise RecordError(
+                    f"{src}: EDF header declares {ns} signals; expected 1 to {_EDF_MAX_SIGNALS}"
+                )
             var = f.read(256 * ns)
+    except RecordError:
+        raise
     except (ValueError, OSError) as exc:
         raise RecordError(f"{src}: not a readable EDF file: {_one_line(exc)}") from None
     if fixed[:8].decode("latin-1").strip() != "0":
@@ -600,8 +663,23 @@ def _edf_header(path: Path) -> _EdfHeader:
         record_s = float(fixed[244:252].decode("latin-1").strip())
     except ValueError as exc:
         raise RecordError(f"{src}: malformed EDF header field: {_one_line(exc)}") from None
-    if record_s <= 0:
+    if not math.isfinite(record_s) or record_s <= 0:
         raise RecordError(f"{src}: EDF data-record duration is {record_s} s; expected > 0")
+    if (spr <= 0).any():
+        # 0 made the rate 0 Hz and the record layout divide by zero
+        bad = [labels[i] for i in np.flatnonzero(spr <= 0)]
+        raise RecordError(
+            f"{src}: EDF samples per data record must be >= 1; {', '.join(bad)} has "
+            f"{int(spr[spr <= 0][0])}"
+        )
+    for name, arr in (("physical", (pmin, pmax)), ("digital", (dmin, dmax))):
+        if not all(np.isfinite(a).all() for a in arr):
+            raise RecordError(f"{src}: EDF {name} minimum/maximum must be finite numbers")
+    if header_bytes != 256 * (ns + 1):
+        raise RecordError(
+            f"{src}: EDF header size field says {header_bytes} bytes; {ns} signals need "
+            f"{256 * (ns + 1)}"
+        )
     if n_records < 0:  # -1 while recording: infer from the file size
         n_records = (path.stat().st_size - header_bytes) // (2 * int(spr.sum()))
     return _EdfHeader(labels, units, pmin, pmax, dmin, dmax, spr, n_records, record_s, header_bytes)

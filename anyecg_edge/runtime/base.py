@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -81,6 +82,12 @@ class ModelMetadata:
         labs = data.get("labs")
         if not isinstance(labs, list) or not labs or not all(isinstance(x, str) for x in labs):
             raise ModelError(f"{source}: field 'labs' must be a non-empty list of lab names")
+        if not all(x.strip() for x in labs):
+            raise ModelError(f"{source}: field 'labs' holds an empty lab name")
+        dupes = sorted({x for x in labs if labs.count(x) > 1})
+        if dupes:
+            # Outputs are keyed by name: a repeated name merged two columns into one entry.
+            raise ModelError(f"{source}: field 'labs' names {', '.join(dupes)} more than once")
         known = {f for f in cls.__dataclass_fields__}
         kwargs = {k: v for k, v in data.items() if k in known}
         # Unknown top-level keys (export provenance, parity summary, ...) and a nested
@@ -90,12 +97,22 @@ class ModelMetadata:
             raise ModelError(f"{source}: field 'extra' must be an object, got {nested!r}")
         kwargs["extra"] = {**nested, **{k: v for k, v in data.items() if k not in known}}
         meta = cls(**kwargs)
-        if not (isinstance(meta.fs, (int, float)) and meta.fs > 0):
-            raise ModelError(f"{source}: field 'fs' must be a positive number, got {meta.fs!r}")
-        if not (isinstance(meta.window_s, (int, float)) and meta.window_s > 0):
+        if not (_is_number(meta.fs) and 0 < meta.fs <= 100_000):
             raise ModelError(
-                f"{source}: field 'window_s' must be a positive number, got {meta.window_s!r}"
+                f"{source}: field 'fs' must be a number in (0, 100000] Hz, got {meta.fs!r}"
             )
+        if not (_is_number(meta.window_s) and 0 < meta.window_s <= 3600):
+            raise ModelError(
+                f"{source}: field 'window_s' must be a number in (0, 3600] s, got {meta.window_s!r}"
+            )
+        if meta.window_samples < 1:
+            raise ModelError(f"{source}: fs x window_s gives no sample ({meta.window_samples})")
+        if meta.mains_hz is not None and not (_is_number(meta.mains_hz) and meta.mains_hz > 0):
+            raise ModelError(
+                f"{source}: field 'mains_hz' must be null or a number > 0, got {meta.mains_hz!r}"
+            )
+        if meta.arch is not None and not isinstance(meta.arch, str):
+            raise ModelError(f"{source}: field 'arch' must be a string, got {meta.arch!r}")
         for name in (
             "thresholds",
             "units",
@@ -107,6 +124,14 @@ class ModelMetadata:
         ):
             if not isinstance(getattr(meta, name), dict):
                 raise ModelError(f"{source}: field {name!r} must be an object")
+        for lab, unit in meta.units.items():
+            if not isinstance(unit, str):
+                raise ModelError(f"{source}: units[{lab!r}] must be a string, got {unit!r}")
+        sha = meta.extra.get("model_sha256")
+        if sha is not None and not (isinstance(sha, str) and _SHA256.fullmatch(sha)):
+            raise ModelError(
+                f"{source}: field 'model_sha256' must be 64 hex digits (sha256), got {sha!r}"
+            )
         for lab, thr in meta.thresholds.items():
             # 0 or 1 would flag every window or none: a degenerate fit, never a decision.
             if not (_is_number(thr) and 0.0 < thr < 1.0):
@@ -148,12 +173,19 @@ class ModelMetadata:
     def load(cls, path: str | Path) -> ModelMetadata:
         path = Path(path)
         try:
-            data = json.loads(path.read_text())
+            data = json.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
             raise ModelError(f"{path}: manifest not found") from None
         except json.JSONDecodeError as exc:
             raise ModelError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+        except UnicodeDecodeError as exc:
+            raise ModelError(f"{path}: not UTF-8 text (byte {exc.start}); not a manifest") from None
+        except (OSError, RecursionError) as exc:
+            raise ModelError(f"{path}: cannot read the manifest ({one_line(exc)})") from None
         return cls.from_dict(data, source=str(path))
+
+
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 def _is_number(v: Any) -> bool:
