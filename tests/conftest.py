@@ -7,6 +7,12 @@ import venv
 from pathlib import Path
 
 import pytest
+from data_skips import (  # noqa: F401  (hooks: a run that skipped data tests fails)
+    pytest_collection_modifyitems,
+    pytest_runtest_logreport,
+    pytest_sessionfinish,
+    pytest_terminal_summary,
+)
 from recordings import DATA
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

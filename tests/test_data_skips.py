@@ -1,0 +1,72 @@
+"""The skip accounting of tests/data_skips.py: a run that skipped tests for missing real
+recordings fails unless ANYECG_ALLOW_DATA_SKIPS=1, and says how many needed them and ran."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+HERE = Path(__file__).resolve().parent
+
+SUITE = """
+import pytest
+
+@pytest.fixture
+def shared_data(tmp_path):
+    if {absent}:
+        pytest.skip("real recordings folder /nowhere/shared/data is absent")
+    return tmp_path
+
+@pytest.mark.skipif({absent}, reason="real recordings not found under /nowhere/shared/data")
+def test_marked():
+    pass
+
+def test_fixture(shared_data):
+    pass
+
+@pytest.mark.skipif(True, reason="no C compiler")
+def test_other_skip():
+    pass
+
+def test_plain():
+    pass
+"""
+
+
+def _run(tmp_path: Path, absent: bool, allow: str | None) -> subprocess.CompletedProcess:
+    (tmp_path / "test_suite.py").write_text(SUITE.format(absent=absent))
+    env = {k: v for k, v in os.environ.items() if k != "ANYECG_ALLOW_DATA_SKIPS"}
+    env["PYTHONPATH"] = str(HERE)
+    if allow is not None:
+        env["ANYECG_ALLOW_DATA_SKIPS"] = allow
+    return subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "data_skips", "-p", "no:cacheprovider", "-q",
+         "-c", os.devnull, "--rootdir", str(tmp_path), str(tmp_path / "test_suite.py")],
+        capture_output=True, text=True, env=env, cwd=tmp_path,
+    )  # fmt: skip
+
+
+def test_a_run_with_the_recordings_passes_and_counts_them(tmp_path: Path) -> None:
+    proc = _run(tmp_path, absent=False, allow=None)
+    assert proc.returncode == 0, proc.stdout
+    assert "real recordings (../shared/data): 2 tests needed them and ran\n" in proc.stdout
+
+
+@pytest.mark.parametrize("allow", [None, "0"])
+def test_a_run_that_skipped_data_tests_fails(tmp_path: Path, allow: str | None) -> None:
+    proc = _run(tmp_path, absent=True, allow=allow)
+    assert proc.returncode == 1, proc.stdout
+    assert "0 tests needed them and ran, 2 skipped because they are absent: the run FAILS" in (
+        proc.stdout
+    )
+    assert "1 passed, 3 skipped" in proc.stdout  # the other skip is not a data skip
+
+
+def test_the_opt_out_accepts_a_partial_run(tmp_path: Path) -> None:
+    proc = _run(tmp_path, absent=True, allow="1")
+    assert proc.returncode == 0, proc.stdout
+    assert "2 skipped because they are absent (accepted: ANYECG_ALLOW_DATA_SKIPS=1)" in proc.stdout
