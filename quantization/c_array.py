@@ -169,6 +169,32 @@ def _identifier(stem: str) -> str:
     return ident if not ident[:1].isdigit() else f"m_{ident}"
 
 
+def _arena_lines(info: dict[str, Any], upper: str) -> str:
+    """The arena defines: TFLM's measured minimum when the TFLM check ran, else the estimate."""
+    est = (
+        f"// Tensor arena estimate: {info['activation_bytes']} B activations (greedy plan) +\n"
+        f"// {info['bookkeeping_bytes']} B TFLM bookkeeping + 10 % + 1 KiB.\n"
+        f"#define {upper}_TENSOR_ARENA_ESTIMATE {info['arena_bytes_estimate']}"
+    )
+    check = info.get("check") or {}
+    if not check.get("ran"):
+        why = check.get("reason", "not run")
+        return (
+            f"{est}\n// Not measured in TFLite Micro ({why}): check\n"
+            f"// interpreter.arena_used_bytes() on the target once.\n"
+            f"#define {upper}_TENSOR_ARENA_SIZE {info['arena_bytes_estimate']}"
+        )
+    p = check["parity_vs_litert"]
+    return (
+        f"{est}\n// Measured in TFLite Micro {check['tflite_micro']} (reference kernels, x86_64):\n"
+        f"// the smallest arena that allocates and runs. 64-bit host structs make it an upper\n"
+        f"// bound for a 32-bit MCU's bookkeeping; optimized kernels (CMSIS-NN) may add scratch.\n"
+        f"// Outputs vs ai-edge-litert on {p['n_windows']} windows: max {p['max_abs_diff']:g}\n"
+        f"// {p['unit']}, {p['exact_fraction']:.1%} exactly equal.\n"
+        f"#define {upper}_TENSOR_ARENA_SIZE {check['arena_bytes']}"
+    )
+
+
 def write_c_array(tflite_path: Path, out: Path, info: dict[str, Any] | None = None) -> list[Path]:
     """Write ``out`` (.cc/.c) and ``<stem>.h``; returns both paths.
 
@@ -212,10 +238,7 @@ extern const unsigned int g_{name}_model_len;
 #define {upper}_OUTPUT_SCALE {outp["scale"]!r}f
 #define {upper}_OUTPUT_ZERO_POINT {outp["zero_point"]}
 
-// Tensor arena estimate: {info["activation_bytes"]} B activations (greedy plan) +
-// {info["bookkeeping_bytes"]} B TFLM bookkeeping + 10 % + 1 KiB. Check
-// interpreter.arena_used_bytes() on the target once.
-#define {upper}_TENSOR_ARENA_SIZE {info["arena_bytes_estimate"]}
+{_arena_lines(info, upper)}
 
 // Ops ({len(info["resolver"])}): tflite::MicroMutableOpResolver<{len(info["resolver"])}> resolver;
 {resolver}

@@ -369,8 +369,16 @@ def export_model(
     tflm: dict[str, Any] | None = None
     if fmt == "c-array":
         from anyecg_edge.quantization.c_array import analyze
+        from anyecg_edge.quantization.tflm import check_tflm
 
         tflm = analyze(model_out)
+        # Run it in TFLite Micro itself: measured arena, op support, parity vs LiteRT.
+        assert calib_ws is not None
+        tflm["check"] = check_tflm(model_out, calib_ws.x)
+        if tflm["check"]["ran"]:
+            tflm["arena_bytes"] = tflm["check"]["arena_bytes"]
+        else:
+            log.warning("TFLite Micro check skipped: %s", tflm["check"]["reason"])
     if quant is not None and calib_ws is not None and quant.get("scheme") == "static":
         quant["calibration_windows"] = calib_ws.stats()
         quant["calibration_sources"] = calib_ws.sources

@@ -171,6 +171,9 @@ def export(
         ],
         "extra_files": [str(p) for p in result.extra_files],
     }
+    tflm = json.loads(result.manifest.read_text()).get("tflm") if fmt == "c-array" else None
+    if tflm is not None:
+        summary["tflm"] = tflm.get("check")
     if as_json:
         click.echo(json.dumps(summary, indent=2))
         return
@@ -209,6 +212,10 @@ def export(
                 f"    {row['layer']:<{width}}  {row['op']:<17} {row['sqnr_db']:6.1f} "
                 f"{row['cumulative_sqnr_db']:6.1f}  {row['clipped_fraction']:.3%}"
             )
+    if tflm is not None and tflm.get("check"):
+        from anyecg_edge.quantization.tflm import summary_line
+
+        click.echo(f"  {summary_line(tflm['check'])}")
     for path in (result.manifest, result.parity, *result.extra_files):
         click.echo(f"  wrote {path}")
 
@@ -235,4 +242,51 @@ def _pct(v: float | None) -> str:
     return "n/a" if v is None else f"{v:.4%}"
 
 
-COMMANDS = [export]
+@click.command("tflm")
+@click.option(
+    "--model",
+    "model_path",
+    type=click.Path(path_type=Path, exists=True, dir_okay=False),
+    required=True,
+    help="An int8 .tflite (with its .manifest.json), e.g. from `export --format c-array`.",
+)
+@click.option(
+    "--calib",
+    multiple=True,
+    required=True,
+    help="Windows to run: a corpus folder, record folder/files or a .npy of preprocessed "
+    "windows (as for export). Repeatable.",
+)
+@click.option(
+    "--windows", "n_windows", type=click.IntRange(min=1), default=64, show_default=True,
+    help="Windows compared against ai-edge-litert.",
+)  # fmt: skip
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def tflm(model_path: Path, calib: tuple[str, ...], n_windows: int, as_json: bool) -> None:
+    """Run an int8 .tflite in TensorFlow Lite Micro: smallest arena, ops, parity vs LiteRT.
+
+    Exit codes: 0 it ran (or TFLite Micro is not available here: the reason is printed),
+    1 it does not run in TFLite Micro (unsupported operator, allocation failure) or bad input.
+    """
+    try:
+        from anyecg_edge.quantization.errors import ExportError
+        from anyecg_edge.quantization.tflm import check_tflm, summary_line
+        from anyecg_edge.quantization.windows import load_windows
+    except ImportError as exc:
+        raise click.ClickException(
+            f"tflm needs the export toolchain ({exc.name} missing): "
+            'pip install "anyecg-edge[export]"'
+        ) from None
+    from anyecg_edge.runtime import ModelError
+    from anyecg_edge.runtime.manifest import load_manifest
+
+    try:
+        meta = load_manifest(model_path)
+        ws = load_windows(list(calib), meta, role="calib", max_windows=n_windows)
+        res = check_tflm(model_path, ws.x, max_windows=n_windows)
+    except (ExportError, ModelError) as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(json.dumps(res, indent=2) if as_json else summary_line(res))
+
+
+COMMANDS = [export, tflm]
