@@ -14,6 +14,7 @@ from anyecg_edge.training.data.dataset import CorpusDataset
 from anyecg_edge.training.distill import DistillModel, IndexedDataset
 from anyecg_edge.training.models import create_model
 from anyecg_edge.training.torch_model import TorchModel
+from anyecg_edge.training.trainer import TrainConfig
 from train_fixtures import run_cli, student_run, target_corpus, teacher_run
 
 
@@ -89,25 +90,43 @@ def test_distill_with_feature_matching_reuses_teacher_cache_on_resume(tmp_path_f
     assert (cache / "train.npy").stat().st_mtime_ns == stamp  # not recomputed
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["steps"] == 5
+    assert metrics["resumed_from_checkpoint"] == "step_000000003.pt"  # the finished run's last
+    assert metrics["resumed_from_step"] == 3 and metrics["steps_this_run"] == 2
 
 
 @pytest.mark.slow
-def test_distill_resume_with_dropout_is_bit_exact(tmp_path_factory, tmp_path) -> None:
+def test_distill_resume_with_dropout_is_bit_exact(tmp_path_factory, tmp_path, monkeypatch) -> None:
     """student-xs has dropout: resuming from a mid-epoch checkpoint must replay the same RNG
     stream (restored states, loaders that do not draw from the global generator)."""
     teacher, _, _ = teacher_run(tmp_path_factory)
     _, corpus = target_corpus(tmp_path_factory)
+    # Keep three checkpoints (no CLI option; keep_checkpoints does not change the run), so
+    # that two are left to choose from once the last is removed.
+    post_init = TrainConfig.__post_init__
+
+    def keep_three(self: TrainConfig) -> None:
+        self.keep_checkpoints = 3
+        post_init(self)
+
+    monkeypatch.setattr(TrainConfig, "__post_init__", keep_three)
     args = ["train", "distill", "--teacher", teacher, "--corpus", corpus, "--student", "student-xs"]
-    args += ["--max-steps", "8", "--ckpt-every", "4", "--eval-every", "3", "--batch-size", "32"]
+    args += ["--max-steps", "8", "--ckpt-every", "2", "--eval-every", "3", "--batch-size", "32"]
     full, part = tmp_path / "full", tmp_path / "part"
     run_cli(*args, "--out", full)
     shutil.copytree(full, part)
-    (part / "checkpoints" / "step_000000008.pt").unlink()  # back to step 4 (mid-epoch)
+    kept = sorted(p.name for p in (part / "checkpoints").glob("step_*.pt"))
+    assert kept == ["step_000000004.pt", "step_000000006.pt", "step_000000008.pt"]
+    (part / "checkpoints" / kept[-1]).unlink()  # back to step 6 (mid-epoch), step 4 older
     for name in ("model.pt", "metrics.json"):
         (part / name).unlink()
     run_cli(*args, "--out", part, "--resume")
     a = json.loads((full / "metrics.json").read_text())
     b = json.loads((part / "metrics.json").read_text())
+    # It resumed from the newest checkpoint and ran only the 2 steps left (the bit-exact
+    # replay below holds from any starting point, so it cannot tell).
+    assert (b["resumed_from_step"], b["resumed_from_checkpoint"]) == (6, "step_000000006.pt")
+    assert b["steps_this_run"] == 2 and b["steps"] == 8
+    assert a["resumed_from_step"] is None and a["steps_this_run"] == 8
     assert [h["val_mean_auroc"] for h in a["history"]] == [
         h["val_mean_auroc"] for h in b["history"]
     ]

@@ -171,6 +171,16 @@ def test_killed_run_resumes_to_the_same_result(tmp_path_factory, tmp_path) -> No
     r = CliRunner().invoke(cli, [*common, "--out", str(run), "--resume"])
     assert r.exit_code == 0, r.output
     metrics, state = _final_state(run)
+    # Where it resumed: the newest of the two kept checkpoints (not the older one, not from
+    # scratch), and it took only the steps left (none redone). The exact replay below cannot
+    # tell: training is deterministic, so any starting point ends in the same weights.
+    assert len(steps) == 2, steps
+    assert (metrics["resumed_from_step"], metrics["resumed_from_checkpoint"]) == (
+        steps[-1],
+        f"step_{steps[-1]:09d}.pt",
+    )
+    assert metrics["steps_this_run"] == 60 - steps[-1] and metrics["steps"] == 60
+    assert ref_metrics["resumed_from_step"] is None and ref_metrics["steps_this_run"] == 60
     assert [h["step"] for h in metrics["history"]] == [h["step"] for h in ref_metrics["history"]]
     for a, b in zip(metrics["history"], ref_metrics["history"], strict=True):
         assert a["val_mean_auroc"] == pytest.approx(b["val_mean_auroc"], abs=1e-9)

@@ -559,6 +559,7 @@ class Trainer:
         self.history: list[dict[str, Any]] = []
         self.loss_acc = {"sum": 0.0, "n": 0}
         self.last_eval_step = -1
+        self.resumed_from: tuple[int, str] | None = None  # (step, checkpoint file) loaded
 
     # -- state --------------------------------------------------------------------------
 
@@ -685,6 +686,7 @@ class Trainer:
         self.history = json.loads(state["history"])
         self.loss_acc = dict(state["loss_acc"])
         self.last_eval_step = int(state["last_eval_step"])
+        self.resumed_from = (self.step, path.name)
         if self.done and not self.stopped_early and self.step < self.total_steps:
             self.done = False  # a finished run continued with more steps
         if self.info.is_main:
@@ -812,6 +814,7 @@ class Trainer:
         pause_s = 0.0  # evaluation + checkpoint time inside the current log interval
         seen = 0
         seen_total = 0
+        steps_run = 0  # optimizer steps taken by this fit() (a resume must not redo any)
         t_fit = time.perf_counter()
         if info.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(info.device)
@@ -824,6 +827,7 @@ class Trainer:
                 loss = self._train_step(batch)
                 seen += len(batch[0]) * info.world_size  # approximate for an uneven last batch
                 seen_total += len(batch[0]) * info.world_size
+                steps_run += 1
                 self.loss_acc["sum"] += loss
                 self.loss_acc["n"] += 1
                 self.step += 1
@@ -895,6 +899,10 @@ class Trainer:
         summary = {
             "steps": self.step,
             "total_steps": self.total_steps,
+            # Where this run started: the checkpoint --resume loaded (None: from scratch).
+            "resumed_from_step": None if self.resumed_from is None else self.resumed_from[0],
+            "resumed_from_checkpoint": None if self.resumed_from is None else self.resumed_from[1],
+            "steps_this_run": steps_run,
             "steps_per_epoch": steps_per_epoch,
             "epochs_completed": self.epoch,
             "stopped_early": self.stopped_early,
