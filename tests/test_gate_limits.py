@@ -206,3 +206,21 @@ def test_fast_heart_rate_limit() -> None:
     assert q.reasons == ["implausible_heart_rate"]
     assert q.metrics["heart_rate_bpm"] == pytest.approx(220.588, abs=1e-3)
     assert gate(_tachy_run(130)) == ["implausible_heart_rate"]  # 230.8 bpm
+
+
+# --- MIN_BEAT_PROMINENCE = 7 (QRS energy over the energy between beats) ----------------------
+
+
+def _noisy(noise_mv: float) -> np.ndarray:
+    """Beats at 75 bpm under white noise of ``noise_mv`` (one fixed draw): more noise, less
+    prominent beats."""
+    return synth(R_AT, noise=0.0) + noise_mv * np.random.default_rng(3).normal(0.0, 1.0, N)
+
+
+def test_beat_prominence_limit() -> None:
+    x = _noisy(0.335)
+    q = assess_quality(x, FS)
+    assert 7.0 < q.metrics["beat_prominence"] < 7.3 and gate(x) == []
+    x = _noisy(0.343)
+    q = assess_quality(x, FS)
+    assert 6.7 < q.metrics["beat_prominence"] < 7.0 and gate(x) == ["no_beats"]
