@@ -3,7 +3,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test demo lint bench clean
+.PHONY: install test test-arm64 demo lint bench clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -15,6 +15,11 @@ install: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest tests
+
+# Device side on an emulated Debian 12 arm64 root (root needed; not part of `make test`).
+# ARM64_ROOT=/var/cache/anyecg-arm64 by default; see benchmarks/arm64/run.sh.
+test-arm64: $(STAMP)
+	PYTHON=$(abspath $(BIN))/python benchmarks/arm64/run.sh
 
 demo: $(STAMP)
 	$(BIN)/anyecg-edge demo

@@ -21,6 +21,8 @@ from anyecg_edge.io import Record
 from anyecg_edge.predict import predict_record
 from anyecg_edge.runtime import Model, ModelError, ModelMetadata
 
+pytestmark = pytest.mark.device  # no torch: also run on arm64 by make test-arm64
+
 
 def test_platt_recovers_known_parameters() -> None:
     rng = np.random.default_rng(3)

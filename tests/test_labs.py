@@ -22,6 +22,8 @@ from anyecg_edge.labs import (
     parse_lab_value,
 )
 
+pytestmark = pytest.mark.device  # no torch: also run on arm64 by make test-arm64
+
 PACKAGED_CSV = Path(__file__).resolve().parents[1] / "anyecg_edge" / "labs" / "catalog.csv"
 
 

@@ -12,6 +12,8 @@ from recordings import CINC, MITDB, needs_data
 from anyecg_edge.io import MissingDependencyError, Record, RecordError, list_leads, read_record
 from anyecg_edge.signal import preprocess
 
+pytestmark = pytest.mark.device  # no torch: also run on arm64 by make test-arm64
+
 wfdb = pytest.importorskip("wfdb")
 
 

@@ -90,6 +90,7 @@ def test_threads_setting(art, windows) -> None:
         load_model(art.tflite_int8, threads=0)
 
 
+@pytest.mark.device
 def test_quantize_dequantize_round_trip() -> None:
     q = {"scale": 0.05, "zero_point": -3, "dtype": "int8"}
     x = np.array([-100.0, -6.25, 0.0, 0.024, 0.026, 6.2, 100.0], dtype=np.float32)
@@ -158,6 +159,7 @@ def test_manifest_inconsistent_with_the_model_is_refused(art, tmp_path) -> None:
             load_model(_edit_manifest(src, d, **changes))
 
 
+@pytest.mark.device
 def test_metadata_round_trip_keeps_extra_and_quant() -> None:
     meta = ModelMetadata(
         labs=["a", "b"],
@@ -250,6 +252,7 @@ def test_bench_runtime_reports_latency_percentiles_and_ratios(art, capsys) -> No
     assert int8["bytes"] <= 1_000_000
 
 
+@pytest.mark.device
 def test_onnx_fixed_batch_other_than_one_is_run_in_padded_chunks(tmp_path) -> None:
     """An export with a fixed batch of 2 takes any number of windows (the last chunk padded),
     and gives what the same weights with a dynamic batch give."""

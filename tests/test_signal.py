@@ -26,6 +26,8 @@ from anyecg_edge.signal import (
     resample,
 )
 
+pytestmark = pytest.mark.device  # no torch: also run on arm64 by make test-arm64
+
 wfdb = pytest.importorskip("wfdb")
 
 # Beat annotation symbols of the MIT-BIH format (rhythm/noise marks such as '+' excluded).

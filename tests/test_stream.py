@@ -28,6 +28,8 @@ from anyecg_edge.stream.latency import LatencyStats
 from anyecg_edge.stream.ring import RingBuffer
 from anyecg_edge.stream.sources import SourceError, SourceSpec, file_blocks, run_file
 
+pytestmark = pytest.mark.device  # no torch: also run on arm64 by make test-arm64
+
 REPO = Path(__file__).resolve().parents[1]
 LABS = ["potassium", "sodium", "hemoglobin", "glucose"]
 

@@ -16,6 +16,8 @@ from test_stream import write_tiny_onnx
 from anyecg_edge.cli import cli
 from anyecg_edge.io import RecordError, list_leads, read_record
 
+pytestmark = pytest.mark.device  # no torch: also run on arm64 by make test-arm64
+
 FS = 360.0
 
 
