@@ -469,7 +469,12 @@ def export_model(
         raise ParityError(
             f"{model_out}: parity vs the torch fp32 model failed on {report['n_windows']} "
             f"held-out windows: {'; '.join(failures)}. Removed the model; see {ppath} "
-            "(--allow-degraded keeps it)"
+            "(--allow-degraded keeps it"
+            + (
+                "; --activations int16 quantizes activations to 16 bits where int8 cannot hold)"
+                if fmt == "tflite" and precision == "int8"
+                else ")"
+            )
         )
     if failures:
         log.warning(
