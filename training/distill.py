@@ -203,25 +203,20 @@ def fidelity_report(
 
 def _qat_phase(
     model: DistillModel,
-    loss_fn: Any,
-    train_set: Any,
-    val_set: Any,
+    make_trainer: Any,
     out: Path,
     run: DistillRun,
     config: TrainConfig,
     info: Any,
-    labs: list[str],
-    run_meta: dict[str, Any],
     resume: bool,
 ) -> dict[str, Any]:
     """Quantization-aware fine-tuning of the distilled student (same loss, fake int8 weights
     and activations; training/qat.py), its own Trainer in ``out/qat`` (checkpoints, exact
     resume, DDP). Leaves ``model.student`` finished: weights on the int8 grid, standard
-    layout."""
+    layout. ``make_trainer(out_dir, config, phase)`` builds the distillation's Trainer."""
     import dataclasses
 
     from anyecg_edge.training.qat import finish_qat, prepare_qat
-    from anyecg_edge.training.trainer import Trainer
 
     prepare_qat(model.student)
     model.to(info.device)
@@ -234,20 +229,7 @@ def _qat_phase(
         eval_every=run.qat_steps,
         patience=0,
     )
-    trainer = Trainer(
-        model,
-        loss_fn=loss_fn,
-        train_set=train_set,
-        val_set=val_set,
-        val_targets=val_set.targets,
-        out_dir=out / "qat",
-        config=qat_config,
-        info=info,
-        labs=labs,
-        val_module=model.student,
-        run_meta={**run_meta, "phase": "qat"},
-    )
-    summary = trainer.fit(resume=resume)
+    summary = make_trainer(out / "qat", qat_config, "qat").fit(resume=resume)
     finish_qat(model.student)
     log.info(
         "QAT: %d steps at lr %.2e; val mean AUROC with fake int8 %s",
@@ -455,23 +437,27 @@ def train_distill(run: DistillRun, config: TrainConfig, *, resume: bool = False)
         "qat_steps": run.qat_steps,
         "corpus": str(Path(run.corpus).resolve()),
     }
-    trainer = Trainer(
-        model,
-        loss_fn=loss_fn,
-        train_set=train_set,
-        val_set=val_base,
-        val_targets=val_base.targets,
-        out_dir=out,
-        config=config,
-        info=info,
-        labs=labs,
-        val_module=model.student,
-        run_meta=run_meta,
-    )
+
+    def make_trainer(out_dir: Path, cfg: TrainConfig, phase: str | None = None) -> Trainer:
+        return Trainer(
+            model,
+            loss_fn=loss_fn,
+            train_set=train_set,
+            val_set=val_base,
+            val_targets=val_base.targets,
+            out_dir=out_dir,
+            config=cfg,
+            info=info,
+            labs=labs,
+            val_module=model.student,
+            run_meta=run_meta if phase is None else {**run_meta, "phase": phase},
+        )
+
+    trainer = make_trainer(out, config)
     summary = trainer.fit(resume=resume)
     val_logits = trainer.best_val_logits
     if run.qat_steps:
-        summary["qat"] = _qat_phase(model, loss_fn, train_set, val_base, out, run, config, info, labs, run_meta, resume)  # fmt: skip
+        summary["qat"] = _qat_phase(model, make_trainer, out, run, config, info, resume)
         val_logits = None  # calibrate on the finished (int8-grid) model
 
     student.eval()
