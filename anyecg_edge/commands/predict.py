@@ -70,7 +70,7 @@ def load_model(path: Path, *, threads: int | None = None) -> Model:
 )  # fmt: skip
 @click.option(
     "--threads",
-    type=count(1, 1024),
+    type=count(1, 64),
     default=None,
     help="Inference threads (default: the runtime's own, usually all cores).",
 )

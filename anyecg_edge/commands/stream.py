@@ -125,7 +125,7 @@ class _Stopper:
 @click.option("--smooth", "smooth_s", type=Number(0.0), default=30.0, show_default=True, help="Smoothing time constant of the lab estimates in s (0: none).")  # fmt: skip
 @click.option("--queue", "queue_size", type=count(1, 10_000), default=2, show_default=True, help="Windows waiting for inference before the oldest is dropped.")  # fmt: skip
 @click.option(
-    "--threads", type=count(1, 1024), default=1, show_default=True, help="Inference threads."
+    "--threads", type=count(1, 64), default=1, show_default=True, help="Inference threads."
 )
 @click.option(
     "--hci", default=None,
@@ -207,6 +207,12 @@ def stream(
             extract_windows(head, record.fs, model.metadata.window_s, None)
         except SignalError as exc:
             raise RecordError(f"{record.source} (lead {record.lead}): {exc}") from None
+    if duration_s is not None and spec.kind != "device" and duration_s < model.metadata.window_s:
+        raise click.BadParameter(
+            f"{duration_s:g} s of signal is shorter than one {model.metadata.window_s:g} s "
+            "window: no estimate could be made",
+            param_hint="'--duration'",
+        )
     if spec.kind != "file":
         record = None
 

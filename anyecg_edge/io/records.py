@@ -230,7 +230,16 @@ def _finish(
         raise RecordError(f"{src}: lead {lead} has no samples")
     if not np.isfinite(sig).any():
         raise RecordError(f"{src}: lead {lead} is entirely missing (all samples NaN)")
-    sig = (sig * scale).astype(np.float32)
+    with np.errstate(over="ignore", invalid="ignore"):
+        sig = (sig * scale).astype(np.float32)
+    n_inf = int(np.isinf(sig).sum())
+    if n_inf:
+        # (an inf cell, or a header gain so small that mV overflow float32): no gate or
+        # filter can make sense of it, and it must not pass for a signal.
+        raise RecordError(
+            f"{src}: lead {lead} has {n_inf} infinite sample values in mV (an 'inf' in "
+            "the file, or a gain/unit that does not fit the data)"
+        )
     return Record(
         signal_mv=sig,
         fs=fs,
@@ -342,21 +351,30 @@ def _detect_format(path: str | Path) -> tuple[str, Path]:
 
 def _wfdb_header(base: Path):
     wfdb = _import_wfdb()
-    _check_wfdb_header_text(base)
+    fs_written = _check_wfdb_header_text(base)
     try:
-        return wfdb, wfdb.rdheader(str(base))
+        hdr = wfdb.rdheader(str(base))
     except Exception as exc:  # wfdb raises many types; report one line
         raise RecordError(f"{base}.hea: cannot read WFDB header: {_one_line(exc)}") from None
+    if fs_written is not None and not math.isclose(float(hdr.fs), fs_written, rel_tol=1e-9):
+        # wfdb put its default in place of a number it could not read: never use it.
+        raise RecordError(
+            f"{base}.hea: sampling frequency {fs_written:g} Hz was read as {float(hdr.fs):g}; "
+            "write it as a plain decimal number"
+        )
+    return wfdb, hdr
+
+
+# A plain decimal number, as the WFDB header format writes them (Python's float() also
+# takes "1_0", "nan" or non-ASCII digits, which wfdb reads differently or not at all).
+_HEADER_NUMBER = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
 
 
 def _header_number(token: str) -> float | None:
-    try:
-        return float(token)
-    except ValueError:
-        return None
+    return float(token) if _HEADER_NUMBER.fullmatch(token) else None
 
 
-def _check_wfdb_header_text(base: Path) -> None:
+def _check_wfdb_header_text(base: Path) -> float | None:
     """Check the header's numbers before wfdb reads it: wfdb's header pattern skips a
     field it cannot match and uses its default instead (fs -500 or nan read as 250 Hz,
     a missing .dat gain as 200), so a broken header gave a plausible, wrong record.
@@ -373,6 +391,7 @@ def _check_wfdb_header_text(base: Path) -> None:
     if not lines:
         raise RecordError(f"{path}: empty WFDB header (expected a record line)")
     rec = lines[0]
+    fs = None
     if len(rec) >= 3:
         fs = _header_number(rec[2].split("/", 1)[0])
         if fs is None or not math.isfinite(fs) or fs <= 0:
@@ -388,7 +407,7 @@ def _check_wfdb_header_text(base: Path) -> None:
                 "whole number >= 0"
             )
     if "/" in rec[0]:
-        return  # a multi-segment record: its lines name segments, not signals
+        return fs  # a multi-segment record: its lines name segments, not signals
     for k, sig in enumerate(lines[1:], start=1):
         if len(sig) < 3:
             continue  # no gain field (wfdb assumes 200 per the spec)
@@ -400,6 +419,7 @@ def _check_wfdb_header_text(base: Path) -> None:
                 f"{path}: ADC gain {sig[2]!r} of {name} must be a finite non-zero number "
                 "(0 marks an uncalibrated signal: no mV scale)"
             )
+    return fs
 
 
 def _one_line(exc: BaseException) -> str:
