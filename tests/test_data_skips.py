@@ -1,5 +1,6 @@
 """The skip accounting of tests/data_skips.py: a run that skipped tests for missing real
-recordings fails unless ANYECG_ALLOW_DATA_SKIPS=1, and says how many needed them and ran."""
+recordings says so (a partial suite), fails with ANYECG_REQUIRE_DATA=1, and says how many
+needed them and ran."""
 
 from __future__ import annotations
 
@@ -37,12 +38,12 @@ def test_plain():
 """
 
 
-def _run(tmp_path: Path, absent: bool, allow: str | None) -> subprocess.CompletedProcess:
+def _run(tmp_path: Path, absent: bool, require: str | None) -> subprocess.CompletedProcess:
     (tmp_path / "test_suite.py").write_text(SUITE.format(absent=absent))
-    env = {k: v for k, v in os.environ.items() if k != "ANYECG_ALLOW_DATA_SKIPS"}
+    env = {k: v for k, v in os.environ.items() if k != "ANYECG_REQUIRE_DATA"}
     env["PYTHONPATH"] = str(HERE)
-    if allow is not None:
-        env["ANYECG_ALLOW_DATA_SKIPS"] = allow
+    if require is not None:
+        env["ANYECG_REQUIRE_DATA"] = require
     return subprocess.run(
         [sys.executable, "-m", "pytest", "-p", "data_skips", "-p", "no:cacheprovider", "-q",
          "-c", os.devnull, "--rootdir", str(tmp_path), str(tmp_path / "test_suite.py")],
@@ -51,14 +52,13 @@ def _run(tmp_path: Path, absent: bool, allow: str | None) -> subprocess.Complete
 
 
 def test_a_run_with_the_recordings_passes_and_counts_them(tmp_path: Path) -> None:
-    proc = _run(tmp_path, absent=False, allow=None)
+    proc = _run(tmp_path, absent=False, require="1")
     assert proc.returncode == 0, proc.stdout
     assert "real recordings (../shared/data): 2 tests needed them and ran\n" in proc.stdout
 
 
-@pytest.mark.parametrize("allow", [None, "0"])
-def test_a_run_that_skipped_data_tests_fails(tmp_path: Path, allow: str | None) -> None:
-    proc = _run(tmp_path, absent=True, allow=allow)
+def test_a_run_that_skipped_data_tests_fails_when_they_are_required(tmp_path: Path) -> None:
+    proc = _run(tmp_path, absent=True, require="1")
     assert proc.returncode == 1, proc.stdout
     assert "0 tests needed them and ran, 2 skipped because they are absent: the run FAILS" in (
         proc.stdout
@@ -66,7 +66,10 @@ def test_a_run_that_skipped_data_tests_fails(tmp_path: Path, allow: str | None) 
     assert "1 passed, 3 skipped" in proc.stdout  # the other skip is not a data skip
 
 
-def test_the_opt_out_accepts_a_partial_run(tmp_path: Path) -> None:
-    proc = _run(tmp_path, absent=True, allow="1")
+@pytest.mark.parametrize("require", [None, "0"])
+def test_without_the_requirement_a_partial_run_is_said_so(
+    tmp_path: Path, require: str | None
+) -> None:
+    proc = _run(tmp_path, absent=True, require=require)
     assert proc.returncode == 0, proc.stdout
-    assert "2 skipped because they are absent (accepted: ANYECG_ALLOW_DATA_SKIPS=1)" in proc.stdout
+    assert "2 skipped because they are absent: a PARTIAL suite" in proc.stdout
