@@ -19,6 +19,14 @@ order, into *segments* of contiguous samples and says why a segment ended:
 
 Tolerance: max(2 samples, a quarter frame). A lost Polar frame is 73 samples, a lost
 Movesense frame 16, so a lost frame is never mistaken for timestamp jitter.
+
+Device time is checked against the host clock when ``time_scale`` is given (device seconds
+per host second: 1 for a real device, the replay speed for a simulated one): a frame
+further ahead than the host's elapsed time since the last frame allows (x1.5, + 2 s) cannot
+follow lost samples: it is a ``clock_jump`` (a corrupted or jumped timestamp / counter), the
+time base is re-anchored on it and its samples continue the stream; a gap is never longer
+than the host clock allows. When the next frame agrees with the time base from before the
+fault again (an isolated corrupted timestamp), that base is restored, no gap either.
 """
 
 from __future__ import annotations
@@ -36,6 +44,10 @@ __all__ = ["Block", "SeqEvent", "Sequencer"]
 MIN_RATE_SPAN_S = 2.0
 # Estimates further than this from nominal mean a broken span: measure afresh.
 MAX_RATE_DEVIATION = 0.05
+# Host-clock bound on a frame's advance: elapsed host time x time_scale x this margin
+# (arrival jitter, bursts after a busy radio), plus this slack in device seconds.
+HOST_MARGIN = 1.5
+HOST_SLACK_S = 2.0
 
 
 @dataclass
@@ -94,8 +106,12 @@ Output = list  # of Block | SeqEvent
 class Sequencer:
     """Feed frames in arrival order; get Blocks and SeqEvents in stream order."""
 
-    def __init__(self, nominal_fs: float, *, reorder_depth: int = 2) -> None:
+    def __init__(
+        self, nominal_fs: float, *, reorder_depth: int = 2, time_scale: float | None = None
+    ) -> None:
         self.nominal_fs = float(nominal_fs)
+        # Device seconds per host second (None: arrival times are not a clock; no check).
+        self.time_scale = time_scale
         self.fs_est = float(nominal_fs)
         self.reorder_depth = int(reorder_depth)
         self.segment = 0
@@ -115,6 +131,9 @@ class Sequencer:
         self._last_arrival_ns: int | None = None
         self._lead_off = False
         self._battery_low = False
+        # The time base from before a clock fault (t0, last_t, last_ref_index), kept for
+        # one frame: the next one may show the fault was one corrupted timestamp.
+        self._pre_fault: tuple[float | None, int | None, int] | None = None
 
     # --- public -----------------------------------------------------------------------
     def break_segment(self, reason: str) -> Output:
@@ -135,7 +154,11 @@ class Sequencer:
         key, seq_u, t_u = self._position(frame)
         d = self._distance(frame, seq_u, t_u)
         tol = self._tolerance(frame.n)
-        if frame.flags & FrameFlags.TIME_RESET and abs(d) > tol:
+        pre_fault, self._pre_fault = self._pre_fault, None
+        bound = self._host_bound(arrival_ns)
+        if pre_fault is not None and abs(d) > tol and self._reverts(frame, t_u, pre_fault):
+            out.extend(self._revert_fault(frame, arrival_ns, seq_u, t_u, pre_fault))
+        elif frame.flags & FrameFlags.TIME_RESET and abs(d) > tol:
             # The device says its counter/clock restarted (reboot): no continuity.
             out.extend(self._flush_pending())
             self._reset("device_reset", out)
@@ -145,6 +168,8 @@ class Sequencer:
             self._break_reason = None
             out.extend(self._release(frame, arrival_ns, seq_u, t_u))
             out.extend(self._drain())
+        elif bound is not None and d > bound:
+            out.extend(self._clock_fault(frame, arrival_ns, seq_u, t_u, d))
         elif d > tol and self._break_reason is None:
             self._pending.append(_Pending(frame, arrival_ns, key))
             self._pending.sort(key=lambda p: p.key)
@@ -162,6 +187,74 @@ class Sequencer:
     def flush(self) -> Output:
         """Release frames still held for reordering (end of stream)."""
         return self._flush_pending()
+
+    def trailing_stall(self, now_ns: int) -> SeqEvent | None:
+        """At the end of a session: a ``stall`` event when nothing arrived for longer than
+        the host clock's slack before ``now_ns`` (a device that went silent near the end,
+        before any watchdog could fire, would otherwise go unreported)."""
+        if self.time_scale is None or self._last_arrival_ns is None:
+            return None
+        silent_s = max(0.0, (now_ns - self._last_arrival_ns) / 1e9) * self.time_scale
+        # (+0.1 s of host time: the session's own shutdown after the last frame)
+        if silent_s < HOST_SLACK_S + 0.1 * self.time_scale:
+            return None
+        return SeqEvent("stall", self._end_s, {"duration_s": round(silent_s, 3), "at_end": True})
+
+    # --- the host clock -----------------------------------------------------------------
+    def _host_bound(self, arrival_ns: int) -> float | None:
+        """Most samples a frame can lie ahead of the expected position, by the host clock
+        (None: no check)."""
+        if self.time_scale is None or self._last_arrival_ns is None:
+            return None
+        elapsed_s = max(0.0, (arrival_ns - self._last_arrival_ns) / 1e9)
+        return (elapsed_s * self.time_scale * HOST_MARGIN + HOST_SLACK_S) * self.fs_est
+
+    def _clock_fault(
+        self, frame: Frame, arrival_ns: int, seq_u: int | None, t_u: int | None, d: float
+    ) -> Output:
+        """A frame further ahead than the host clock allows: not lost samples but a clock
+        (or counter) that jumped or a corrupted stamp. Counted, re-anchored on this frame,
+        whose samples continue the stream."""
+        self.counts["clock_jump"] += 1
+        elapsed = (arrival_ns - (self._last_arrival_ns or arrival_ns)) / 1e9
+        out: Output = [
+            SeqEvent(
+                "clock_jump", self._end_s,
+                {"jump_s": round(d / self.fs_est, 4), "reason": "beyond_host_clock",
+                 "host_elapsed_s": round(elapsed, 4)},
+            )
+        ]  # fmt: skip
+        self._pre_fault = (self._t0_ns, self._last_t_ns, self._last_ref_index)
+        if t_u is not None:
+            t_first = t_u - self._ref_offset(frame) * 1e9 / self.fs_est
+            self._t0_ns = t_first - self._end_s * 1e9  # this frame starts where the stream is
+            self._last_t_ns = None  # (no prediction across the fault: no second jump event)
+        if seq_u is not None:
+            self._next_seq = seq_u
+        self._anchor = None
+        out.extend(self._release(frame, arrival_ns, seq_u, t_u))
+        out.extend(self._drain())
+        return out
+
+    def _reverts(self, frame: Frame, t_u: int | None, pre: tuple) -> bool:
+        """Does this frame continue the time base from before the last clock fault?"""
+        _, last_t, last_ref = pre
+        if t_u is None or last_t is None or frame.seq is not None:
+            return False
+        ref_index = self.seg_count + self._ref_offset(frame)
+        pred = last_t + (ref_index - last_ref) * 1e9 / self.fs_est
+        return abs(t_u - pred) * self.fs_est / 1e9 <= self._tolerance(frame.n)
+
+    def _revert_fault(
+        self, frame: Frame, arrival_ns: int, seq_u: int | None, t_u: int | None, pre: tuple
+    ) -> Output:
+        """The fault was one corrupted timestamp: back to the time base from before it."""
+        self._t0_ns, self._last_t_ns, self._last_ref_index = pre
+        self._anchor = None
+        out: Output = [SeqEvent("clock_jump_reverted", self._end_s)]
+        out.extend(self._release(frame, arrival_ns, seq_u, t_u))
+        out.extend(self._drain())
+        return out
 
     # --- positions --------------------------------------------------------------------
     @staticmethod
@@ -205,7 +298,8 @@ class Sequencer:
         start_s = 0.0
         if self._last_arrival_ns is not None:
             # Time base lost: continue stream time by the host clock's elapsed time.
-            elapsed = (arrival_ns - self._last_arrival_ns) / 1e9 - frame.n / self.fs_est
+            scale = self.time_scale if self.time_scale is not None else 1.0
+            elapsed = (arrival_ns - self._last_arrival_ns) / 1e9 * scale - frame.n / self.fs_est
             start_s = self._end_s + max(0.0, elapsed)
         if frame.t_ns is not None:
             t_first = frame.t_ns - self._ref_offset(frame) * 1e9 / self.fs_est

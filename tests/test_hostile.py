@@ -883,6 +883,126 @@ def test_property_frame_mutations(world, profile, edits, cuts) -> None:
     OUTCOMES["valid_output"] += 1
 
 
+# --------------------------------------------------------------------------- device time
+def _movesense_frames(n_frames: int, fs: float = 128.0) -> tuple[list[bytes], int]:
+    enc = FrameEncoder("movesense", fs)
+    spf = enc.samples_per_frame
+    return [enc.encode(np.arange(k * spf, (k + 1) * spf), k * spf) for k in range(n_frames)], spf
+
+
+def _sequence(raws: list[bytes], arrivals_s: list[float], time_scale: float | None) -> tuple:
+    from anyecg_edge.firmware_bridge.profiles import FrameDecoder
+    from anyecg_edge.firmware_bridge.sequencer import Block, SeqEvent, Sequencer
+
+    decoder = FrameDecoder(get_profile("movesense", fs_hz=128.0))
+    seq = Sequencer(128.0, time_scale=time_scale)
+    out: list = []
+    for raw, t in zip(raws, arrivals_s, strict=True):
+        frame = decoder.feed(raw)
+        assert frame is not None
+        out.extend(seq.push(frame, int(t * 1e9)))
+    out.extend(seq.flush())
+    blocks = [o for o in out if isinstance(o, Block)]
+    events = [o.to_dict() for o in out if isinstance(o, SeqEvent)]
+    return seq, blocks, events
+
+
+def _corrupt_time(raw: bytes, add_ms: int) -> bytes:
+    """A Movesense frame whose device timestamp (uint32 ms after the 2-byte header) is off."""
+    b = bytearray(raw)
+    t = int.from_bytes(b[2:6], "little")
+    b[2:6] = ((t + add_ms) % (1 << 32)).to_bytes(4, "little")
+    return bytes(b)
+
+
+@pytest.mark.parametrize("persistent", [False, True])
+def test_a_timestamp_beyond_the_host_clock_is_a_clock_jump_not_a_gap(persistent: bool) -> None:
+    """One corrupted timestamp (+1000 s) or a clock that jumps 1000 s for good, arriving
+    on time by the host clock: a clock_jump, no gap, every sample once and in order, and
+    the stream's time stays the samples' time (not 1000 s more)."""
+    raws, spf = _movesense_frames(120)
+    k = 60
+    if persistent:
+        raws = raws[:k] + [_corrupt_time(r, 1_000_000) for r in raws[k:]]
+    else:
+        raws[k] = _corrupt_time(raws[k], 1_000_000)
+    arrivals = [(i + 1) * spf / 128.0 for i in range(len(raws))]
+    seq, blocks, events = _sequence(raws, arrivals, time_scale=1.0)
+    codes = np.concatenate([b.codes for b in blocks])
+    np.testing.assert_array_equal(codes, np.arange(120 * spf))
+    assert seq.counts["gap"] == 0 and seq.counts["clock_jump"] == 1
+    kinds = [e["event"] for e in events]
+    assert kinds == (["clock_jump"] if persistent else ["clock_jump", "clock_jump_reverted"])
+    end_s = blocks[-1].t_first_s + blocks[-1].n / blocks[-1].fs_hz
+    assert end_s == pytest.approx(120 * spf / 128.0, rel=0.02)
+    # Without a host clock (time_scale None) the old reading: a gap of 1000 s.
+    _, _, old = _sequence(raws, arrivals, time_scale=None)
+    assert any(e["event"] == "gap" and (e["duration_s"] or 0) > 900 for e in old)
+    OUTCOMES["valid_output"] += 1
+
+
+def test_lost_frames_within_the_host_clock_stay_a_gap_of_their_samples() -> None:
+    raws, spf = _movesense_frames(120)
+    keep = [i for i in range(120) if not 40 <= i < 90]  # 50 frames (6.25 s) lost
+    arrivals = [(i + 1) * spf / 128.0 for i in keep]
+    seq, blocks, events = _sequence([raws[i] for i in keep], arrivals, time_scale=1.0)
+    gaps = [e for e in events if e["event"] == "gap"]
+    assert [g["missing_samples"] for g in gaps] == [50 * spf] and seq.counts["clock_jump"] == 0
+    OUTCOMES["valid_output"] += 1
+
+
+def test_a_stall_at_the_end_of_a_session_is_reported() -> None:
+    from anyecg_edge.firmware_bridge.profiles import FrameDecoder
+    from anyecg_edge.firmware_bridge.sequencer import Sequencer
+
+    raws, spf = _movesense_frames(40)
+    decoder = FrameDecoder(get_profile("movesense", fs_hz=128.0))
+    seq = Sequencer(128.0, time_scale=1.0)
+    last = 0.0
+    for i, raw in enumerate(raws):
+        last = (i + 1) * spf / 128.0
+        frame = decoder.feed(raw)
+        assert frame is not None
+        seq.push(frame, int(last * 1e9))
+    assert seq.trailing_stall(int((last + 0.05) * 1e9)) is None  # the session's own end
+    stall = seq.trailing_stall(int((last + 8.0) * 1e9))
+    assert stall is not None and stall.to_dict()["duration_s"] == pytest.approx(8.0)
+    assert Sequencer(128.0).trailing_stall(10**12) is None  # no host clock: no claim
+    OUTCOMES["valid_output"] += 1
+
+
+@pytest.mark.parametrize("profile", ["polar", "movesense", "anyecg"])
+def test_corrupt_frames_keep_stream_time_to_the_record(world, tmp_path, profile) -> None:
+    """--faults corrupt=0.1 on each simulated wearable: the session ends at the record's
+    end by itself (no --loop); its stream time never exceeds what the host clock allows
+    (wall time x speed) nor the record (+2 %), covers the record but for the connection
+    and the last frames in flight, and no gap is longer than a few frames."""
+    pytest.importorskip("bumble")
+    out = tmp_path / "c.jsonl"
+    src = f"sim-{profile}:{world['long']}"
+    speed = 30.0
+    res = invoke(*stream_args(world, "--jsonl", out, "--faults", "corrupt=0.1,seed=3",
+                              source=src, speed=f"{speed:g}"))  # fmt: skip
+    expect_valid(res)
+    lines = strict_json_lines(out.read_text())
+    summary = lines[-1]["summary"]
+    record_s = read_record(world["long"]).duration_s
+    host_s = summary["wall_s"] * speed
+    gaps = [ln.get("duration_s") or 0 for ln in lines if ln.get("event") == "gap"]
+    ok = (
+        0.9 * record_s <= summary["stream_s"] <= 1.02 * min(record_s, host_s)
+        and max(gaps, default=0) < 2.0
+    )
+    if not ok:
+        OUTCOMES["silent_wrong"] += 1
+        raise AssertionError((summary["stream_s"], record_s, host_s, gaps))
+    OUTCOMES["valid_output"] += 1
+    print(f"sim-{profile} corrupt=0.1: {summary['stream_s']} s of stream from a {record_s:g} s "
+          f"record in {summary['wall_s']} s x {speed:g} = {host_s:.1f} s of host clock, "
+          f"{len(gaps)} gaps (longest {max(gaps, default=0)} s), sequencer "
+          f"{summary['source_info']['sequencer']}")  # fmt: skip
+
+
 # --------------------------------------------------------------------------- the tally
 def test_exit_codes_are_documented_in_help() -> None:
     res = CliRunner().invoke(cli, ["--help"])

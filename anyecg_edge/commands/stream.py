@@ -121,7 +121,11 @@ class _Stopper:
 @click.option(
     "--fs", type=positive(), default=None, help="Sampling rate of a CSV record / Movesense rate."
 )
-@click.option("--loop", is_flag=True, help="file: repeat the record end to end (with --duration).")
+@click.option(
+    "--loop", is_flag=True,
+    help="file and sim sources: repeat the record end to end (with --duration); without it "
+    "a replay stops at the record's end.",
+)  # fmt: skip
 @click.option("--smooth", "smooth_s", type=Number(0.0), default=30.0, show_default=True, help="Smoothing time constant of the lab estimates in s (0: none).")  # fmt: skip
 @click.option("--queue", "queue_size", type=count(1, 10_000), default=2, show_default=True, help="Windows waiting for inference before the oldest is dropped.")  # fmt: skip
 @click.option(
@@ -273,6 +277,7 @@ def stream(
                     spec, engine, stopper, speed=speed, duration_s=duration_s,
                     faults=fault_spec, lead=lead, fs=fs, hci=hci, silence_s=silence_s,
                     find_timeout_s=connect_timeout_s, max_reconnects=max_reconnects,
+                    loop=loop,
                 )  # fmt: skip
         except SinkFailedError:
             pass  # reported below from engine.sink_error
@@ -349,7 +354,7 @@ def _run_ble_until_signal(
                     faults=kwargs["faults"], lead=kwargs["lead"], fs=kwargs["fs"],
                     hci=kwargs["hci"], silence_timeout_s=kwargs["silence_s"], stop=stop,
                     find_timeout_s=kwargs["find_timeout_s"],
-                    max_reconnects=kwargs["max_reconnects"],
+                    max_reconnects=kwargs["max_reconnects"], loop=kwargs["loop"],
                 )
             )  # fmt: skip
         finally:

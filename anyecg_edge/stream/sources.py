@@ -162,9 +162,13 @@ class BlePipeline:
     profile: Profile
     engine: StreamEngine
     keep_blocks: bool = False
+    # Device seconds per host second (a simulated wearable's speed): device time is
+    # checked against the arrival clock with it (see the Sequencer).
+    time_scale: float = 1.0
     decoder: FrameDecoder = field(init=False)
     sequencer: Sequencer | None = field(init=False, default=None)
     blocks: list[Block] = field(init=False, default_factory=list)
+    end_ns: int | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
         self.decoder = FrameDecoder(self.profile)
@@ -179,7 +183,7 @@ class BlePipeline:
             return
         if self.sequencer is None:
             # The AnyECG rate is known only once the config record was read.
-            self.sequencer = Sequencer(self.profile.nominal_fs)
+            self.sequencer = Sequencer(self.profile.nominal_fs, time_scale=self.time_scale)
             self.engine.nominal_fs = self.profile.nominal_fs
         self._forward(self.sequencer.push(frame, arrival_ns))
 
@@ -189,9 +193,22 @@ class BlePipeline:
                 self.sequencer.break_segment("disconnect" if reason != "silence" else "silence")
             )
 
+    def watch_stop(self, stop: asyncio.Event) -> asyncio.Task:
+        """Note when the session is asked to stop (its device-silence at the end is measured
+        up to then, not up to the end of the link's shutdown)."""
+
+        async def mark() -> None:
+            await stop.wait()
+            self.end_ns = time.perf_counter_ns()
+
+        return asyncio.create_task(mark())
+
     def flush(self) -> None:
         if self.sequencer is not None:
             self._forward(self.sequencer.flush())
+            stall = self.sequencer.trailing_stall(self.end_ns or time.perf_counter_ns())
+            if stall is not None:
+                self._forward([stall])
 
     def _forward(self, items: list) -> None:
         for item in items:
@@ -235,9 +252,12 @@ async def run_ble(
     on_ready: Callable[[dict[str, Any]], None] | None = None,
     find_timeout_s: float = 20.0,
     max_reconnects: int | None = None,
+    loop: bool = True,
 ) -> dict[str, Any]:
     """Stream a simulated (``spec.kind == 'sim'``) or real wearable into the engine until
     ``duration_s`` of stream time, or ``stop``. Returns transport/codec statistics.
+    ``loop=False``: a simulated wearable stops at its record's end (as ``file:`` does; the
+    CLI's default, ``--loop`` repeats it); True keeps it sampling the record round.
 
     A device must be reached within ``find_timeout_s`` (also each later attempt's
     limit); after a link loss at most ``max_reconnects`` failed attempts in a row are
@@ -254,6 +274,7 @@ async def run_ble(
             spec, engine, speed=speed, duration_s=duration_s, faults=faults, lead=lead,
             silence_timeout_s=silence_timeout_s, stop=stop, keep_blocks=keep_blocks,
             on_ready=on_ready, max_reconnects=max_reconnects, find_timeout_s=find_timeout_s,
+            loop=loop,
         )  # fmt: skip
     if faults.any:
         raise SourceError("--faults applies to simulated sources (sim-polar:..., sim-anyecg:...)")
@@ -275,7 +296,9 @@ async def run_ble(
     )  # fmt: skip
     started = time.perf_counter()
     try:
+        marker = pipe.watch_stop(stop)
         ended = await _drive(client, stop, lambda: time.perf_counter() - started, duration_s)
+        marker.cancel()
     finally:
         pipe.flush()
         if transport is not None:
@@ -328,6 +351,7 @@ async def _run_sim(
     on_ready: Callable[[dict[str, Any]], None] | None,
     max_reconnects: int | None,
     find_timeout_s: float,
+    loop: bool = True,
 ) -> dict[str, Any]:
     from anyecg_edge.firmware_bridge import anyecg
     from anyecg_edge.firmware_bridge.bumble_backend import BumbleClientBackend
@@ -344,8 +368,12 @@ async def _run_sim(
     wearable = SimulatedWearable.from_record(
         spec.profile, record, faults=faults, speed=speed, keep_log=keep_blocks
     )
+    if not loop:
+        # Device time at the record's last sample: the session ends there.
+        end_s = wearable.codes.size / wearable.fs_true
+        duration_s = end_s if duration_s is None else min(duration_s, end_s)
     profile = make_profile(spec.profile, fs=wearable.fs_nominal)
-    pipe = BlePipeline(profile, engine, keep_blocks=keep_blocks)
+    pipe = BlePipeline(profile, engine, keep_blocks=keep_blocks, time_scale=speed)
     sim_stop = asyncio.Event()
     async with SimLink(wearable) as link:
         client = WearableClient(
@@ -360,7 +388,9 @@ async def _run_sim(
         if on_ready is not None:
             on_ready({"wearable": wearable, "link": link, "client": client, "pipeline": pipe})
         try:
+            marker = pipe.watch_stop(stop)
             await _drive(client, stop, wearable.device_time_s, duration_s)
+            marker.cancel()
         finally:
             sim_stop.set()
             await sim_task
