@@ -134,6 +134,9 @@ class Sequencer:
         # The time base from before a clock fault (t0, last_t, last_ref_index), kept for
         # one frame: the next one may show the fault was one corrupted timestamp.
         self._pre_fault: tuple[float | None, int | None, int] | None = None
+        # Frames released after the last gap that had waited for its hole: reordered only
+        # if a frame of that hole turns up after all (late); a plain loss reorders nothing.
+        self._held_at_gap = 0
 
     # --- public -----------------------------------------------------------------------
     def break_segment(self, reason: str) -> Output:
@@ -377,7 +380,7 @@ class Sequencer:
             out.append(SeqEvent("battery_low", t_s))
         self._battery_low = battery_low
 
-    def _drain(self) -> Output:
+    def _drain(self, *, after_gap: bool = False) -> Output:
         out: Output = []
         while self._pending:
             p = self._pending[0]
@@ -385,7 +388,10 @@ class Sequencer:
             d = self._distance(p.frame, seq_u, t_u)
             if abs(d) <= self._tolerance(p.frame.n):
                 self._pending.pop(0)
-                self.counts["reordered"] += 1
+                if after_gap:
+                    self._held_at_gap += 1
+                else:  # a frame that belongs before it arrived after it
+                    self.counts["reordered"] += 1
                 out.extend(self._release(p.frame, p.arrival_ns, seq_u, t_u))
             elif d < 0:
                 self._pending.pop(0)
@@ -401,8 +407,9 @@ class Sequencer:
         d = self._distance(p.frame, seq_u, t_u)
         out: Output = [self._gap_event(p.frame, seq_u, t_u, d)]
         self._new_segment(round(d))
+        self._held_at_gap = 0
         out.extend(self._release(p.frame, p.arrival_ns, seq_u, t_u))
-        out.extend(self._drain())
+        out.extend(self._drain(after_gap=True))
         return out
 
     def _gap_event(self, frame: Frame, seq_u: int | None, t_u: int | None, d: float) -> SeqEvent:
@@ -439,6 +446,9 @@ class Sequencer:
         horizon = (self.reorder_depth + 2) * frame.n + self._tolerance(frame.n)
         if -d <= horizon:
             self.counts["late"] += 1
+            # The hole's frame came after all: the frames released past it were reordered.
+            self.counts["reordered"] += self._held_at_gap
+            self._held_at_gap = 0
             return []
         out: Output = self._flush_pending()
         self._reset(self._break_reason or "clock_reset", out)

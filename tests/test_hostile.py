@@ -951,6 +951,24 @@ def test_lost_frames_within_the_host_clock_stay_a_gap_of_their_samples() -> None
     OUTCOMES["valid_output"] += 1
 
 
+def test_lost_frames_are_not_counted_as_reordered() -> None:
+    """Frames lost, none reordered: every hole is a gap and `reordered` stays 0 (it counted
+    the frames held behind each gap, 18 on a session with no reorder injected)."""
+    raws, spf = _movesense_frames(200)
+    keep = [i for i in range(200) if i % 17 != 5]  # 12 single frames lost
+    arrivals = [(i + 1) * spf / 128.0 for i in keep]
+    seq, _, _ = _sequence([raws[i] for i in keep], arrivals, time_scale=1.0)
+    assert seq.counts["gap"] == 12 and seq.counts["reordered"] == 0
+    # One frame swapped with its neighbour: exactly one reorder.
+    order = list(range(200))
+    order[50], order[51] = 51, 50
+    seq, _, _ = _sequence(
+        [raws[i] for i in order], [(k + 1) * spf / 128.0 for k in range(200)], 1.0
+    )
+    assert seq.counts["reordered"] == 1 and seq.counts["gap"] == 0
+    OUTCOMES["valid_output"] += 1
+
+
 def test_a_stall_at_the_end_of_a_session_is_reported() -> None:
     from anyecg_edge.firmware_bridge.profiles import FrameDecoder
     from anyecg_edge.firmware_bridge.sequencer import Sequencer
