@@ -169,8 +169,9 @@ def test_metadata_round_trip_keeps_extra_and_quant() -> None:
     )
     back = ModelMetadata.from_dict(json.loads(json.dumps(meta.to_dict())))
     assert back == meta
-    flat = ModelMetadata.from_dict({"labs": ["a"], "model_sha256": "abc"})
-    assert flat.extra == {"model_sha256": "abc"}
+    sha = "ab" * 32  # a sha256 in hex (the manifest schema checks its form)
+    flat = ModelMetadata.from_dict({"labs": ["a"], "model_sha256": sha})
+    assert flat.extra == {"model_sha256": sha}
 
 
 def test_cli_predict_runs_exports_with_threads(art, shared_data) -> None:
