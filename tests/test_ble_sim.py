@@ -177,7 +177,11 @@ def test_drops_and_disconnects(model, record_path, profile):
     assert len(gaps) == s["events"]["gap"] == info["sequencer"]["gap"]
     # windows keep coming after a reconnect; none spans a gap
     windows = _windows(out)
-    assert s["windows"] > 15
+    # Every hop position is either scored or skipped at a gap. How many are scored depends on
+    # where the drops fall: a Movesense frame is 16 samples, so 2 % drops leave only ~20 % of
+    # its 10 s windows gap-free (13-16 of ~110 measured) - a fixed "> 15" was flaky.
+    assert s["windows"] + s["skipped_gap"] >= (s["stream_s"] - 10.0) / 1.0 - 5
+    assert s["windows"] >= 5
     assert any(w["t_start"] >= reconnects[0]["t"] for w in windows)
     for g in gaps:
         t_gap = g["t"]
