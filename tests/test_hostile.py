@@ -547,7 +547,9 @@ def test_stream_jsonl_strict_json_even_with_smoothing_off(world, tmp_path) -> No
     res = invoke(*stream_args(world, "--jsonl", out, "--smooth", "0", "--hop", "0.5"))
     expect_valid(res)
     lines = strict_json_lines(out.read_text())
-    assert "summary" in lines[-1] and lines[-1]["summary"]["windows"] == len(lines) - 1
+    # the start line (source, model, UTC start), one line per window, the summary
+    assert "start" in lines[0] and lines[0]["start"]["t_utc"].endswith("+00:00")
+    assert "summary" in lines[-1] and lines[-1]["summary"]["windows"] == len(lines) - 2
 
 
 def test_jsonsafe_never_writes_nan() -> None:

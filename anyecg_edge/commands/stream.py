@@ -239,6 +239,20 @@ def stream(
             logging.getLogger(name).setLevel(logging.ERROR)
 
     output = _Output(jsonl, None)
+    if jsonl is not None:
+        # A first line at once (the session's start in UTC): an output that cannot be written
+        # fails here, in a second, not at the first window 10 s of signal later.
+        from datetime import datetime, timezone
+
+        start = {"source": spec.label, "model": str(model_path), "hop_s": hop_s,
+                 "t_utc": datetime.now(timezone.utc).isoformat(timespec="milliseconds")}  # fmt: skip
+        try:
+            output({"start": start})
+            jsonl.flush()
+        except OSError as exc:
+            raise StreamOutputError(
+                f"--jsonl {jsonl_path}: cannot write ({_reason(exc)})"
+            ) from None
     engine = StreamEngine(
         model,
         hop_s=hop_s,

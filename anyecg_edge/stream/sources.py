@@ -169,11 +169,15 @@ class BlePipeline:
     sequencer: Sequencer | None = field(init=False, default=None)
     blocks: list[Block] = field(init=False, default_factory=list)
     end_ns: int | None = field(init=False, default=None)
+    # The link is down since the last frame (disconnect or silence, already reported): the
+    # device's silence at the end is then no unreported stall.
+    link_is_down: bool = field(init=False, default=False)
 
     def __post_init__(self) -> None:
         self.decoder = FrameDecoder(self.profile)
 
     def on_data(self, data: bytes, arrival_ns: int) -> None:
+        self.link_is_down = False
         frame = self.decoder.feed(data)
         if frame is None:
             self.engine.event(
@@ -188,6 +192,7 @@ class BlePipeline:
         self._forward(self.sequencer.push(frame, arrival_ns))
 
     def link_down(self, reason: str) -> None:
+        self.link_is_down = True
         if self.sequencer is not None:
             self._forward(
                 self.sequencer.break_segment("disconnect" if reason != "silence" else "silence")
@@ -206,7 +211,11 @@ class BlePipeline:
     def flush(self) -> None:
         if self.sequencer is not None:
             self._forward(self.sequencer.flush())
-            stall = self.sequencer.trailing_stall(self.end_ns or time.perf_counter_ns())
+            stall = (
+                None
+                if self.link_is_down
+                else self.sequencer.trailing_stall(self.end_ns or time.perf_counter_ns())
+            )
             if stall is not None:
                 self._forward([stall])
 
