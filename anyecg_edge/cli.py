@@ -13,10 +13,18 @@ import click
 from anyecg_edge import __version__
 from anyecg_edge.commands._group import EXIT_CODES, Group, set_verbosity
 
+# Third-party loggers that warn at import about what a user cannot act on (torchao's optional
+# CUDA/Triton kernels, torch's pytree enum registration, pulled in by peft and litert-torch):
+# set before those libraries import; -v brings them back.
+_IMPORT_NOISE = ("torchao", "torch.utils._pytree")
+
 
 def _setup_logging(verbose: int, quiet: bool) -> None:
     level = logging.WARNING if quiet else (logging.DEBUG if verbose > 1 else logging.INFO)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    if not verbose:
+        for name in _IMPORT_NOISE:
+            logging.getLogger(name).setLevel(logging.ERROR)
 
 
 _EPILOG = "\b\nExit status:\n" + "\n".join(

@@ -7,6 +7,7 @@ line itself, so a line that names a module which does not run fails here.
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
 import subprocess
@@ -120,3 +121,16 @@ def test_torchrun_module_form_writes_a_run(tiny_corpus: Path, tmp_path: Path) ->
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert (out / "model.pt").is_file() and (out / "metrics.json").is_file()
+
+
+def test_quiet_train_lora_prints_nothing_on_stderr(tiny_corpus: Path, tmp_path: Path) -> None:
+    """`-q train lora` is silent on stderr unless it fails (torchao / torch pytree import
+    warnings used to print), with a user's environment (no PYTHONWARNINGS)."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONWARNINGS"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "anyecg_edge.cli", "-q", "train", "lora", "--corpus",
+         str(tiny_corpus), "--out", str(tmp_path / "run"), *TINY],
+        capture_output=True, text=True, env=env, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stderr == ""
