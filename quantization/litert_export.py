@@ -30,6 +30,8 @@ from typing import Any
 import numpy as np
 from anyecg_edge.quantization.errors import ExportError
 
+from anyecg_edge.native_stderr import native_stderr_to_debug
+
 log = logging.getLogger(__name__)
 
 CALIB_METHODS = ("minmax", "percentile")
@@ -51,6 +53,7 @@ def _quiet():
         with (
             contextlib.redirect_stdout(buf),
             contextlib.redirect_stderr(buf),
+            native_stderr_to_debug(),  # C++ lines: absl, oneDNN, XNNPACK
             warnings.catch_warnings(),
         ):
             warnings.simplefilter("ignore", UserWarning)

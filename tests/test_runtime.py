@@ -274,3 +274,25 @@ def test_onnx_fixed_batch_other_than_one_is_run_in_padded_chunks(tmp_path) -> No
         got = b.predict_logits(x[:n])
         assert got.shape == (n, len(b.labs)) and got.dtype == np.float32
         np.testing.assert_allclose(got, a.predict_logits(x[:n]), rtol=0, atol=1e-5)
+
+
+def test_quiet_export_and_predict_print_nothing_on_stderr(art, shared_data, tmp_path) -> None:
+    """`-q export` (ONNX and LiteRT int8) and `-q predict` with a .tflite: nothing on stderr
+    (absl / oneDNN / XNNPACK lines from C++ go to the debug log), in separate processes."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONWARNINGS"}
+    cli = [sys.executable, "-m", "anyecg_edge.cli", "-q"]
+    for ext in ("onnx", "tflite"):
+        proc = subprocess.run(
+            [*cli, "export", "--model", str(art.checkpoint), "--format", ext, "--int8",
+             "--calib", str(art.windows_npy), "--heldout", str(art.heldout_npy),
+             "--calib-size", "64", "--out", str(tmp_path / f"q.{ext}"), "--allow-degraded"],
+            capture_output=True, text=True, env=env, timeout=300,
+        )  # fmt: skip
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        assert proc.stderr == "", ext
+    proc = subprocess.run(
+        [*cli, "predict", "--model", str(tmp_path / "q.tflite"), "--input",
+         str(shared_data / "cinc2021" / "E07500"), "--lead", "II", "--json"],
+        capture_output=True, text=True, env=env, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 0 and proc.stderr == "", proc.stderr[-2000:]

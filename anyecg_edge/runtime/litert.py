@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from anyecg_edge.native_stderr import native_stderr_to_debug
 from anyecg_edge.runtime.base import (
     ModelError,
     ModelMetadata,
@@ -57,8 +58,10 @@ class LiteRTModel(RuntimeModel):
         self.backend = package
         self._check_threads(threads)
         try:
-            self.interpreter = interpreter_cls(model_path=str(path), num_threads=threads)
-            self.interpreter.allocate_tensors()
+            # (LiteRT prints "Created TensorFlow Lite XNNPACK delegate" from C++ here)
+            with native_stderr_to_debug():
+                self.interpreter = interpreter_cls(model_path=str(path), num_threads=threads)
+                self.interpreter.allocate_tensors()
         except (ValueError, RuntimeError) as exc:
             raise ModelError(f"{path}: {package} cannot load it ({one_line(exc)})") from None
         self.threads = threads
