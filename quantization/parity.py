@@ -30,7 +30,7 @@ import numpy as np
 from anyecg_edge.quantization.errors import ExportError, ParityError
 from scipy.stats import rankdata
 
-from anyecg_edge.runtime import ModelMetadata, sigmoid
+from anyecg_edge.runtime import ModelMetadata
 
 # Upper limits (errors, deltas) and lower limits (agreement) per export precision.
 # int8: the issue's goal (mean AUROC delta <= 0.002) and limits a broken calibration
@@ -75,9 +75,7 @@ def auroc(y: np.ndarray, score: np.ndarray) -> float:
 def probabilities(logits: np.ndarray, meta: ModelMetadata) -> np.ndarray:
     """The calibrated probabilities `Model.predict` returns, from raw logits (a lab without
     calibration is identity: sigmoid of the logit)."""
-    a = np.array([meta.calibration.get(lab, [1.0, 0.0])[0] for lab in meta.labs])
-    b = np.array([meta.calibration.get(lab, [1.0, 0.0])[1] for lab in meta.labs])
-    return sigmoid(np.asarray(logits, dtype=np.float64) * a + b)
+    return meta.probabilities(logits)
 
 
 def called_labs(meta: ModelMetadata) -> tuple[np.ndarray, np.ndarray]:

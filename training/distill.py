@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -150,21 +150,14 @@ def fidelity_report(
     from anyecg_edge.training.evaluate import auroc
     from scipy.stats import spearmanr
 
-    from anyecg_edge.runtime.base import sigmoid_nan
-
     zs = np.asarray(student_logits, dtype=np.float64)
     zt = np.asarray(teacher_logits, dtype=np.float64)
     labs = list(student_meta.labs)
 
-    def probs(z: np.ndarray, meta: Any) -> np.ndarray:
-        ab = np.array([meta.calibration.get(k, [1.0, 0.0]) for k in labs], dtype=np.float64)
-        return sigmoid_nan(z * ab[:, 0] + ab[:, 1])
-
-    def thresholds(meta: Any) -> np.ndarray:
-        return np.array([meta.thresholds[k] if meta.is_calibrated(k) else np.nan for k in labs])
-
-    ps, pt = probs(zs, student_meta), probs(zt, teacher_meta)
-    ts, tt = thresholds(student_meta), thresholds(teacher_meta)
+    # The teacher's metadata lists its labs in its own order: view it over the student's.
+    teacher_view = replace(teacher_meta, labs=labs)
+    ps, pt = student_meta.probabilities(zs), teacher_view.probabilities(zt)
+    ts, tt = student_meta.threshold_array(), teacher_view.threshold_array()
     per_lab: dict[str, Any] = {}
     aurocs, rhos, agree = [], [], []
     for j, lab in enumerate(labs):

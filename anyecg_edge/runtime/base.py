@@ -67,6 +67,18 @@ class ModelMetadata:
     def all_calibrated(self) -> bool:
         return all(self.is_calibrated(lab) for lab in self.labs)
 
+    def probabilities(self, logits: np.ndarray) -> np.ndarray:
+        """Calibrated probabilities (n, n_labs) from raw logits: ``sigmoid(a * z + b)`` per
+        lab, identity where a lab has no calibration."""
+        ab = np.array([self.calibration.get(lab, [1.0, 0.0]) for lab in self.labs], np.float64)
+        return sigmoid(np.asarray(logits, dtype=np.float64) * ab[:, 0] + ab[:, 1])
+
+    def threshold_array(self) -> np.ndarray:
+        """Per-lab decision thresholds; NaN where the lab is not calibrated (no call)."""
+        return np.array(
+            [self.thresholds[lab] if self.is_calibrated(lab) else np.nan for lab in self.labs]
+        )
+
     @property
     def interval_level(self) -> float | None:
         level = self.uncertainty.get("level")
@@ -273,12 +285,7 @@ class Model(ABC):
         return windows
 
     def calibrate(self, logits: np.ndarray) -> np.ndarray:
-        logits = np.asarray(logits, dtype=np.float64)
-        if self.metadata.calibration:
-            a = np.array([self.metadata.calibration.get(lab, [1.0, 0.0])[0] for lab in self.labs])
-            b = np.array([self.metadata.calibration.get(lab, [1.0, 0.0])[1] for lab in self.labs])
-            logits = logits * a + b
-        return sigmoid(logits)
+        return self.metadata.probabilities(logits)
 
     def logits(self, windows: np.ndarray) -> np.ndarray:
         """Checked raw logits (n, n_labs) of preprocessed windows (n, 1, window_samples)."""
@@ -304,10 +311,7 @@ class Model(ABC):
 
     def thresholds(self) -> np.ndarray:
         """Per-lab decision thresholds; NaN where the lab is not calibrated (no call)."""
-        meta = self.metadata
-        return np.array(
-            [meta.thresholds[lab] if meta.is_calibrated(lab) else np.nan for lab in self.labs]
-        )
+        return self.metadata.threshold_array()
 
     def bootstrap_probabilities(self, logits: np.ndarray) -> np.ndarray | None:
         """(n, k, n_labs) probabilities under each of the k bootstrap calibrations (NaN for
