@@ -106,8 +106,13 @@ def test_per_layer_error_table_names_real_layers_worst_first(art) -> None:
     for w in tables["tflite_int8"]["weights"]:
         if w["layer"] in onnx_w:
             assert abs(w["sqnr_db"] - onnx_w[w["layer"]]) < 0.1, w
-    # The same worst layer in both formats (the same model, the same calibration method).
-    assert tables["onnx_int8"]["worst"] == tables["tflite_int8"]["worst"]
+    # The same weak spot in both formats (the same model, the same calibration method): the
+    # layer ONNX ranks worst is, in LiteRT, within 1.5 dB of LiteRT's worst. Not the identical
+    # name: two layers a fraction of a dB apart swap ranks between CPUs (CI saw dw <-> pw).
+    tfl_sqnr = {r["layer"]: r["sqnr_db"] for r in tfl_rows}
+    onnx_worst = tables["onnx_int8"]["worst"]
+    assert onnx_worst in tfl_sqnr, (onnx_worst, sorted(tfl_sqnr))
+    assert tfl_sqnr[onnx_worst] - tfl_rows[0]["sqnr_db"] < 1.5, (onnx_worst, tfl_rows[:3])
     # The CLI prints the worst layers.
     res = ef.run_cli(
         "export", "--model", str(art.checkpoint), "--format", "tflite", "--int8",
