@@ -82,8 +82,10 @@ class SourceSpec:
         return f"{'sim-' if self.kind == 'sim' else ''}{self.profile or 'file'}:{self.target}"
 
 
-def load_record(path: str | Path, *, lead: str | None, fs: float | None) -> Record:
-    return read_record(path, lead=lead, fs=fs)
+def load_record(
+    path: str | Path, *, lead: str | None, fs: float | None, units: str | None = None
+) -> Record:
+    return read_record(path, lead=lead, fs=fs, units=units)
 
 
 def file_blocks(
