@@ -28,7 +28,6 @@ from rich.table import Table
 
 from anyecg_edge import RESEARCH_USE_NOTE
 
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 # Subfolders of OUT this demo creates (and clears when it runs again).
 _SUBDIRS = (
     "foundation", "pretrain", "cohort", "corpus", "runs", "exports", "predict", "stream", "bench",
@@ -134,10 +133,12 @@ class DemoContext:
 
 
 def find_shared_data() -> Path | None:
-    for candidate in (Path.cwd().parent / "shared" / "data", SHARED_DATA):
-        if (candidate / "mitdb" / "100.hea").is_file():
-            return candidate
-    return None
+    # One lookup for every command (--data-dir / $ANYECG_DATA / beside the checkout), never
+    # relative to the current directory.
+    from anyecg_edge.datadir import data_dir
+
+    candidate = data_dir()
+    return candidate if (candidate / "mitdb" / "100.hea").is_file() else None
 
 
 def _cohort_record(ctx: DemoContext) -> Path:

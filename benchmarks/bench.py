@@ -57,10 +57,12 @@ from typing import Any
 import numpy as np
 from anyecg_edge.benchmarks.bench_runtime import latency_stats, time_calls
 
+from anyecg_edge.datadir import data_dir
+
 log = logging.getLogger(__name__)
 
 FORMAT = "anyecg-edge-bench/1"
-DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+DEFAULT_DATA = data_dir()  # --data-dir / $ANYECG_DATA / beside the checkout
 DEFAULT_MODELS = ("ecgfounder", "teacher", "student-s")
 VARIANTS = (
     "torch-fp32",

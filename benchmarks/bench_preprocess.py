@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from anyecg_edge.datadir import data_dir
 from anyecg_edge.signal import (
     assess_quality,
     assess_quality_batch,
@@ -31,7 +32,7 @@ from anyecg_edge.signal import (
 EDGE_PORT_PREPROCESS_MS = 6.9
 TARGET_MS = 1.0
 
-DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+DEFAULT_DATA = data_dir()  # --data-dir / $ANYECG_DATA / beside the checkout
 
 
 def load_windows(data_dir: Path) -> tuple[list[np.ndarray], list[np.ndarray]]:

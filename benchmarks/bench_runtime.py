@@ -24,7 +24,9 @@ from typing import Any
 
 import numpy as np
 
-DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+from anyecg_edge.datadir import data_dir
+
+DEFAULT_DATA = data_dir()  # --data-dir / $ANYECG_DATA / beside the checkout
 VARIANTS = {
     "onnx-fp32": ("onnx", False, "onnxruntime fp32"),
     "onnx-int8": ("onnx", True, "onnxruntime int8"),

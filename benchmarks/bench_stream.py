@@ -33,7 +33,9 @@ from typing import Any
 import numpy as np
 from anyecg_edge.benchmarks.bench import rss_mb
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mitdb" / "100"
+from anyecg_edge.datadir import data_dir
+
+DATA = data_dir() / "mitdb" / "100"  # --data-dir / $ANYECG_DATA / beside the checkout
 
 
 class _RssSampler(threading.Thread):

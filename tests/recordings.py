@@ -7,7 +7,9 @@ from pathlib import Path
 
 import pytest
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+from anyecg_edge.datadir import data_dir
+
+DATA = data_dir()  # --data-dir / $ANYECG_DATA / beside the checkout
 CINC = DATA / "cinc2021"
 MITDB = DATA / "mitdb" / "100"
 
