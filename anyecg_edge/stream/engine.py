@@ -21,6 +21,12 @@ produced are counted as ``skipped_gap``).
 Latency: from the arrival of the block holding a window's last sample
 (``Block.arrival_ns``, ``time.perf_counter_ns``) to the window's result.
 
+Time: every window and event carries ``t`` (stream time, s: the device's clock, or the
+record's) and ``t_utc`` (ISO-8601 UTC). ``t_utc`` is the host's clock anchored once, when the
+first samples arrived (given to the last sample of that first block), plus the stream time
+since: the device clock measures intervals only, so a host clock step mid-session moves
+nothing. Before the first sample ``t_utc`` is the host clock at the moment of writing.
+
 Failures never hang: a sink that raises (a full disk, a closed pipe) is recorded once as
 ``sink_error``, every later item is discarded, ``on_failure`` is called (the CLI stops the
 source with it) and a lossless ``push`` stops waiting; every queue wait and the worker join
@@ -37,6 +43,7 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from fractions import Fraction
 from functools import lru_cache
 from typing import Any
@@ -52,7 +59,7 @@ from anyecg_edge.signal.preprocess import _MAX_RATIO_DENOMINATOR
 from anyecg_edge.stream.latency import LatencyStats
 from anyecg_edge.stream.ring import RingBuffer
 
-__all__ = ["StreamEngine", "StreamError", "resampling_rate"]
+__all__ = ["StreamEngine", "StreamError", "resampling_rate", "utc_iso"]
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +92,11 @@ def resampling_rate(fs_est: float, nominal_fs: float | None, target_fs: float) -
         return float(nominal_fs)
     ratio = Fraction(target_fs / fs_est).limit_denominator(_MAX_DENOMINATOR)
     return float(target_fs * ratio.denominator / ratio.numerator)
+
+
+def utc_iso(epoch_s: float) -> str:
+    """POSIX seconds -> ISO-8601 UTC with milliseconds (``2026-12-07T00:32:16.123+00:00``)."""
+    return datetime.fromtimestamp(epoch_s, timezone.utc).isoformat(timespec="milliseconds")
 
 
 @lru_cache(maxsize=64)
@@ -164,6 +176,8 @@ class StreamEngine:
         self.counts: Counter[str] = Counter()
         self.events: Counter[str] = Counter()
         self.stream_t = 0.0
+        #: (stream time, host POSIX time) of the first samples' arrival; see the module doc.
+        self.utc_anchor: tuple[float, float] | None = None
         self._t_wall0 = time.perf_counter()
         self._closed = False
 
@@ -214,16 +228,31 @@ class StreamEngine:
                 self.counts["discarded"] += 1
 
     # --- receiving side -------------------------------------------------------------------
+    def utc_at(self, t_s: float) -> str:
+        """ISO-8601 UTC of stream time ``t_s`` (host clock before the first sample)."""
+        anchor = self.utc_anchor
+        if anchor is None:
+            return utc_iso(time.time())
+        return utc_iso(anchor[1] + (t_s - anchor[0]))
+
     def event(self, ev: dict[str, Any]) -> None:
         """Forward a source/transport event (gap, reconnect, ...) to the sink and count it."""
         self.events[ev.get("event", "?")] += 1
         if "t" not in ev:  # stamp transport events with the stream time they happened at
             ev = {"event": ev.get("event"), "t": round(self.stream_t, 3), **ev}
+        if "t_utc" not in ev:
+            ev = {**ev, "t_utc": self.utc_at(float(ev["t"]))}
         self._emit(ev)
 
     def push(self, block: Block) -> None:
         if self.sink_error is not None or block.n == 0:
             return  # (a failed output: the caller stops its source through on_failure)
+        if self.utc_anchor is None:
+            # The host's clock when this block arrived, given to its last sample.
+            age_s = (
+                max(0, time.perf_counter_ns() - block.arrival_ns) / 1e9 if block.arrival_ns else 0.0
+            )
+            self.utc_anchor = (block.t_first_s + block.n / block.fs_hz, time.time() - age_s)
         if self._ring is None or block.segment != self._segment:
             self._new_segment(block)
         assert self._ring is not None
@@ -443,6 +472,7 @@ class StreamEngine:
         smoothed = self._smoothed
         out = {
             "t": round(job.t_end_s, 3),
+            "t_utc": self.utc_at(job.t_end_s),
             "t_start": round(job.t_end_s - self.window_s, 3),
             "segment": job.segment,
             "fs_hz": round(job.fs, 4),

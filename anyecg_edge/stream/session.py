@@ -1,0 +1,303 @@
+"""One stream session: source -> engine -> JSONL + live view -> summary.
+
+`anyecg-edge stream`, `bench`'s streaming session and `demo` all run a stream through
+`StreamSession`, so the three write the same JSONL:
+
+* a first line ``{"start": {"source", "model", "hop_s", "t_utc"}, "t", "t_utc"}``, written
+  and flushed at once (an output that cannot be written fails in a second, not at the
+  first window 10 s of signal later);
+* one line per window and per event (see `StreamEngine`);
+* a last line ``{"summary": {...}, "t", "t_utc"}`` unless the output itself failed.
+
+Every line carries ``t`` (stream time, s) and ``t_utc`` (ISO-8601 UTC, the host clock
+anchored at the first sample, see `anyecg_edge.stream.engine`); the start line's ``t`` is 0
+and its ``t_utc`` the host clock when the session started. The summary holds the session's
+``start_utc`` and ``end_utc`` (host clock) and ``first_sample_utc`` (the anchor).
+
+Stopping: SIGINT/SIGTERM/SIGHUP (``handle_signals``) and a failed output set one flag
+every source kind polls, and the session ends cleanly with its summary; the caller decides
+the exit status (`SessionResult.signum`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from anyecg_edge.runtime import Model
+from anyecg_edge.stream.engine import SinkFailedError, StreamEngine, utc_iso
+from anyecg_edge.stream.sources import SourceSpec
+
+__all__ = ["SessionResult", "StreamOutputError", "StreamSession", "open_jsonl", "reason"]
+
+
+class StreamOutputError(OSError):
+    """The --jsonl output (a file or stdout) failed mid-stream: the source was stopped."""
+
+
+def reason(exc: BaseException) -> str:
+    """An exception as a short phrase (``No space left on device, ENOSPC``)."""
+    if isinstance(exc, OSError) and exc.strerror:
+        name = errno.errorcode.get(exc.errno or 0)
+        return f"{exc.strerror}, {name}" if name else exc.strerror
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def open_jsonl(path: Path | str) -> IO[str]:
+    """``path`` opened line-buffered for the session's JSONL (one-line error if it cannot)."""
+    try:
+        return open(path, "w", buffering=1)  # noqa: SIM115 (the session closes it)
+    except OSError as exc:
+        raise StreamOutputError(
+            f"--jsonl {path}: cannot open for writing ({reason(exc)})"
+        ) from None
+
+
+class _Output:
+    """JSONL lines (one per window / event) + the live view, fed from both threads. Lines
+    never hold NaN/Infinity (`anyecg_edge.jsonsafe`: null plus the reason)."""
+
+    def __init__(self, jsonl: IO[str] | None, live: Any | None = None) -> None:
+        self.jsonl = jsonl
+        self.live = live
+
+    def __call__(self, item: dict[str, Any]) -> None:
+        if self.jsonl is not None:
+            from anyecg_edge.jsonsafe import dumps
+
+            self.jsonl.write(dumps(item, separators=(",", ":"), default=str) + "\n")
+        if self.live is not None:
+            self.live.update(item)
+
+
+# Signals that end a stream cleanly (summary written) for every source kind.
+_STOP_SIGNALS = tuple(
+    getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name)
+)
+
+
+class Stopper:
+    """SIGINT/SIGTERM/SIGHUP (and a failed output) -> one flag every source kind polls: the
+    file replay between blocks (its pacing waits on the flag), BLE sources through a
+    watcher task. Python-level handlers, not the event loop's: asyncio resets its handlers
+    to the default when the loop closes, and a SIGTERM while the summary is written would
+    then kill the process."""
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self.signum: int | None = None
+
+    def __call__(self, signum: int, frame: Any) -> None:
+        if self.signum is None:
+            self.signum = signum
+        self.event.set()
+
+    @contextlib.contextmanager
+    def installed(self, enabled: bool = True) -> Iterator[Stopper]:
+        old: dict[int, Any] = {}
+        for sig in _STOP_SIGNALS if enabled else ():
+            with contextlib.suppress(ValueError, OSError):  # not the main thread
+                old[sig] = signal.signal(sig, self)
+        try:
+            yield self
+        finally:
+            for sig, handler in old.items():
+                with contextlib.suppress(ValueError, OSError, TypeError):
+                    signal.signal(sig, handler)
+
+
+@dataclass
+class SessionResult:
+    summary: dict[str, Any]
+    #: The stop signal's number when a signal ended the session (None otherwise).
+    signum: int | None = None
+
+    @property
+    def interrupted(self) -> bool:
+        return bool(self.summary.get("interrupted"))
+
+
+@dataclass
+class StreamSession:
+    """A model, a source and where the results go; `run` streams until the source ends,
+    ``duration_s``, a stop signal or a failed output.
+
+    ``jsonl``: an open text stream (closed at the end unless ``close_jsonl`` is False, as for
+    stdout); ``jsonl_name`` names it in error lines. ``live``: a rich live view (on
+    ``console`` when given). ``handle_signals``: stop cleanly on SIGINT/SIGTERM/SIGHUP;
+    without it Ctrl-C propagates (after the summary is written)."""
+
+    model: Model
+    spec: SourceSpec
+    model_label: str
+    hop_s: float = 1.0
+    smooth_s: float = 30.0
+    queue_size: int = 2
+    lossless: bool = False
+    jsonl: IO[str] | None = None
+    jsonl_name: str = "-"
+    close_jsonl: bool = True
+    live: bool = False
+    console: Any = None
+    handle_signals: bool = True
+    stopper: Stopper = field(default_factory=Stopper)
+
+    def run(
+        self,
+        record: Any = None,
+        *,
+        speed: float = 1.0,
+        duration_s: float | None = None,
+        loop: bool = False,
+        **ble: Any,
+    ) -> SessionResult:
+        """Stream ``record`` (a file source's `Record`) or, without it, the BLE source of
+        ``spec`` (``ble``: `run_ble`'s faults, lead, fs, hci, silence_timeout_s,
+        find_timeout_s, max_reconnects). Raises `StreamOutputError` when the JSONL output
+        failed (the summary is then not written)."""
+        start_epoch = time.time()
+        output = _Output(self.jsonl)
+        if self.jsonl is not None:
+            start = {"source": self.spec.label, "model": self.model_label, "hop_s": self.hop_s,
+                     "t_utc": utc_iso(start_epoch)}  # fmt: skip
+            try:
+                output({"start": start, "t": 0.0, "t_utc": start["t_utc"]})
+                self.jsonl.flush()
+            except OSError as exc:
+                self._close_output()
+                raise StreamOutputError(
+                    f"--jsonl {self.jsonl_name}: cannot write ({reason(exc)})"
+                ) from None
+        engine = StreamEngine(
+            self.model, hop_s=self.hop_s, smooth_s=self.smooth_s, queue_size=self.queue_size,
+            lossless=self.lossless, sink=output,
+        )  # fmt: skip
+        stopper = self.stopper
+        engine.on_failure = lambda exc: stopper.event.set()  # a dead output stops the source
+        view = None
+        if self.live:
+            from anyecg_edge.stream.live import LiveView
+
+            view = LiveView(engine, source=self.spec.label)
+            output.live = view
+        interrupted = False
+        info: dict[str, Any] = {}
+        failure: BaseException | None = None
+        live_ctx = None
+        with stopper.installed(self.handle_signals):
+            engine.start()
+            try:
+                if view is not None:
+                    from anyecg_edge.stream.live import live_display
+
+                    # log records print above it, no stale panel
+                    live_ctx = live_display(view, console=self.console)
+                    live_ctx.__enter__()
+                if record is not None:
+                    from anyecg_edge.stream.sources import run_file
+
+                    info = run_file(
+                        record, engine, speed=speed, duration_s=duration_s, loop=loop,
+                        should_stop=stopper.event.is_set, wait=stopper.event.wait,
+                    )  # fmt: skip
+                else:
+                    info = _run_ble_until_stopped(
+                        self.spec, engine, stopper, speed=speed, duration_s=duration_s,
+                        loop=loop, **ble,
+                    )  # fmt: skip
+            except SinkFailedError:
+                pass  # reported below from engine.sink_error
+            except KeyboardInterrupt:
+                interrupted = True
+                if not self.handle_signals:
+                    raise  # (the summary is written on the way out)
+            finally:
+                summary, failure = self._finish(
+                    engine, live_ctx, info, interrupted or stopper.signum is not None,
+                    start_epoch, output,
+                )  # fmt: skip
+        if failure is not None:
+            raise StreamOutputError(
+                f"--jsonl {self.jsonl_name}: cannot write ({reason(failure)}); the stream was "
+                f"stopped after {summary['windows']} windows"
+            )
+        return SessionResult(summary, stopper.signum)
+
+    def _finish(
+        self,
+        engine: StreamEngine,
+        live_ctx: Any,
+        info: dict[str, Any],
+        interrupted: bool,
+        start_epoch: float,
+        output: _Output,
+    ) -> tuple[dict[str, Any], BaseException | None]:
+        """Close the engine and the view, write the summary line and close the output."""
+        summary = engine.close()
+        if live_ctx is not None:
+            live_ctx.__exit__(None, None, None)
+        anchor = engine.utc_anchor
+        summary = {
+            "source": self.spec.label, "model": self.model_label, "hop_s": self.hop_s,
+            **summary, "interrupted": interrupted, "source_info": info,
+            "start_utc": utc_iso(start_epoch),
+            "first_sample_utc": None if anchor is None else engine.utc_at(0.0),
+            "end_utc": utc_iso(time.time()),
+        }  # fmt: skip
+        failure = engine.sink_error
+        if self.jsonl is not None and failure is None:
+            t_end = summary["stream_s"]
+            try:
+                output({"summary": summary, "t": t_end, "t_utc": engine.utc_at(t_end)})
+                self.jsonl.flush()
+            except OSError as exc:
+                failure = exc
+        close_error = self._close_output()
+        return summary, failure or close_error
+
+    def _close_output(self) -> BaseException | None:
+        if self.jsonl is None or not self.close_jsonl:
+            return None
+        try:
+            self.jsonl.close()
+        except OSError as exc:  # the last buffered line did not fit
+            return exc
+        return None
+
+
+def _run_ble_until_stopped(
+    spec: SourceSpec, engine: StreamEngine, stopper: Stopper, **kwargs: Any
+) -> dict[str, Any]:
+    """Run a BLE source until its end, a stop signal or a failed output (``stopper``),
+    which stop it cleanly (stop command, disconnect). Returns the source info."""
+    from anyecg_edge.stream.sources import run_ble
+
+    result: dict[str, Any] = {}
+
+    async def main() -> None:
+        stop = asyncio.Event()
+
+        async def watch() -> None:
+            # The handlers only set a threading flag; this carries it into the loop.
+            while not stop.is_set():
+                if stopper.event.is_set():
+                    stop.set()
+                    return
+                await asyncio.sleep(0.05)
+
+        watcher = asyncio.create_task(watch())
+        try:
+            result.update(await run_ble(spec, engine, stop=stop, **kwargs))
+        finally:
+            watcher.cancel()
+
+    asyncio.run(main())
+    return result
