@@ -3,15 +3,17 @@
 `anyecg-edge stream`, `bench`'s streaming session and `demo` all run a stream through
 `StreamSession`, so the three write the same JSONL:
 
-* a first line ``{"start": {"source", "model", "hop_s", "t_utc"}, "t", "t_utc"}``, written
-  and flushed at once (an output that cannot be written fails in a second, not at the
-  first window 10 s of signal later);
+* a first line ``{"start": {"source", "model", "hop_s", "t", "t_utc"}}``, written and
+  flushed at once (an output that cannot be written fails in a second, not at the first
+  window 10 s of signal later);
 * one line per window and per event (see `StreamEngine`);
-* a last line ``{"summary": {...}, "t", "t_utc"}`` unless the output itself failed.
+* a last line ``{"summary": {...}}`` unless the output itself failed.
 
-Every line carries ``t`` (stream time, s) and ``t_utc`` (ISO-8601 UTC, the host clock
-anchored at the first sample, see `anyecg_edge.stream.engine`); the start line's ``t`` is 0
-and its ``t_utc`` the host clock when the session started. The summary holds the session's
+Every record carries ``t`` (stream time, s) and ``t_utc`` (ISO-8601 UTC, the host clock
+anchored at the first sample, see `anyecg_edge.stream.engine`): windows and events at the
+top level, the start and summary records inside their one key (so ``"t" in line`` still
+picks windows and events). The start's ``t`` is 0 and its ``t_utc`` the host clock when the
+session started; the summary's ``t`` is the stream's end, and it holds the session's
 ``start_utc`` and ``end_utc`` (host clock) and ``first_sample_utc`` (the anchor).
 
 Stopping: SIGINT/SIGTERM/SIGHUP (``handle_signals``) and a failed output set one flag
@@ -25,6 +27,7 @@ import asyncio
 import contextlib
 import errno
 import signal
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -68,6 +71,7 @@ class _Output:
     def __init__(self, jsonl: IO[str] | None, live: Any | None = None) -> None:
         self.jsonl = jsonl
         self.live = live
+        self.dashboard: Any = None  # stream/serve.py's Dashboard (never raises)
 
     def __call__(self, item: dict[str, Any]) -> None:
         if self.jsonl is not None:
@@ -76,6 +80,8 @@ class _Output:
             self.jsonl.write(dumps(item, separators=(",", ":"), default=str) + "\n")
         if self.live is not None:
             self.live.update(item)
+        if self.dashboard is not None:
+            self.dashboard.update(item)
 
 
 # Signals that end a stream cleanly (summary written) for every source kind.
@@ -149,6 +155,8 @@ class StreamSession:
     console: Any = None
     handle_signals: bool = True
     stopper: Stopper = field(default_factory=Stopper)
+    #: A `serve.ServeAddress`: serve the live browser dashboard there while streaming.
+    serve: Any = None
 
     def run(
         self,
@@ -165,11 +173,33 @@ class StreamSession:
         failed (the summary is then not written)."""
         start_epoch = time.time()
         output = _Output(self.jsonl)
+        if self.serve is not None:
+            # Bound before anything is written: a port in use fails in one line, no output.
+            from anyecg_edge.stream.serve import Dashboard
+
+            output.dashboard = Dashboard(self.serve, source=self.spec.label, model=self.model_label)
+            output.dashboard.start(echo=lambda line: print(line, file=sys.stderr, flush=True))
+        try:
+            return self._run(output, start_epoch, record, speed, duration_s, loop, ble)
+        finally:
+            if output.dashboard is not None:
+                output.dashboard.close()
+
+    def _run(
+        self,
+        output: _Output,
+        start_epoch: float,
+        record: Any,
+        speed: float,
+        duration_s: float | None,
+        loop: bool,
+        ble: dict[str, Any],
+    ) -> SessionResult:
         if self.jsonl is not None:
             start = {"source": self.spec.label, "model": self.model_label, "hop_s": self.hop_s,
-                     "t_utc": utc_iso(start_epoch)}  # fmt: skip
+                     "t": 0.0, "t_utc": utc_iso(start_epoch)}  # fmt: skip
             try:
-                output({"start": start, "t": 0.0, "t_utc": start["t_utc"]})
+                output({"start": start})
                 self.jsonl.flush()
             except OSError as exc:
                 self._close_output()
@@ -180,6 +210,8 @@ class StreamSession:
             self.model, hop_s=self.hop_s, smooth_s=self.smooth_s, queue_size=self.queue_size,
             lossless=self.lossless, sink=output,
         )  # fmt: skip
+        if output.dashboard is not None:
+            output.dashboard.attach(engine)
         stopper = self.stopper
         engine.on_failure = lambda exc: stopper.event.set()  # a dead output stops the source
         view = None
@@ -248,15 +280,17 @@ class StreamSession:
         summary = {
             "source": self.spec.label, "model": self.model_label, "hop_s": self.hop_s,
             **summary, "interrupted": interrupted, "source_info": info,
+            "t": summary["stream_s"], "t_utc": engine.utc_at(summary["stream_s"]),
             "start_utc": utc_iso(start_epoch),
             "first_sample_utc": None if anchor is None else engine.utc_at(0.0),
             "end_utc": utc_iso(time.time()),
         }  # fmt: skip
         failure = engine.sink_error
+        if output.dashboard is not None:
+            output.dashboard.update({"summary": summary})
         if self.jsonl is not None and failure is None:
-            t_end = summary["stream_s"]
             try:
-                output({"summary": summary, "t": t_end, "t_utc": engine.utc_at(t_end)})
+                output({"summary": summary})
                 self.jsonl.flush()
             except OSError as exc:
                 failure = exc
