@@ -10,8 +10,11 @@ order, into *segments* of contiguous samples and says why a segment ended:
 * in order (within the tolerance): released at once, no added latency;
 * ahead (a hole): held, up to ``reorder_depth`` frames, so a reordered frame can fill
   the hole; when the hole stays open a ``gap`` event ends the segment;
-* behind: an exact repeat of a recent frame is a ``duplicate``, an older frame is
-  ``late`` (both dropped and counted); a big step back is a clock reset (new segment);
+* behind: an exact repeat of a recent frame is a ``duplicate`` (dropped, counted); a
+  frame a little older, or one that falls in the hole of a gap already reported (however
+  late it comes), is ``late``: dropped, counted and reported by a ``late`` event - its
+  samples were declared missing, releasing them now would put them after later ones. Any
+  other big step back is a clock reset (new segment);
 * with sequence numbers, a timestamp that disagrees with the counter is a
   ``clock_jump``: the samples are continuous, only the time base is re-anchored.
   Without sequence numbers a forward timestamp jump cannot be told from lost frames
@@ -137,6 +140,9 @@ class Sequencer:
         # Frames released after the last gap that had waited for its hole: reordered only
         # if a frame of that hole turns up after all (late); a plain loss reorders nothing.
         self._held_at_gap = 0
+        # Holes of recent gaps, (first, end) in first-sample key units (sequence numbers or
+        # device ns): a frame that turns up in one is late however far behind it is.
+        self._holes: deque[tuple[float, float]] = deque(maxlen=16)
 
     # --- public -----------------------------------------------------------------------
     def break_segment(self, reason: str) -> Output:
@@ -275,6 +281,28 @@ class Sequencer:
         )
         key = float(seq_u) if seq_u is not None else float(t_u if t_u is not None else 0)
         return key, seq_u, t_u
+
+    def _key_unit(self, seq_u: int | None) -> float:
+        """One sample in key units: 1 with sequence numbers, else its device ns."""
+        return 1.0 if seq_u is not None else 1e9 / self.fs_est
+
+    def _first_key(self, frame: Frame, seq_u: int | None, t_u: int | None) -> float | None:
+        """The key (sequence number or device ns) of the frame's first sample."""
+        if seq_u is not None:
+            return float(seq_u)
+        if t_u is not None:
+            return t_u - self._ref_offset(frame) * 1e9 / self.fs_est
+        return None
+
+    def _in_hole(self, frame: Frame, seq_u: int | None, t_u: int | None) -> bool:
+        """Does the frame lie in the hole of a gap already reported?"""
+        first = self._first_key(frame, seq_u, t_u)
+        if first is None:
+            return False
+        unit = self._key_unit(seq_u)
+        tol = self._tolerance(frame.n) * unit
+        end = first + frame.n * unit
+        return any(lo - tol <= first and end <= hi + tol for lo, hi in self._holes)
 
     def _t_pred(self, ref_index: int) -> float:
         assert self._last_t_ns is not None
@@ -417,6 +445,9 @@ class Sequencer:
         self._break_reason = None
         self.counts["gap"] += 1
         missing = max(0, round(d))
+        first = self._first_key(frame, seq_u, t_u)
+        if first is not None:
+            self._holes.append((first - d * self._key_unit(seq_u), first))
         return SeqEvent(
             "gap",
             self._end_s,
@@ -441,15 +472,18 @@ class Sequencer:
         if key in self._recent:
             self.counts["duplicate"] += 1
             return []
-        # Older than the released stream but recent: a reordered frame whose hole was
-        # already declared a gap, or a stale retransmission. Far back: clock reset.
+        # Older than the released stream but recent (a reordered frame whose hole was
+        # already declared a gap, or a stale retransmission), or in the hole of a gap
+        # reported earlier however late: dropped. Anything else far back: clock reset.
         horizon = (self.reorder_depth + 2) * frame.n + self._tolerance(frame.n)
-        if -d <= horizon:
+        if -d <= horizon or self._in_hole(frame, seq_u, t_u):
             self.counts["late"] += 1
             # The hole's frame came after all: the frames released past it were reordered.
             self.counts["reordered"] += self._held_at_gap
             self._held_at_gap = 0
-            return []
+            return [
+                SeqEvent("late", self._end_s, {"samples": frame.n, "behind_samples": round(-d)})
+            ]
         out: Output = self._flush_pending()
         self._reset(self._break_reason or "clock_reset", out)
         self._begin(frame, arrival_ns)
@@ -472,6 +506,7 @@ class Sequencer:
         self._last_ref_index = 0
         self._anchor = None
         self._recent.clear()
+        self._holes.clear()
         self._started = False
 
     def _flush_pending(self) -> Output:

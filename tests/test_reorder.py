@@ -126,13 +126,78 @@ def test_a_frame_early_by_several_positions_waits_alone(profile: str, m: int) ->
     assert seq.counts["reordered"] == 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known bug (issue 18): a frame late by more than reorder_depth + 1 positions is "
-    "taken for a clock reset and its samples are released again after later ones",
-)
 @pytest.mark.parametrize("profile", PROFILES)
-def test_a_frame_late_far_beyond_the_window_is_dropped_not_replayed(profile: str) -> None:
-    spf, out, seq = _deliver(profile, _late_by(4))
-    codes, gaps = _samples_and_gaps(out)  # fails today: codes go back by 5 frames
-    assert [g["missing_samples"] for g in gaps] == [spf] and seq.counts["late"] == 1
+@pytest.mark.parametrize("m", [4, 9, 25])
+def test_a_frame_late_far_beyond_the_window_is_dropped_not_replayed(profile: str, m: int) -> None:
+    # Beyond the late horizon the frame still falls in the hole of the gap already
+    # reported: dropped and reported, not taken for a clock reset and replayed after
+    # later samples (the bug: codes went back by m + 1 frames, a second 'clock_reset' gap).
+    spf, out, seq = _deliver(profile, _late_by(m))
+    codes, gaps = _samples_and_gaps(out)
+    assert [g["missing_samples"] for g in gaps] == [spf]
+    lost = np.arange(K * spf, (K + 1) * spf)
+    np.testing.assert_array_equal(codes, np.setdiff1d(np.arange(N_FRAMES * spf), lost))
+    late = [o.to_dict() for o in out if isinstance(o, SeqEvent) and o.kind == "late"]
+    assert len(late) == 1 and late[0]["samples"] == spf
+    assert late[0]["behind_samples"] == (m + 1) * spf  # behind the next expected sample
+    assert seq.counts["late"] == 1 and seq.counts["gap"] == 1 and seq.counts["reordered"] == 2
+
+
+def _deliver_with_reset(profile: str, k: int, *, reconnect: bool) -> tuple[int, list]:
+    """Frames 0..N_FRAMES-1 in order, but from frame ``k`` on the device's clock and
+    counter restart from zero (a reboot without the reset flag); ``reconnect``: the link
+    went down just before. The new clock is off the old frame grid by 7 samples (an exact
+    repeat of a recent frame's position would be a duplicate)."""
+    enc = FrameEncoder(profile, FS_TRUE[profile], anyecg_format=1)
+    spf = enc.samples_per_frame
+    decoder = _decoder(profile)
+    seq = Sequencer(decoder.profile.nominal_fs)
+    out: list = []
+    for i in range(N_FRAMES):
+        index = i * spf if i < k else (i - k) * spf + 7
+        frame = decoder.feed(enc.encode(np.arange(i * spf, (i + 1) * spf), index))
+        assert frame is not None
+        if i == k and reconnect:
+            out.extend(seq.break_segment("disconnect"))
+        out.extend(seq.push(frame, i))
+    out.extend(seq.flush())
+    return spf, out
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+@pytest.mark.parametrize("reconnect", [False, True])
+def test_a_device_clock_reset_starts_a_new_segment(profile: str, reconnect: bool) -> None:
+    # The restarted clock is far behind but in no reported hole: a reset, every sample kept
+    # and in order, one gap of unknown length with the reason.
+    spf, out = _deliver_with_reset(profile, 25, reconnect=reconnect)
+    codes, gaps = _samples_and_gaps(out)
+    np.testing.assert_array_equal(codes, np.arange(N_FRAMES * spf))
+    reason = "disconnect" if reconnect else "clock_reset"
+    assert gaps == [{"event": "gap", "t": gaps[0]["t"], "duration_s": None,
+                     "missing_samples": None, "reason": reason}]  # fmt: skip
+    blocks = [o for o in out if isinstance(o, Block)]
+    assert [b.segment for b in blocks] == [0] * 25 + [1] * (N_FRAMES - 25)
+    assert not [o for o in out if isinstance(o, SeqEvent) and o.kind == "late"]
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+def test_a_reset_after_a_gap_is_still_a_reset(profile: str) -> None:
+    # A reported hole does not swallow a reset that lands outside it: frame 5 lost (a gap),
+    # then the clock restarts at zero at frame 25 (before the hole).
+    enc = FrameEncoder(profile, FS_TRUE[profile], anyecg_format=1)
+    spf = enc.samples_per_frame
+    decoder = _decoder(profile)
+    seq = Sequencer(decoder.profile.nominal_fs)
+    out: list = []
+    for i in range(N_FRAMES):
+        if i == 5:
+            continue
+        index = i * spf if i < 25 else (i - 25) * spf + 7
+        out.extend(seq.push(decoder.feed(enc.encode(np.arange(i * spf, (i + 1) * spf), index)), i))
+    out.extend(seq.flush())
+    codes, gaps = _samples_and_gaps(out)
+    assert codes.size == (N_FRAMES - 1) * spf
+    assert [g["reason"] for g in gaps] == [
+        "sequence" if profile == "anyecg" else "timestamp",
+        "clock_reset",
+    ]
