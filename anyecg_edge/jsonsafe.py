@@ -3,20 +3,22 @@
 ``json.dumps`` writes ``NaN`` and ``Infinity`` by default, which strict parsers (and most
 languages' JSON libraries) reject, so one non-finite number makes a whole JSONL line
 unreadable. :func:`dumps` writes ``null`` in their place and says why beside it: the
-top-level object gains ``"non_finite": {"path.to.value": "nan" | "inf" | "-inf"}``.
+top-level object gains ``"non_finite": {"path.to.value": "nan" | "inf" | "-inf"}`` (a
+top-level value that is not an object is wrapped as ``{"value": ..., "non_finite": ...}``).
+This is the project's one NaN rule: files are written by :mod:`anyecg_edge.fileio`
+(atomically) through it, JSON lines on a stream through :func:`dumps` directly.
+
+numpy scalars and arrays become numbers and lists, paths strings, other dict keys strings.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import os
-import tempfile
-from pathlib import Path
 from typing import Any
 
-__all__ = ["dump_file", "dumps", "finite_copy", "write_text_atomic"]
+__all__ = ["dumps", "finite_copy"]
 
 
 def _walk(obj: Any, path: str, found: dict[str, str]) -> Any:
@@ -26,12 +28,21 @@ def _walk(obj: Any, path: str, found: dict[str, str]) -> Any:
         found[path or "$"] = "nan" if math.isnan(obj) else ("inf" if obj > 0 else "-inf")
         return None
     if isinstance(obj, dict):
-        return {k: _walk(v, f"{path}.{k}" if path else str(k), found) for k, v in obj.items()}
+        return {_key(k): _walk(v, f"{path}.{k}" if path else str(k), found) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
         return [_walk(v, f"{path}[{i}]", found) for i, v in enumerate(obj)]
-    if hasattr(obj, "dtype") and hasattr(obj, "item") and getattr(obj, "ndim", 1) == 0:
-        return _walk(obj.item(), path, found)  # a numpy scalar (float32 is no float subclass)
+    if hasattr(obj, "dtype") and hasattr(obj, "tolist"):
+        # numpy (no import here): a scalar's tolist() is a Python number (float32 is no float
+        # subclass), an array's nested lists; both walked for NaN like any other value.
+        return _walk(obj.tolist(), path, found)
+    if isinstance(obj, os.PathLike):
+        return os.fspath(obj)
     return obj
+
+
+def _key(k: Any) -> Any:
+    # json.dumps takes str/int/float/bool/None keys and refuses numpy ints, paths, tuples.
+    return k if isinstance(k, (str, int, float, bool)) or k is None else str(k)
 
 
 def finite_copy(obj: Any) -> tuple[Any, dict[str, str]]:
@@ -49,38 +60,3 @@ def dumps(obj: Any, **kwargs: Any) -> str:
         else:
             clean = {"value": clean, "non_finite": found}
     return json.dumps(clean, allow_nan=False, **kwargs)
-
-
-def write_text_atomic(path: str | os.PathLike[str], text: str) -> Path:
-    """Write ``text`` to ``path`` through a temporary file in the same folder and a rename:
-    a full disk or a kill mid-write leaves the old file (or none), never half a JSON
-    document that a later `--compare` or report would read as truth."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, _mode_for(path))  # mkstemp makes 0600; keep what open() would give
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    return path
-
-
-def _mode_for(path: Path) -> int:
-    try:
-        return path.stat().st_mode & 0o7777
-    except OSError:
-        umask = os.umask(0)
-        os.umask(umask)
-        return 0o666 & ~umask
-
-
-def dump_file(path: str | os.PathLike[str], obj: Any, **kwargs: Any) -> Path:
-    """:func:`dumps` into ``path`` atomically (:func:`write_text_atomic`)."""
-    return write_text_atomic(path, dumps(obj, **kwargs) + "\n")

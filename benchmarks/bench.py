@@ -1722,10 +1722,10 @@ def print_result(res: dict[str, Any], console: Any) -> None:
 
 
 def write_json(res: dict[str, Any], path: Path) -> Path:
-    from anyecg_edge.jsonsafe import dump_file
+    from anyecg_edge.fileio import write_json as write_json_atomic
 
     # Atomic (a half-written bench JSON would be read by --compare) and never NaN.
-    return dump_file(path, res, indent=1, default=str)
+    return write_json_atomic(path, res, indent=1, default=str)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -27,6 +27,8 @@ from anyecg_edge.benchmarks.bench import (
 )
 from anyecg_edge.benchmarks.compare import COMPARE_COLUMNS, comparison_rows, load_result
 
+from anyecg_edge.fileio import atomic_open, write_text_atomic
+
 PLOTS = {
     "latency_distribution.png": "Latency per 10 s window at batch 1, every timed call",
     "size_latency_auroc.png": "Model size vs latency, coloured by evaluation AUROC",
@@ -47,8 +49,11 @@ def _plt():
 
 def _save(plt, fig, path: Path) -> Path:
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    try:
+        with atomic_open(path, "wb") as fh:  # a killed run leaves the old plot, not half a PNG
+            fig.savefig(fh, dpi=110, format="png")
+    finally:
+        plt.close(fig)
     return path
 
 
@@ -340,10 +345,15 @@ def _sections(res: dict[str, Any]) -> list[tuple[str, str, Any]]:
 
 
 def write_report(res: dict[str, Any], out_dir: str | Path) -> dict[str, Any]:
-    """Write bench.json, the PNG plots, report.md and report.html into ``out_dir``."""
+    """Write bench.json, the PNG plots, report.md and report.html into ``out_dir``.
+
+    Every file is written whole or not at all (:mod:`anyecg_edge.fileio`), and the text of
+    the report is made before any file is touched: a result the report cannot render leaves
+    the previous report as it was, not a new bench.json beside an old report.md."""
     out = Path(out_dir)
+    title = f"AnyECG-Edge bench — {res['machine']['cpu']} — {res['created_utc']}"
+    sections = _sections(res)
     out.mkdir(parents=True, exist_ok=True)
-    write_json(res, out / "bench.json")
     makers = {
         "latency_distribution.png": plot_latency_distribution,
         "size_latency_auroc.png": plot_size_latency_auroc,
@@ -356,14 +366,11 @@ def write_report(res: dict[str, Any], out_dir: str | Path) -> dict[str, Any]:
     except ImportError:  # a lean device install: tables only
         makers = {}
     for name, fn in makers.items():
-        target = out / name
-        if target.exists():
-            target.unlink()
-        made = fn(res, target)
+        made = fn(res, out / name)
         if made is not None:
             pngs.append(made)
-    title = f"AnyECG-Edge bench — {res['machine']['cpu']} — {res['created_utc']}"
-    sections = _sections(res)
+        else:  # no data for this plot now: an older run's plot must not pass for this one's
+            (out / name).unlink(missing_ok=True)
 
     md = [f"# {title}", ""]
     for head, kind, content in sections:
@@ -380,7 +387,7 @@ def write_report(res: dict[str, Any], out_dir: str | Path) -> dict[str, Any]:
         md += ["(no plots: matplotlib is not installed here; `pip install matplotlib`)", ""]
     for p in pngs:
         md += [f"### {PLOTS[p.name]}", "", f"![{PLOTS[p.name]}]({p.name})", ""]
-    (out / "report.md").write_text("\n".join(md))
+    md_text = "\n".join(md)
 
     css = (
         "body{font-family:system-ui,sans-serif;margin:2em;max-width:1400px}"
@@ -410,7 +417,9 @@ def write_report(res: dict[str, Any], out_dir: str | Path) -> dict[str, Any]:
             f"<h3>{html.escape(PLOTS[p.name])}</h3><img alt='{html.escape(p.name)}' src='data:image/png;base64,{data}'>"
         )
     parts.append("</body></html>")
-    (out / "report.html").write_text("\n".join(parts))
+    write_json(res, out / "bench.json")
+    write_text_atomic(out / "report.md", md_text)
+    write_text_atomic(out / "report.html", "\n".join(parts))
     return {
         "md": out / "report.md",
         "html": out / "report.html",

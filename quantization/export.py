@@ -17,9 +17,7 @@ table (`layer_error`: which quantized activation loses most, worst first).
 
 from __future__ import annotations
 
-import json
 import logging
-import math
 import shutil
 import tempfile
 import time
@@ -40,6 +38,7 @@ from anyecg_edge.quantization.windows import (
     subsample,
 )
 
+from anyecg_edge.fileio import write_json
 from anyecg_edge.runtime import (
     MANIFEST_FORMAT,
     ModelMetadata,
@@ -402,7 +401,7 @@ def export_model(
         "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     mpath = manifest_path(model_out)
-    _write_json(mpath, manifest)
+    write_json(mpath, manifest)
 
     # Parity through the device path: the runtime loads the file and its manifest.
     device_model = load_model(model_out, threads=1)
@@ -445,7 +444,7 @@ def export_model(
         "seconds": round(time.perf_counter() - t0, 2),
     }
     ppath = parity_path(model_out)
-    _write_json(ppath, parity)
+    write_json(ppath, parity)
     manifest["parity"] = {
         "file": ppath.name,
         "passed": passed,
@@ -456,7 +455,7 @@ def export_model(
         "max_abs_logit_error": report["logits"]["max_abs_error"],
         "worst_layer": None if layers is None else layers["worst"],
     }
-    _write_json(mpath, manifest)
+    write_json(mpath, manifest)
 
     extra_files: list[Path] = []
     if fmt == "c-array":
@@ -659,23 +658,3 @@ def _quiet_toolchain_logs() -> None:
     # The exporters log every pass at INFO; the CLI runs at INFO by default.
     for name in ("onnxscript", "onnx_ir", "torch.onnx", "torch._export", "absl", "jax"):
         logging.getLogger(name).setLevel(logging.WARNING)
-
-
-def _jsonable(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, Path):
-        return str(obj)
-    if isinstance(obj, np.generic):
-        obj = obj.item()
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    return obj
-
-
-def _write_json(path: Path, obj: dict[str, Any]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(_jsonable(obj), indent=2) + "\n")
-    tmp.replace(path)

@@ -583,11 +583,11 @@ def no_lab_evaluated(result: dict[str, Any]) -> str | None:
 
 
 def write_json(result: dict[str, Any], path: str | os.PathLike) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    doc = {k: v for k, v in result.items() if not k.startswith("_")}
-    path.write_text(json.dumps(doc, indent=2, allow_nan=False) + "\n")
-    return path
+    """The evaluation as strict JSON (an undefined AUROC is null, named under
+    ``non_finite``), written atomically; the ``_``-prefixed in-memory fields are left out."""
+    from anyecg_edge.fileio import write_json as write_json_atomic
+
+    return write_json_atomic(path, {k: v for k, v in result.items() if not k.startswith("_")})
 
 
 # ----------------------------------------------------------------------------- report

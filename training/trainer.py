@@ -37,7 +37,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader, Sampler
 
-from anyecg_edge.runtime.manifest import file_sha256
+from anyecg_edge.fileio import file_sha256, write_json
 
 log = logging.getLogger("anyecg_edge.training")
 
@@ -47,13 +47,14 @@ __all__ = [
     "TrainConfig",
     "Trainer",
     "TrainError",
-    "file_sha256",  # re-exported from the torch-free runtime (lora/distill/tests import it here)
+    "file_sha256",  # re-exported from anyecg_edge.fileio (lora/distill/tests import it here)
     "masked_bce_terms",
     "mean_auroc",
     "pos_weight_from_targets",
     "predict_logits",
     "slice_loader",
     "setup_distributed",
+    "write_json",  # anyecg_edge.fileio's: atomic, strict JSON (NaN -> null + reason)
 ]
 
 STATE_FORMAT = "anyecg-edge/train-state/1"
@@ -970,20 +971,3 @@ def model_metadata(
         extra={"calibration_method": method, **(extra or {})},
         **fields,
     )
-
-
-def write_json(path: str | os.PathLike, doc: Any) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(doc, indent=2, default=_json_default) + "\n")
-    os.replace(tmp, path)
-    return path
-
-
-def _json_default(obj: Any) -> Any:
-    if isinstance(obj, (np.floating, np.integer)):
-        return obj.item()
-    if isinstance(obj, Path):
-        return str(obj)
-    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")

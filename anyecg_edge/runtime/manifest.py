@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
+from anyecg_edge.fileio import file_sha256  # re-exported: runtime users import it here
 from anyecg_edge.runtime.base import ModelError, ModelMetadata
 
 #: Format tag written into every export manifest.
@@ -23,14 +23,6 @@ def manifest_path(model_path: str | Path) -> Path:
 def parity_path(model_path: str | Path) -> Path:
     p = Path(model_path)
     return p.with_name(p.name + PARITY_SUFFIX)
-
-
-def file_sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def load_manifest(model_path: str | Path) -> ModelMetadata:

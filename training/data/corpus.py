@@ -66,7 +66,7 @@ from anyecg_edge.training.data.mcmed import (
 )
 from numpy.lib.stride_tricks import sliding_window_view
 
-from anyecg_edge.runtime.manifest import file_sha256
+from anyecg_edge.fileio import atomic_open, file_sha256, write_json
 
 __all__ = [
     "CorpusError",
@@ -167,22 +167,13 @@ def _csn_sort_key(csn: str) -> tuple[int, int, str]:
     return (0, int(csn), "") if csn.isdigit() else (1, 0, csn)
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
-
-
 def _atomic_write_json(path: Path, obj: Any) -> None:
-    _atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode())
+    write_json(path, obj, sort_keys=False)
 
 
 def _atomic_save_npy(path: Path, arr: np.ndarray) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
+    with atomic_open(path, "wb") as f:
         np.save(f, arr, allow_pickle=False)
-    os.replace(tmp, path)
 
 
 def _git_hash() -> str | None:

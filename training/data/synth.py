@@ -38,16 +38,18 @@ Sodium, glucose, creatinine, BUN, chloride, WBC, platelets, albumin, lactate: no
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-__all__ = ["FS_HZ", "EFFECTS", "LAB_SPECS", "LabSpec", "synth_cohort"]
+__all__ = ["FS_HZ", "EFFECTS", "LAB_SPECS", "LabSpec", "SynthError", "synth_cohort"]
 
 #: MC-MED's ECG rate (lead II).
 FS_HZ = 500
@@ -458,8 +460,108 @@ def synth_cohort(
         raise ValueError(
             f"segment_s must be (min, max) seconds with 10 <= min <= max, got {segment_s!r}"
         )
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    with _staged_cohort(Path(out_dir)) as stage:
+        return _write_cohort(
+            stage, n_visits, int(seed), (lo_seg, hi_seg), segment_s, defects=defects
+        )
+
+
+#: What a cohort folder holds (a folder holding anything else is not replaced).
+_COHORT_NAMES = frozenset(
+    {"visits.csv", "labs.csv", "waveforms", "truth.json"}
+    | {f"split_{k}_{s}.csv" for k in ("random", "chrono") for s in ("train", "val", "test")}
+)
+
+
+class SynthError(ValueError):
+    """The output folder cannot take a cohort (it holds other files, or is not a folder)."""
+
+
+def _lock(fd: int, blocking: bool) -> bool:
+    try:
+        import fcntl
+    except ImportError:  # Windows: no advisory locks
+        return True
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+    except BlockingIOError:
+        return False
+    return True
+
+
+def _sweep_stale_stages(out: Path) -> None:
+    """Remove what killed writers of ``out`` left beside it (their staging folders, or the
+    previous cohort set aside by a swap that did not finish): a folder no live writer locks."""
+    import shutil
+
+    for p in out.parent.glob(f".{out.name}.synth-*"):
+        try:
+            fd = os.open(p, os.O_RDONLY)
+        except OSError:
+            continue
+        try:
+            if _lock(fd, blocking=False):
+                shutil.rmtree(p, ignore_errors=True)
+        finally:
+            os.close(fd)
+
+
+@contextlib.contextmanager
+def _staged_cohort(out: Path) -> Iterator[Path]:
+    """A private folder beside ``out`` to write the cohort into, renamed to ``out`` only once
+    the cohort is complete. A kill or an error mid-way leaves ``out`` as it was (absent, or
+    the previous cohort): never a half cohort that a later `data build` would take for a
+    whole one (truth.json, the last file written, used to be the only sign)."""
+    import shutil
+    import tempfile
+
+    if out.exists():
+        if not out.is_dir():
+            raise SynthError(f"{out}: not a folder (a cohort is a folder)")
+        foreign = sorted(p.name for p in out.iterdir() if p.name not in _COHORT_NAMES)
+        if foreign:
+            raise SynthError(
+                f"{out}: holds files that are not part of a synthetic cohort ({foreign[0]}"
+                f"{f' and {len(foreign) - 1} more' if len(foreign) > 1 else ''}); choose a "
+                "new or empty folder"
+            )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    _sweep_stale_stages(out)
+    stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.synth-", dir=out.parent))
+    fd = os.open(stage, os.O_RDONLY)
+    try:
+        _lock(fd, blocking=True)  # ours alone: a concurrent synth's sweep leaves it be
+        try:
+            yield stage
+        except BaseException:
+            shutil.rmtree(stage, ignore_errors=True)
+            raise
+        old = None
+        if out.exists() and any(out.iterdir()):
+            # Set the previous cohort aside under the staging prefix: a kill between the two
+            # renames leaves no cohort (the next run sweeps the old one), never a mixed one.
+            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.synth-", dir=out.parent))
+            os.rmdir(old)
+            os.rename(out, old)
+        elif out.exists():
+            os.rmdir(out)
+        os.rename(stage, out)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    finally:
+        os.close(fd)
+
+
+def _write_cohort(
+    out: Path,
+    n_visits: int,
+    seed: int,
+    segments_per_visit: tuple[int, int],
+    segment_s: tuple[float, float],
+    *,
+    defects: bool,
+) -> dict[str, Any]:
+    lo_seg, hi_seg = segments_per_visit
     ranges = _catalog_ranges()
     specs = list(LAB_SPECS)
     lab_range = {
