@@ -35,16 +35,23 @@ _EPILOG = "\b\nExit status:\n" + "\n".join(
 @click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]}, epilog=_EPILOG)
 @click.version_option(__version__, prog_name="anyecg-edge")
 @click.option("-v", "--verbose", count=True, help="More logging (-vv: debug, full tracebacks).")
-@click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors.")
+@click.option(
+    "-q", "--quiet", is_flag=True, help="Only warnings and errors (and no progress bars)."
+)
+@click.option(
+    "--no-progress",
+    is_flag=True,
+    help="No progress bars (they go to stderr, and only when it is a terminal).",
+)
 @click.pass_context
-def cli(ctx: click.Context, verbose: int, quiet: bool) -> None:
+def cli(ctx: click.Context, verbose: int, quiet: bool, no_progress: bool) -> None:
     """AnyECG-Edge: lab-value estimates from one ECG lead, from GPU training to the wearable.
 
     Outputs are research estimates with calibration and uncertainty, never diagnoses.
     """
     _setup_logging(verbose, quiet)
     set_verbosity(verbose)
-    ctx.obj = {"quiet": quiet, "verbose": verbose}
+    ctx.obj = {"quiet": quiet, "verbose": verbose, "no_progress": no_progress}
 
 
 def _register() -> None:

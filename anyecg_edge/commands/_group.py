@@ -14,9 +14,11 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import signal
 import sys
+import threading
 import traceback
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import click
@@ -32,6 +34,7 @@ __all__ = [
     "EXIT_PARITY",
     "EXIT_USAGE",
     "Group",
+    "Terminated",
     "classify",
     "error_line",
     "set_verbosity",
@@ -154,6 +157,69 @@ def _report(exc: BaseException, code: int) -> None:
         click.echo(f"Error: {error_line(exc, code)}", err=True)
 
 
+class Terminated(BaseException):
+    """SIGTERM / SIGHUP outside a command that handles them itself (stream does): a
+    BaseException like KeyboardInterrupt, so that no ``except Exception`` swallows it. Raised
+    in the main thread where the command is, so ``finally`` blocks, atomic writers and pools
+    clean up; the boundary prints one line and exits 128 + the signal number."""
+
+    def __init__(self, signum: int, command: str | None, params: dict[str, Any]) -> None:
+        super().__init__(signum)
+        self.signum, self.command, self.params = signum, command, params
+
+    def __str__(self) -> str:
+        text = f"stopped by {signal.Signals(self.signum).name}"
+        hint = _RESUME_HINTS.get(self.command or "")
+        if hint is not None:
+            with contextlib.suppress(KeyError, IndexError):
+                text += "; " + hint.format(**self.params)
+        return text
+
+
+# What an interrupted long-running command leaves, and how to continue it.
+_RESUME_HINTS: dict[str, str] = {
+    "data build": "the finished work units are kept in {out}: run the same command again to resume",
+    "train lora": "the checkpoints in {out} are kept: run the same command with --resume "
+    "to continue",
+    "train distill": "the checkpoints in {out} are kept: run the same command with --resume "
+    "to continue",
+}
+
+
+def _terminate(signum: int, frame: Any) -> None:
+    ctx = click.get_current_context(silent=True)
+    names = [] if ctx is None else [c.info_name for c in _chain(ctx)][1:]  # without the root
+    raise Terminated(signum, " ".join(n for n in names if n), dict(ctx.params) if ctx else {})
+
+
+def _chain(ctx: click.Context) -> list[click.Context]:
+    out = []
+    while ctx is not None:
+        out.append(ctx)
+        ctx = ctx.parent  # type: ignore[assignment]
+    return out[::-1]
+
+
+@contextlib.contextmanager
+def _terminate_on_signals() -> Iterator[None]:
+    """SIGTERM and SIGHUP raise :class:`Terminated` in the command (their default kills the
+    process silently, mid-write, and a `data build` or `train` leaves no word of what was
+    kept). A signal someone set to be ignored (``nohup``) stays ignored."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    old = {}
+    for name in ("SIGTERM", "SIGHUP"):
+        sig = getattr(signal, name, None)
+        if sig is not None and signal.getsignal(sig) == signal.SIG_DFL:
+            old[sig] = signal.signal(sig, _terminate)
+    try:
+        yield
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
+
+
 class Group(click.Group):
     """A click group whose ``main`` (only ever called on the root) is the error boundary."""
 
@@ -167,12 +233,16 @@ class Group(click.Group):
     ) -> Any:
         set_verbosity(0)
         try:
-            rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+            with _terminate_on_signals():
+                rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         except SystemExit:
             raise  # a command's own documented status (predict 3, export 4, stream 130)
         except click.Abort as exc:  # Ctrl-C outside a command that handles it
             _report(click.ClickException("interrupted"), 130)
             raise SystemExit(130) from exc
+        except Terminated as exc:
+            _report(click.ClickException(str(exc)), 128 + exc.signum)
+            raise SystemExit(128 + exc.signum) from None
         except BaseException as exc:  # the boundary: every other failure is one line
             if isinstance(exc, (KeyboardInterrupt, GeneratorExit)):
                 raise

@@ -22,7 +22,13 @@ __all__ = [
     "Faults",
     "Number",
     "OutputPath",
+    "all_cores",
     "count",
+    "emit_json",
+    "human_echo",
+    "json_option",
+    "json_to_stdout",
+    "threads_option",
     "ordered_pair",
     "positive",
     "refuse_clobber",
@@ -185,3 +191,97 @@ class Faults(click.ParamType):
             return FaultSpec.parse(str(value))
         except ValueError as exc:
             self.fail(str(exc), param, ctx)
+
+
+# --- one grammar for every command (issue 13 item 3) -------------------------------------
+#
+# ``--json PATH|-``: every command that produces a result writes it as JSON to PATH, or to
+# stdout with ``-`` or a bare ``--json`` (the old flag form, still accepted); when the JSON
+# goes to stdout the human-readable lines go to stderr, so stdout is one JSON document.
+# ``--threads N`` / ``--workers N`` (data build): default all cores this process may use.
+
+
+def all_cores() -> int:
+    """CPU cores this process may run on (the default of every --threads / data --workers)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def threads_option(max_threads: int = 1024, what: str = "Threads") -> Any:
+    """``--threads N``: default None, meaning :func:`all_cores` (resolved by the command)."""
+    return click.option(
+        "--threads",
+        type=count(1, max_threads),
+        default=None,
+        help=f"{what} (default: all cores, {all_cores()} here). 1 avoids thread thrashing "
+        "on a shared CPU.",
+    )
+
+
+def json_option(what: str) -> Any:
+    """``--json PATH|-``: write ``what`` as JSON to PATH, '-' (or a bare --json) stdout."""
+    return click.option(
+        "--json",
+        "json_out",
+        type=OutputPath(allow_dash=True),
+        is_flag=False,
+        flag_value="-",
+        default=None,
+        metavar="PATH|-",
+        help=f"Write {what} as JSON to PATH ('-' or a bare --json: stdout, and the "
+        "human-readable lines go to stderr).",
+    )
+
+
+def json_to_stdout(json_out: Path | str | None) -> bool:
+    return json_out is not None and str(json_out) == "-"
+
+
+def human_echo(json_out: Path | str | None) -> Any:
+    """``click.echo`` for a command's human-readable lines: to stderr when the JSON result
+    goes to stdout (so stdout stays one JSON document)."""
+    err = json_to_stdout(json_out)
+
+    def echo(message: str = "") -> None:
+        click.echo(message, err=err)
+
+    return echo
+
+
+def emit_json(obj: Any, json_out: Path | str | None, **kwargs: Any) -> Path | None:
+    """Write ``obj`` to ``--json``'s target (strict JSON: no NaN/Infinity, a file written
+    atomically); the file written, or None for stdout / no --json."""
+    if json_out is None:
+        return None
+    from anyecg_edge.jsonsafe import dumps
+
+    kwargs.setdefault("indent", 2)
+    kwargs.setdefault("default", str)
+    text = dumps(obj, **kwargs)
+    if json_to_stdout(json_out):
+        click.echo(text)
+        return None
+    return write_atomic(Path(json_out), text + "\n")
+
+
+def write_atomic(path: Path, text: str) -> Path:
+    """``text`` into ``path`` through a temporary file and a rename: a kill or a full disk
+    mid-write leaves the old file (or none), never half a JSON document."""
+    import tempfile
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; what open() would give
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    return path

@@ -12,7 +12,17 @@ from pathlib import Path
 
 import click
 
-from anyecg_edge.commands._types import Number, OutputPath, count, positive, refuse_clobber
+from anyecg_edge.commands._types import (
+    Number,
+    OutputPath,
+    all_cores,
+    count,
+    json_option,
+    json_to_stdout,
+    positive,
+    refuse_clobber,
+    threads_option,
+)
 
 
 def _accuracy(items: tuple[str, ...]) -> dict[str, Path]:
@@ -35,13 +45,7 @@ def _accuracy(items: tuple[str, ...]) -> dict[str, Path]:
     ".onnx/.tflite export; each may end in @VARIANTS (e.g. ecgfounder@torch, "
     "student-s@onnxruntime-int8+litert-int8). Default: ecgfounder,teacher,student-s.",
 )  # fmt: skip
-@click.option(
-    "--threads",
-    type=count(1, 1024),
-    default=1,
-    show_default=True,
-    help="Inference threads per model.",
-)
+@threads_option(1024, "Inference threads per model")
 @click.option(
     "--iterations", type=count(1), default=None,
     help="Timed calls per row (default: auto, 300-3000 calls / ~6 s per row; --quick: 10).",
@@ -65,7 +69,8 @@ def _accuracy(items: tuple[str, ...]) -> dict[str, Path]:
     help="Keep only these variants for every model (torch, onnxruntime, litert, tflite-runtime, "
     "fp32, int8, or full names like onnxruntime-int8).",
 )  # fmt: skip
-@click.option("--json", "json_out", type=OutputPath(), default=None, help="Write the rows + machine info as JSON.")  # fmt: skip
+@json_option("the rows + machine info")
+@click.option("--out", "out_dir", type=OutputPath(folder=True), default=None, help="Write everything here: bench.json, report.md, report.html and PNG plots (= --json OUT/bench.json --report OUT).")  # fmt: skip
 @click.option("--report", "report_dir", type=OutputPath(folder=True), default=None, help="Write report.md, report.html and PNG plots here.")  # fmt: skip
 @click.option("--compare", "compare_path", type=click.Path(path_type=Path), default=None, help="An earlier bench JSON: show regressions against it.")  # fmt: skip
 @click.option("--tolerance", type=positive(), default=0.15, show_default=True, help="Relative slow-down that counts as a regression with --compare.")  # fmt: skip
@@ -78,17 +83,18 @@ def _accuracy(items: tuple[str, ...]) -> dict[str, Path]:
 @click.option("--stream-jsonl", type=click.Path(path_type=Path), default=None, help="Use this `stream --jsonl` output for the streaming-latency plot instead of running a session.")  # fmt: skip
 @click.option("--stream-s", type=Number(0.0, 86_400.0), default=None, help="Seconds of signal to stream from a simulated Polar H10 for the report (default 60, --quick 12; 0: none).")  # fmt: skip
 @click.option("--stream-speed", type=Number(0.0, 1e4, min_open=True), default=20.0, show_default=True, help="Replay speed of that session (x real time).")  # fmt: skip
-@click.option("--data-dir", type=click.Path(path_type=Path), default=None, help="Recordings for the timing windows and the stream (default: ../shared/data; synthetic ECG where absent).")  # fmt: skip
+@click.option("--data-dir", type=click.Path(path_type=Path, file_okay=False), default=None, envvar="ANYECG_DATA", show_envvar=True, help="Recordings for the timing windows and the stream (default: $ANYECG_DATA, else shared/data beside the checkout; synthetic ECG where absent).")  # fmt: skip
 @click.option("--work-dir", type=OutputPath(folder=True), default=None, help="Keep checkpoints, exports and worker files here (default: a temporary folder).")  # fmt: skip
 def bench(
     models: tuple[str, ...],
-    threads: int,
+    threads: int | None,
     iterations: int | None,
     warmup: int | None,
     batch: int,
     quick: bool,
     runtimes: tuple[str, ...],
     json_out: Path | None,
+    out_dir: Path | None,
     report_dir: Path | None,
     compare_path: Path | None,
     tolerance: float,
@@ -121,9 +127,16 @@ def bench(
         write_json,
     )
     from anyecg_edge.benchmarks.compare import compare_results, load_result, print_comparison
+    from anyecg_edge.datadir import data_dir as resolve_data_dir
 
+    if out_dir is not None:
+        json_out = json_out or out_dir / "bench.json"
+        report_dir = report_dir or out_dir
+    # JSON on stdout: the tables and progress go to stderr, stdout is one JSON document.
+    to_err = json_to_stdout(json_out)
+    stream_ = sys.stderr if to_err else sys.stdout
     # A wide table even when piped (rich would wrap it at 80 columns).
-    console = Console(width=None if sys.stdout.isatty() else 200)
+    console = Console(width=None if stream_.isatty() else 200, stderr=to_err)
     quiet = (click.get_current_context().find_root().obj or {}).get("quiet", False)
     inputs = [compare_path, stream_jsonl, truth, *_accuracy(accuracy).values()]
     refuse_clobber(json_out, inputs, "--json")
@@ -132,13 +145,13 @@ def bench(
         raise BenchError(f"--tolerance must be > 0, got {tolerance}")
     opts = BenchOptions(
         models=split_tokens(models) or list(DEFAULT_MODELS),
-        threads=threads,
+        threads=threads or all_cores(),
         iterations=iterations,
         warmup=warmup,
         batch=batch,
         quick=quick,
         runtimes=split_tokens(runtimes) or None,
-        data_dir=data_dir,
+        data_dir=resolve_data_dir(data_dir),
         work_dir=work_dir,
         accuracy=_accuracy(accuracy),
         corpus=corpus,
@@ -152,14 +165,21 @@ def bench(
         if not quiet:
             console.print(f"[dim]{msg}[/]", highlight=False)
 
-    res = run_bench(opts, say=say)
+    from anyecg_edge.progress import progress_enabled, progress_session
+
+    with progress_session(progress_enabled()):
+        res = run_bench(opts, say=say)
     comparison = compare_results(res, old, tolerance=tolerance) if old is not None else None
     if comparison is not None:
         res["comparison"] = comparison
     print_result(res, console)
     if comparison is not None:
         print_comparison(comparison, console)
-    if json_out is not None:
+    if to_err:
+        from anyecg_edge.jsonsafe import dumps
+
+        click.echo(dumps(res, indent=1, default=str))
+    elif json_out is not None:
         console.print(f"JSON → {write_json(res, json_out)}")
     if report_dir is not None:
         from anyecg_edge.benchmarks.report import write_report

@@ -13,7 +13,14 @@ from typing import Any
 import click
 
 from anyecg_edge.commands._group import Group
-from anyecg_edge.commands._types import Faults, Number, positive
+from anyecg_edge.commands._types import (
+    Faults,
+    Number,
+    emit_json,
+    json_option,
+    json_to_stdout,
+    positive,
+)
 
 log = logging.getLogger(__name__)
 
@@ -44,8 +51,8 @@ def ble() -> None:
 @click.option(
     "--all", "show_all", is_flag=True, help="List every device, not only known wearables."
 )
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def ble_scan(timeout_s: float, hci: str | None, show_all: bool, as_json: bool) -> None:
+@json_option("the devices heard")
+def ble_scan(timeout_s: float, hci: str | None, show_all: bool, json_out: Path | None) -> None:
     """Scan for Polar H10 / Movesense / AnyECG-profile wearables."""
     from anyecg_edge.firmware_bridge.profiles import profile_for_advertisement
 
@@ -67,8 +74,8 @@ def ble_scan(timeout_s: float, hci: str | None, show_all: bool, as_json: bool) -
             }
         )
     rows.sort(key=lambda r: (r["profile"] is None, -(r["rssi"] or -999)))
-    if as_json:
-        click.echo(json.dumps(rows, indent=2))
+    emit_json(rows, json_out)
+    if json_to_stdout(json_out):
         return
     if not rows:
         click.echo(

@@ -15,7 +15,18 @@ from pathlib import Path
 import click
 
 from anyecg_edge.commands._group import Group
-from anyecg_edge.commands._types import Number, OutputPath, count, ordered_pair, refuse_clobber
+from anyecg_edge.commands._types import (
+    Number,
+    OutputPath,
+    all_cores,
+    count,
+    emit_json,
+    human_echo,
+    json_option,
+    ordered_pair,
+    refuse_clobber,
+)
+from anyecg_edge.progress import progress_enabled
 
 
 @click.group(cls=Group)
@@ -25,8 +36,14 @@ def data() -> None:
 
 @data.command("synth")
 @click.option("--out", type=OutputPath(folder=True), required=True, help="Output folder.")
-@click.option("--visits", type=count(1, 10_000_000), default=100, show_default=True)
-@click.option("--seed", type=count(0), default=0, show_default=True)
+@click.option(
+    "--visits", type=count(1, 10_000_000), default=100, show_default=True,
+    help="Emergency-department visits (patients get one or more).",
+)  # fmt: skip
+@click.option(
+    "--seed", type=count(0), default=0, show_default=True,
+    help="Random seed: the same seed writes the same cohort.",
+)  # fmt: skip
 @click.option(
     "--segments-per-visit",
     nargs=2,
@@ -49,6 +66,7 @@ def data() -> None:
 @click.option(
     "--no-defects", is_flag=True, help="Do not plant the truncated .dat / wrong-fs header defects."
 )
+@json_option("the cohort's summary (folder, visits, seed, truth)")
 def data_synth(
     out: Path,
     visits: int,
@@ -56,6 +74,7 @@ def data_synth(
     segments_per_visit: tuple[int, int],
     segment_s: tuple[float, float],
     no_defects: bool,
+    json_out: Path | None,
 ) -> None:
     """Write a synthetic cohort in MC-MED's exact layout, with planted lab effects.
 
@@ -72,9 +91,15 @@ def data_synth(
         segment_s=segment_s,
         defects=not no_defects,
     )
+    emit_json(
+        {"out": str(out), "visits": visits, "seed": seed, "truth_file": str(out / "truth.json"),
+         "truth": truth},
+        json_out,
+    )  # fmt: skip
+    echo = human_echo(json_out)
     planted = ", ".join(truth.get("planted_labs", []))
-    click.echo(f"wrote {visits} visits to {out} (seed {seed}); planted labs: {planted}")
-    click.echo(f"truth: {out / 'truth.json'}")
+    echo(f"wrote {visits} visits to {out} (seed {seed}); planted labs: {planted}")
+    echo(f"truth: {out / 'truth.json'}")
 
 
 @data.command("build")
@@ -85,13 +110,17 @@ def data_synth(
     help="MC-MED root (visits.csv, labs.csv, waveforms/).",
 )
 @click.option("--out", type=OutputPath(folder=True), required=True, help="Corpus folder.")
-@click.option("--workers", type=count(1, 256), default=1, show_default=True)
 @click.option(
-    "--window", "window_s", type=Number(1.0, 600.0), default=10.0, show_default=True, help="s"
-)
+    "--workers", type=count(1, 256), default=None,
+    help=f"Worker processes (default: all cores, {all_cores()} here).",
+)  # fmt: skip
+@click.option(
+    "--window", "window_s", type=Number(1.0, 600.0), default=10.0, show_default=True,
+    help="Window length in s.",
+)  # fmt: skip
 @click.option(
     "--stride", "stride_s", type=Number(0.0, 3600.0, min_open=True), default=None,
-    help="s (default: --window)",
+    help="Step between window starts in s (default: --window, no overlap).",
 )  # fmt: skip
 @click.option("--before", default="30m", show_default=True, help="Window start before Order_time.")
 @click.option("--after", default="15m", show_default=True, help="Window end after Order_time.")
@@ -103,8 +132,10 @@ def data_synth(
     help="order: windows around each lab order; visit: whole visit with its labs.",
 )
 @click.option(
-    "--split-scheme", type=click.Choice(["random", "chrono"]), default="random", show_default=True
-)
+    "--split-scheme", type=click.Choice(["random", "chrono"]), default="random",
+    show_default=True,
+    help="Patient split: random (seeded) or chrono (by first visit time).",
+)  # fmt: skip
 @click.option(
     "--mains",
     type=click.Choice(["50", "60", "none"]),
@@ -112,11 +143,20 @@ def data_synth(
     show_default=True,
     help="Notch frequency (the authors' chain uses 50 Hz).",
 )
-@click.option("--shard-size", type=count(1), default=4096, show_default=True)
-@click.option("--visits-per-unit", type=count(1), default=16, show_default=True)
-@click.option("--seed", type=count(0), default=0, show_default=True)
+@click.option(
+    "--shard-size", type=count(1), default=4096, show_default=True, help="Windows per shard file."
+)
+@click.option(
+    "--visits-per-unit", type=count(1), default=16, show_default=True,
+    help="Visits per work unit (the unit of resuming and of parallel work).",
+)  # fmt: skip
+@click.option("--seed", type=count(0), default=0, show_default=True, help="Seed of the split.")
 @click.option("--keep-rejected", is_flag=True, help="Keep quality-rejected windows (flagged).")
-@click.option("--no-progress", is_flag=True)
+@click.option(
+    "--no-progress", is_flag=True,
+    help="No progress bar (it is also off with -q and when stderr is not a terminal).",
+)  # fmt: skip
+@json_option("the corpus manifest")
 def data_build(
     mcmed: Path,
     out: Path,
@@ -133,17 +173,19 @@ def data_build(
     seed: int,
     keep_rejected: bool,
     no_progress: bool,
+    json_out: Path | None,
 ) -> None:
     """Cut aligned 10 s windows into a sharded, resumable corpus with index.parquet."""
     from anyecg_edge.training.data import build_corpus, parse_duration_s
 
     refuse_clobber(out, [mcmed], "--out")
+    refuse_clobber(json_out, [mcmed], "--json")
     before_s, after_s = parse_duration_s(before), parse_duration_s(after)
     with _exclusive(out):
         manifest = build_corpus(
             mcmed,
             out,
-            workers=workers,
+            workers=workers or all_cores(),
             window_s=window_s,
             stride_s=stride_s,
             before_s=before_s,
@@ -155,24 +197,22 @@ def data_build(
             visits_per_unit=visits_per_unit,
             seed=seed,
             keep_rejected=keep_rejected,
-            progress=not no_progress,
+            progress=progress_enabled(no_progress),
         )
+    emit_json(manifest, json_out)
+    echo = human_echo(json_out)
     counts = manifest["counts"]
-    click.echo(
+    echo(
         f"corpus {out}: {counts['windows']} windows from {counts['visits_with_windows']} visits "
         f"in {counts['shards']} shards ({counts['windows_rejected']} rejected by the quality gate)"
     )
     for split in ("train", "val", "test"):
         s = manifest["splits"].get(split, {})
-        click.echo(
-            f"  {split:5s} {s.get('windows', 0):7d} windows  {s.get('patients', 0):5d} patients"
-        )
-    click.echo(
-        f"  candidate windows by policy: {json.dumps(counts['candidate_windows_by_policy'])}"
-    )
+        echo(f"  {split:5s} {s.get('windows', 0):7d} windows  {s.get('patients', 0):5d} patients")
+    echo(f"  candidate windows by policy: {json.dumps(counts['candidate_windows_by_policy'])}")
     n_skipped = sum(manifest["skipped_records"]["by_reason"].values())
     if n_skipped:
-        click.echo(f"  {n_skipped} records skipped (reasons in {out / 'manifest.json'})")
+        echo(f"  {n_skipped} records skipped (reasons in {out / 'manifest.json'})")
 
 
 class BuildLockedError(ValueError):

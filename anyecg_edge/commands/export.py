@@ -12,7 +12,15 @@ from pathlib import Path
 
 import click
 
-from anyecg_edge.commands._types import OutputPath, count, refuse_clobber
+from anyecg_edge.commands._types import (
+    OutputPath,
+    count,
+    emit_json,
+    human_echo,
+    json_option,
+    json_to_stdout,
+    refuse_clobber,
+)
 
 PARITY_EXIT = 4
 
@@ -94,7 +102,7 @@ PARITY_EXIT = 4
 @click.option(
     "--reduce-range", is_flag=True, help="ONNX int8: 7-bit weights (old AVX2 CPUs without VNNI)."
 )
-@click.option("--json", "as_json", is_flag=True, help="Print the parity summary as JSON.")
+@json_option("the export and parity summary")
 def export(
     model_path: Path,
     fmt: str,
@@ -111,7 +119,7 @@ def export(
     allow_degraded: bool,
     quantize_head: bool,
     reduce_range: bool,
-    as_json: bool,
+    json_out: Path | None,
 ) -> None:
     """Export a model to ONNX / LiteRT (fp32 or int8) with a manifest and a parity report."""
     try:
@@ -128,24 +136,31 @@ def export(
         precision = "int16x8"
     tol = parse_tolerance(list(tolerance), precision)
     _check_outputs(out, [model_path, model_path / "model.pt", *calib, *heldout])
-    try:
-        result = export_model(
-            model_path,
-            fmt=fmt,
-            out=out,
-            int8=int8,
-            dynamic=dynamic,
-            calib=list(calib),
-            calib_size=calib_size,
-            calib_method=calib_method,
-            heldout=list(heldout),
-            heldout_size=heldout_size,
-            tolerance=tol,
-            allow_degraded=allow_degraded,
-            quantize_head=quantize_head,
-            reduce_range=reduce_range,
-            activations=activations,
+    if json_out is not None:
+        refuse_clobber(
+            json_out, [out, model_path, model_path / "model.pt", *calib, *heldout], "--json"
         )
+    from anyecg_edge.progress import progress_enabled, progress_session
+
+    try:
+        with progress_session(progress_enabled()):
+            result = export_model(
+                model_path,
+                fmt=fmt,
+                out=out,
+                int8=int8,
+                dynamic=dynamic,
+                calib=list(calib),
+                calib_size=calib_size,
+                calib_method=calib_method,
+                heldout=list(heldout),
+                heldout_size=heldout_size,
+                tolerance=tol,
+                allow_degraded=allow_degraded,
+                quantize_head=quantize_head,
+                reduce_range=reduce_range,
+                activations=activations,
+            )
     except ParityError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(PARITY_EXIT)
@@ -174,11 +189,12 @@ def export(
     tflm = json.loads(result.manifest.read_text()).get("tflm") if fmt == "c-array" else None
     if tflm is not None:
         summary["tflm"] = tflm.get("check")
-    if as_json:
-        click.echo(json.dumps(summary, indent=2))
+    emit_json(summary, json_out)
+    if json_to_stdout(json_out):
         return
+    echo = human_echo(json_out)
     status = "PASSED" if result.passed else "OUTSIDE TOLERANCE (kept: --allow-degraded)"
-    click.echo(
+    echo(
         f"{result.path} ({r['model_bytes'] / 1024:.1f} KiB, {r['precision']}, {r['runtime']}): "
         f"parity {status} on {r['n_windows']} held-out windows: "
         f"max|dlogit| {r['logits']['max_abs_error']:.4g}, mean {r['logits']['mean_abs_error']:.4g}, "
@@ -199,25 +215,26 @@ def export(
                 for t in cal["selection"]["trials"]
             )
             line += f"; tried on {cal['selection']['selection_windows']} windows: {tried}"
-        click.echo(line)
+        echo(line)
     rows = _worst(r)
     if rows:
-        click.echo(
+        echo(
             f"  worst quantized layers ({r['layer_errors']['n_windows']} windows; "
             "SQNR dB: own quantization / vs fp32 model; share clipped):"
         )
         width = max(len(row["layer"]) for row in rows)
         for row in rows:
-            click.echo(
+            echo(
                 f"    {row['layer']:<{width}}  {row['op']:<17} {row['sqnr_db']:6.1f} "
                 f"{row['cumulative_sqnr_db']:6.1f}  {row['clipped_fraction']:.3%}"
             )
     if tflm is not None and tflm.get("check"):
         from anyecg_edge.quantization.tflm import summary_line
 
-        click.echo(f"  {summary_line(tflm['check'])}")
-    for path in (result.manifest, result.parity, *result.extra_files):
-        click.echo(f"  wrote {path}")
+        echo(f"  {summary_line(tflm['check'])}")
+    for path in (result.manifest, result.parity, *result.extra_files, json_out):
+        if path is not None:
+            echo(f"  wrote {path}")
 
 
 def _check_outputs(out: Path, inputs: list[Path | str]) -> None:
@@ -261,8 +278,8 @@ def _pct(v: float | None) -> str:
     "--windows", "n_windows", type=click.IntRange(min=1), default=64, show_default=True,
     help="Windows compared against ai-edge-litert.",
 )  # fmt: skip
-@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-def tflm(model_path: Path, calib: tuple[str, ...], n_windows: int, as_json: bool) -> None:
+@json_option("the result")
+def tflm(model_path: Path, calib: tuple[str, ...], n_windows: int, json_out: Path | None) -> None:
     """Run an int8 .tflite in TensorFlow Lite Micro: smallest arena, ops, parity vs LiteRT.
 
     Exit codes: 0 it ran (or TFLite Micro is not available here: the reason is printed),
@@ -286,7 +303,9 @@ def tflm(model_path: Path, calib: tuple[str, ...], n_windows: int, as_json: bool
         res = check_tflm(model_path, ws.x, max_windows=n_windows)
     except (ExportError, ModelError) as exc:
         raise click.ClickException(str(exc)) from None
-    click.echo(json.dumps(res, indent=2) if as_json else summary_line(res))
+    emit_json(res, json_out)
+    if not json_to_stdout(json_out):
+        click.echo(summary_line(res))
 
 
 COMMANDS = [export, tflm]

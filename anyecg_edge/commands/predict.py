@@ -9,7 +9,17 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from anyecg_edge import RESEARCH_USE_NOTE
-from anyecg_edge.commands._types import Number, count, positive
+from anyecg_edge.commands._types import (
+    Number,
+    all_cores,
+    emit_json,
+    json_option,
+    json_to_stdout,
+    positive,
+    record_files,
+    refuse_clobber,
+    threads_option,
+)
 
 if TYPE_CHECKING:  # the real import loads numpy; `--help` should not pay for a hint
     from anyecg_edge.runtime import Model
@@ -68,13 +78,8 @@ def load_model(path: Path, *, threads: int | None = None) -> Model:
     "--hop", "hop_s", type=Number(0.0, 3600.0, min_open=True), default=None,
     help="Window hop in s (default 10).",
 )  # fmt: skip
-@click.option(
-    "--threads",
-    type=count(1, 64),
-    default=None,
-    help="Inference threads (default: the runtime's own, usually all cores).",
-)
-@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@threads_option(64, "Inference threads")
+@json_option("the estimates (instead of the table when it goes to stdout)")
 def predict(
     model_path: Path,
     input_path: Path,
@@ -84,24 +89,23 @@ def predict(
     mains: str,
     hop_s: float | None,
     threads: int | None,
-    as_json: bool,
+    json_out: Path | None,
 ) -> None:
     """Estimate lab abnormality probabilities from one ECG record (research use only)."""
     from anyecg_edge.io import read_record
     from anyecg_edge.predict import predict_record
 
+    refuse_clobber(json_out, [*record_files(input_path), model_path], "--json")
     record = read_record(input_path, lead=lead, fs=fs, units=units)
-    model = load_model(model_path, threads=threads)
+    model = load_model(model_path, threads=threads or all_cores())
     # "none" maps to None (no notch), so a dict .get(...) or float(...) would fall through.
     mains_hz: float | None | str = (
         None if mains == "none" else "model" if mains == "model" else float(mains)
     )
     result = predict_record(record, model, hop_s=hop_s, mains_hz=mains_hz).to_dict()
-    if as_json:
-        from anyecg_edge.jsonsafe import dumps
-
-        click.echo(dumps(result, indent=2))  # never NaN/Infinity: null plus the reason
-    else:
+    # never NaN/Infinity: null plus the reason (jsonsafe)
+    emit_json(result, json_out)
+    if not json_to_stdout(json_out):
         _print_prediction(result)
     if result["status"] != "ok":
         sys.exit(3)

@@ -2,21 +2,28 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import errno
 import logging
 import signal
 import sys
-import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
 import click
 
 from anyecg_edge import RESEARCH_USE_NOTE
-from anyecg_edge.commands._types import Faults, Number, OutputPath, count, positive, record_files
+from anyecg_edge.commands._types import (
+    Faults,
+    Number,
+    OutputPath,
+    all_cores,
+    count,
+    emit_json,
+    json_option,
+    json_to_stdout,
+    positive,
+    record_files,
+    threads_option,
+)
 
 log = logging.getLogger(__name__)
 
@@ -25,63 +32,6 @@ SOURCE_HELP = (
     "(simulated wearable over an in-process GATT link), polar:ADDR / movesense:ADDR / "
     "anyecg:ADDR (real device)"
 )
-
-
-class StreamOutputError(OSError):
-    """The --jsonl output (a file or stdout) failed mid-stream: the source was stopped."""
-
-
-class _Output:
-    """JSONL lines (one per window / event) + the live view, fed from both threads. Lines
-    never hold NaN/Infinity (`anyecg_edge.jsonsafe`: null plus the reason)."""
-
-    def __init__(self, jsonl: IO[str] | None, live: Any | None) -> None:
-        self.jsonl = jsonl
-        self.live = live
-
-    def __call__(self, item: dict[str, Any]) -> None:
-        if self.jsonl is not None:
-            from anyecg_edge.jsonsafe import dumps
-
-            self.jsonl.write(dumps(item, separators=(",", ":"), default=str) + "\n")
-        if self.live is not None:
-            self.live.update(item)
-
-
-# Signals that end a stream cleanly (summary written) for every source kind.
-_STOP_SIGNALS = tuple(
-    getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name)
-)
-
-
-class _Stopper:
-    """SIGINT/SIGTERM/SIGHUP (and a failed output) -> one flag every source kind polls: the
-    file replay between blocks (its pacing waits on the flag), BLE sources through a
-    watcher task. Python-level handlers, not the event loop's: asyncio resets its handlers
-    to the default when the loop closes, and a SIGTERM while the summary is written would
-    then kill the process."""
-
-    def __init__(self) -> None:
-        self.event = threading.Event()
-        self.signum: int | None = None
-
-    def __call__(self, signum: int, frame: Any) -> None:
-        if self.signum is None:
-            self.signum = signum
-        self.event.set()
-
-    @contextlib.contextmanager
-    def installed(self) -> Iterator[_Stopper]:
-        old: dict[int, Any] = {}
-        for sig in _STOP_SIGNALS:
-            with contextlib.suppress(ValueError, OSError):  # not the main thread
-                old[sig] = signal.signal(sig, self)
-        try:
-            yield self
-        finally:
-            for sig, handler in old.items():
-                with contextlib.suppress(ValueError, OSError, TypeError):
-                    signal.signal(sig, handler)
 
 
 @click.command("stream")
@@ -122,15 +72,20 @@ class _Stopper:
     "--fs", type=positive(), default=None, help="Sampling rate of a CSV record / Movesense rate."
 )
 @click.option(
+    "--units",
+    type=click.Choice(["mV", "uV", "V", "auto"], case_sensitive=False),
+    default=None,
+    help="file: sources: unit of a CSV column or .npy array that does not state one "
+    "(default mV; as for predict). auto: inferred from the amplitude, refused when ambiguous.",
+)
+@click.option(
     "--loop", is_flag=True,
     help="file and sim sources: repeat the record end to end (with --duration); without it "
     "a replay stops at the record's end.",
 )  # fmt: skip
 @click.option("--smooth", "smooth_s", type=Number(0.0), default=30.0, show_default=True, help="Smoothing time constant of the lab estimates in s (0: none).")  # fmt: skip
 @click.option("--queue", "queue_size", type=count(1, 10_000), default=2, show_default=True, help="Windows waiting for inference before the oldest is dropped.")  # fmt: skip
-@click.option(
-    "--threads", type=count(1, 64), default=1, show_default=True, help="Inference threads."
-)
+@threads_option(64, "Inference threads")
 @click.option(
     "--hci", default=None,
     help="Real devices: use bumble on this HCI transport (usb:0, hci-socket:0, "
@@ -149,7 +104,17 @@ class _Stopper:
     "reconnect attempts in a row (backoff 0.5 s doubling to 30 s). Default: keep trying; "
     "0: never reconnect.",
 )  # fmt: skip
-@click.option("--json", "as_json", is_flag=True, help="Print the final summary as JSON.")
+@click.option(
+    "--serve", "serve_at", metavar="[HOST:]PORT", default=None,
+    help="Live dashboard page of the stream at http://HOST:PORT/ (HOST default 127.0.0.1; "
+    "PORT 0: any free port, printed).",
+)  # fmt: skip
+@click.option(
+    "--serve-public", is_flag=True,
+    help="Allow --serve on a host other machines reach (0.0.0.0 when only PORT is given); "
+    "the page has no password.",
+)  # fmt: skip
+@json_option("the final summary")
 def stream(
     source: str,
     model_path: Path,
@@ -161,15 +126,18 @@ def stream(
     live: bool | None,
     lead: str | None,
     fs: float | None,
+    units: str | None,
     loop: bool,
     smooth_s: float,
     queue_size: int,
-    threads: int,
+    threads: int | None,
     hci: str | None,
     silence_s: float,
     connect_timeout_s: float,
     max_reconnects: int | None,
-    as_json: bool,
+    serve_at: str | None,
+    serve_public: bool,
+    json_out: Path | None,
 ) -> None:
     """Rolling-window lab estimates on a live or replayed single-lead stream.
 
@@ -186,8 +154,8 @@ def stream(
     from anyecg_edge.io import RecordError
     from anyecg_edge.runtime import manifest_path
     from anyecg_edge.signal import SignalError, extract_windows
-    from anyecg_edge.stream.engine import SinkFailedError, StreamEngine
-    from anyecg_edge.stream.sources import SourceError, SourceSpec, load_record, run_file
+    from anyecg_edge.stream.session import StreamSession, open_jsonl
+    from anyecg_edge.stream.sources import SourceError, SourceSpec, load_record
 
     spec = SourceSpec.parse(source)
     fault_spec = faults if faults is not None else FaultSpec()
@@ -198,11 +166,21 @@ def stream(
     if spec.kind != "device":
         refuse_clobber(jsonl_path, record_files(spec.target), "--jsonl")
     refuse_clobber(jsonl_path, [model_path, manifest_path(model_path)], "--jsonl")
+    if spec.kind != "device":
+        refuse_clobber(json_out, record_files(spec.target), "--json")
+    refuse_clobber(json_out, [model_path, manifest_path(model_path), jsonl_path], "--json")
+    if units is not None and spec.kind != "file":
+        raise SourceError("--units applies to file: sources (a wearable states its unit)")
+    from anyecg_edge.stream.serve import serve_option
+
+    serve = serve_option(serve_at, serve_public)
     record = None
     if spec.kind != "device":
         # (a sim source reads it again itself; read here, its errors come before any setup)
-        record = load_record(spec.target, lead=lead, fs=fs if spec.kind == "file" else None)
-    model = load_model(model_path, threads=threads)
+        record = load_record(
+            spec.target, lead=lead, fs=fs if spec.kind == "file" else None, units=units
+        )
+    model = load_model(model_path, threads=threads or all_cores())
     if record is not None:
         # As `predict` does (same check, same words): a record shorter than one window
         # gives no estimate, and "0 windows, exit 0" would pass for a result.
@@ -222,160 +200,35 @@ def stream(
 
     use_live = sys.stdout.isatty() if live is None else live
     jsonl: IO[str] | None = None
-    if jsonl_path is not None:
-        if str(jsonl_path) == "-":
-            jsonl, use_live = sys.stdout, False
-        else:
-            try:
-                jsonl = open(jsonl_path, "w", buffering=1)  # noqa: SIM115 (closed below)
-            except OSError as exc:
-                raise StreamOutputError(
-                    f"--jsonl {jsonl_path}: cannot open for writing ({_reason(exc)})"
-                ) from None
+    to_stdout = jsonl_path is not None and str(jsonl_path) == "-"
+    if to_stdout:
+        jsonl, use_live = sys.stdout, False
+    elif jsonl_path is not None:
+        jsonl = open_jsonl(jsonl_path)
     quiet = click.get_current_context().find_root().obj.get("quiet", False)
     if not click.get_current_context().find_root().obj.get("verbose"):
         # link-loss chatter from the sim; bleak's BlueZ-version guess before its own error
         for name in ("bumble", "bleak"):
             logging.getLogger(name).setLevel(logging.ERROR)
 
-    output = _Output(jsonl, None)
-    if jsonl is not None:
-        # A first line at once (the session's start in UTC): an output that cannot be written
-        # fails here, in a second, not at the first window 10 s of signal later.
-        from datetime import datetime, timezone
-
-        start = {"source": spec.label, "model": str(model_path), "hop_s": hop_s,
-                 "t_utc": datetime.now(timezone.utc).isoformat(timespec="milliseconds")}  # fmt: skip
-        try:
-            output({"start": start})
-            jsonl.flush()
-        except OSError as exc:
-            raise StreamOutputError(
-                f"--jsonl {jsonl_path}: cannot write ({_reason(exc)})"
-            ) from None
-    engine = StreamEngine(
-        model,
-        hop_s=hop_s,
-        smooth_s=smooth_s,
-        queue_size=queue_size,
-        lossless=spec.kind == "file" and speed == 0,
-        sink=output,
-    )
-    stopper = _Stopper()
-    engine.on_failure = lambda exc: stopper.event.set()  # a dead output stops the source
-    view = None
-    if use_live:
-        from anyecg_edge.stream.live import LiveView
-
-        view = LiveView(engine, source=spec.label)
-        output.live = view
-    interrupted = False
-    info: dict[str, Any] = {}
-    failure: BaseException | None = None
-    live_ctx = None
-    with stopper.installed():
-        engine.start()
-        try:
-            if view is not None:
-                from anyecg_edge.stream.live import live_display
-
-                live_ctx = live_display(view)  # log records print above it, no stale panel
-                live_ctx.__enter__()
-            if record is not None:
-                info = run_file(
-                    record, engine, speed=speed, duration_s=duration_s, loop=loop,
-                    should_stop=stopper.event.is_set, wait=stopper.event.wait,
-                )  # fmt: skip
-            else:
-                info = _run_ble_until_signal(
-                    spec, engine, stopper, speed=speed, duration_s=duration_s,
-                    faults=fault_spec, lead=lead, fs=fs, hci=hci, silence_s=silence_s,
-                    find_timeout_s=connect_timeout_s, max_reconnects=max_reconnects,
-                    loop=loop,
-                )  # fmt: skip
-        except SinkFailedError:
-            pass  # reported below from engine.sink_error
-        except KeyboardInterrupt:
-            interrupted = True
-        finally:
-            summary = engine.close()
-            if live_ctx is not None:
-                live_ctx.__exit__(None, None, None)
-            interrupted = interrupted or stopper.signum is not None
-            summary = {"source": spec.label, "hop_s": hop_s, **summary,
-                       "interrupted": interrupted, "source_info": info}  # fmt: skip
-            failure = engine.sink_error
-            if jsonl is not None and failure is None:
-                try:
-                    output({"summary": summary})
-                    jsonl.flush()
-                except OSError as exc:
-                    failure = exc
-            if jsonl is not None and jsonl is not sys.stdout:
-                try:
-                    jsonl.close()
-                except OSError as exc:  # the last buffered line did not fit
-                    failure = failure or exc
-    if failure is not None:
-        where = "-" if jsonl is sys.stdout else str(jsonl_path)
-        raise StreamOutputError(
-            f"--jsonl {where}: cannot write ({_reason(failure)}); the stream was stopped "
-            f"after {summary['windows']} windows"
-        )
-    if as_json:
-        from anyecg_edge.jsonsafe import dumps
-
-        click.echo(dumps(summary, indent=2, default=str))
-    elif not quiet and jsonl is not sys.stdout:
+    session = StreamSession(
+        model, spec, str(model_path), hop_s=hop_s, smooth_s=smooth_s, queue_size=queue_size,
+        lossless=spec.kind == "file" and speed == 0, jsonl=jsonl,
+        jsonl_name="-" if to_stdout else str(jsonl_path), close_jsonl=not to_stdout,
+        live=use_live, serve=serve,
+    )  # fmt: skip
+    ble = {} if record is not None else {
+        "faults": fault_spec, "lead": lead, "fs": fs, "hci": hci, "silence_timeout_s": silence_s,
+        "find_timeout_s": connect_timeout_s, "max_reconnects": max_reconnects,
+    }  # fmt: skip
+    result = session.run(record, speed=speed, duration_s=duration_s, loop=loop, **ble)
+    summary = result.summary
+    emit_json(summary, json_out)
+    if not json_to_stdout(json_out) and not quiet and not to_stdout:
         _print_summary(summary)
-    if interrupted:
+    if result.interrupted:
         # 128 + the signal, as a shell reports it (SIGINT 130, SIGTERM 143, SIGHUP 129).
-        sys.exit(128 + (stopper.signum or signal.SIGINT))
-
-
-def _reason(exc: BaseException) -> str:
-    if isinstance(exc, OSError) and exc.strerror:
-        name = errno.errorcode.get(exc.errno or 0)
-        return f"{exc.strerror}, {name}" if name else exc.strerror
-    return " ".join(str(exc).split()) or type(exc).__name__
-
-
-def _run_ble_until_signal(
-    spec: Any, engine: Any, stopper: _Stopper, **kwargs: Any
-) -> dict[str, Any]:
-    """Run a BLE source until its end, a stop signal or a failed output (``stopper``),
-    which stop it cleanly (stop command, disconnect). Returns the source info."""
-    from anyecg_edge.stream.sources import run_ble
-
-    result: dict[str, Any] = {}
-
-    async def main() -> None:
-        stop = asyncio.Event()
-
-        async def watch() -> None:
-            # The handlers only set a threading flag; this carries it into the loop.
-            while not stop.is_set():
-                if stopper.event.is_set():
-                    stop.set()
-                    return
-                await asyncio.sleep(0.05)
-
-        watcher = asyncio.create_task(watch())
-        try:
-            result.update(
-                await run_ble(
-                    spec, engine, speed=kwargs["speed"], duration_s=kwargs["duration_s"],
-                    faults=kwargs["faults"], lead=kwargs["lead"], fs=kwargs["fs"],
-                    hci=kwargs["hci"], silence_timeout_s=kwargs["silence_s"], stop=stop,
-                    find_timeout_s=kwargs["find_timeout_s"],
-                    max_reconnects=kwargs["max_reconnects"], loop=kwargs["loop"],
-                )
-            )  # fmt: skip
-        finally:
-            watcher.cancel()
-
-    asyncio.run(main())
-    return result
+        sys.exit(128 + (result.signum or signal.SIGINT))
 
 
 def _print_summary(s: dict[str, Any]) -> None:

@@ -9,6 +9,8 @@ Multi-GPU / multi-node: launch the same command line with torchrun, e.g.
 from __future__ import annotations
 
 import contextlib
+import json
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -16,16 +18,23 @@ from typing import Any
 import click
 
 from anyecg_edge.commands._group import Group
-from anyecg_edge.commands._types import Number, OutputPath, count, positive, refuse_clobber
+from anyecg_edge.commands._types import (
+    Number,
+    OutputPath,
+    all_cores,
+    count,
+    emit_json,
+    human_echo,
+    json_option,
+    json_to_stdout,
+    positive,
+    refuse_clobber,
+    threads_option,
+)
+from anyecg_edge.progress import progress_enabled, progress_session
 
 _DIR = OutputPath(folder=True)
-_THREADS = click.option(
-    "--threads",
-    type=count(1, 1024),
-    default=None,
-    help="CPU threads for torch (default: torch's choice). 1 avoids thread thrashing when "
-    "the CPU is shared.",
-)
+_THREADS = threads_option(1024, "CPU threads for torch (under torchrun: its OMP_NUM_THREADS)")
 _EXISTING_DIR = click.Path(path_type=Path, exists=True, file_okay=False)
 
 
@@ -34,7 +43,18 @@ def _training_options(defaults: dict[str, Any]) -> Callable:
 
     opts = [
         click.option(
-            "--corpus", type=_EXISTING_DIR, required=True, help="Corpus folder (data build)."
+            "--config",
+            "config_path",
+            type=click.Path(path_type=Path, dir_okay=False, exists=True),
+            default=None,
+            help="Re-run with the settings of a run: its train_config.json (options given "
+            "on the line override the file's values; --out is always given anew).",
+        ),
+        click.option(
+            "--corpus",
+            type=_EXISTING_DIR,
+            default=None,
+            help="Corpus folder (data build). Required unless --config gives it.",
         ),
         click.option("--out", type=_DIR, required=True, help="Run folder (created)."),
         click.option(
@@ -42,7 +62,13 @@ def _training_options(defaults: dict[str, Any]) -> Callable:
             default=None,
             help="Comma-separated catalog keys (default: every lab measured in the corpus).",
         ),
-        click.option("--epochs", type=count(1), default=defaults["epochs"], show_default=True),
+        click.option(
+            "--epochs",
+            type=count(1),
+            default=defaults["epochs"],
+            show_default=True,
+            help="Passes over the training split (--max-steps may stop earlier).",
+        ),
         click.option(
             "--max-steps", type=count(1), default=None, help="Stop after N optimizer steps."
         ),
@@ -53,8 +79,20 @@ def _training_options(defaults: dict[str, Any]) -> Callable:
             show_default=True,
             help="Global batch (split over torchrun processes).",
         ),
-        click.option("--lr", type=positive(), default=defaults["lr"], show_default=True),
-        click.option("--weight-decay", type=Number(0.0), default=1e-5, show_default=True),
+        click.option(
+            "--lr",
+            type=positive(),
+            default=defaults["lr"],
+            show_default=True,
+            help="Peak learning rate (AdamW).",
+        ),
+        click.option(
+            "--weight-decay",
+            type=Number(0.0),
+            default=1e-5,
+            show_default=True,
+            help="AdamW weight decay.",
+        ),
         click.option(
             "--warmup",
             type=Number(0.0),
@@ -97,16 +135,33 @@ def _training_options(defaults: dict[str, Any]) -> Callable:
             default=0,
             help="Steps between checkpoints (0: at each evaluation).",
         ),
-        click.option("--log-every", type=count(1), default=20, show_default=True),
-        click.option("--seed", type=count(0), default=0, show_default=True),
         click.option(
-            "--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True
+            "--log-every",
+            type=count(1),
+            default=20,
+            show_default=True,
+            help="Steps between log lines (and train_log.jsonl rows).",
+        ),
+        click.option(
+            "--seed",
+            type=count(0),
+            default=0,
+            show_default=True,
+            help="Seed of the weights, the shuffling and the adapters.",
+        ),
+        click.option(
+            "--device",
+            type=click.Choice(["cpu", "cuda"]),
+            default="cpu",
+            show_default=True,
+            help="Where to train (cuda: NCCL under torchrun; cpu: gloo).",
         ),
         click.option(
             "--precision",
             type=click.Choice(["fp32", "bf16", "fp16"]),
             default="fp32",
             show_default=True,
+            help="Autocast precision of the forward pass (bf16/fp16: GPU).",
         ),
         click.option("--compile", "compile_", is_flag=True, help="torch.compile the model (GPU)."),
         click.option(
@@ -114,12 +169,19 @@ def _training_options(defaults: dict[str, Any]) -> Callable:
             type=count(0, 256),
             default=0,
             show_default=True,
-            help="DataLoader workers.",
+            help="DataLoader worker processes per training process (0: load in the "
+            "training process itself).",
         ),
         _THREADS,
         click.option(
             "--resume", is_flag=True, help="Continue from the newest checkpoint in --out (exact)."
         ),
+        click.option(
+            "--no-progress",
+            is_flag=True,
+            help="No progress bar (also off with -q and when stderr is not a terminal).",
+        ),
+        json_option("the run's result (metrics.json's content)"),
     ]
 
     def decorator(fn: Callable) -> Callable:
@@ -157,10 +219,14 @@ def _config(kw: dict[str, Any]):
 
 @contextlib.contextmanager
 def _torch_threads(n: int | None):
-    """Set torch's intra-op threads for one command, restoring them after (in-process use)."""
+    """Set torch's intra-op threads for one command, restoring them after (in-process use).
+    Default all cores, except under torchrun (or any OMP_NUM_THREADS), whose per-process
+    setting stands: N processes with all cores each would thrash."""
     if n is None:
-        yield
-        return
+        if os.environ.get("OMP_NUM_THREADS"):
+            yield
+            return
+        n = all_cores()
     import torch
 
     before = torch.get_num_threads()
@@ -186,15 +252,17 @@ def _main_process() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
 
-def _report(result: dict[str, Any], out: Path) -> None:
+def _report(result: dict[str, Any], out: Path, json_out: Path | None = None) -> None:
     if not _main_process():
         return
+    emit_json(result, json_out)
+    echo = human_echo(json_out)
     best = result.get("best_val_mean_auroc")
-    click.echo(
+    echo(
         f"trainable parameters: {result['trainable_params']:,} of {result['total_params']:,} "
         f"({result['trainable_pct']:.2f} %)"
     )
-    click.echo(
+    echo(
         f"{result['steps']} steps ({result['epochs_completed']} epochs"
         f"{', stopped early' if result['stopped_early'] else ''}); "
         + (
@@ -210,7 +278,121 @@ def _report(result: dict[str, Any], out: Path) -> None:
             else ""
         )
     )
-    click.echo(f"wrote {out}/model.pt, metrics.json, train_config.json")
+    echo(f"wrote {out}/model.pt, metrics.json, train_config.json")
+
+
+# Options a train_config.json never sets: where this run goes and how this machine runs it.
+_NOT_FROM_CONFIG = {"config_path", "out", "resume", "threads", "json_out", "no_progress"}
+
+
+class TrainConfigError(ValueError):
+    """A --config file that cannot be used (one line naming the file and the key)."""
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, tuple):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+def _cli_options(kw: dict[str, Any]) -> dict[str, Any]:
+    return {k: _jsonable(v) for k, v in kw.items() if k not in _NOT_FROM_CONFIG}
+
+
+def _options_from_legacy(data: dict[str, Any], command: str, path: Path) -> dict[str, Any]:
+    """Options from a train_config.json written before the "cli" section existed."""
+    opts: dict[str, Any] = {}
+    train_section = data.get("train")
+    if not isinstance(train_section, dict):
+        raise TrainConfigError(f"{path}: no 'cli' or 'train' section (not a train_config.json)")
+    for key, value in train_section.items():
+        opts["compile_" if key == "compile" else key] = value
+    if command == "lora":
+        opts["arch"] = data.get("arch")
+        opts["corpus"] = data.get("corpus")
+        opts["labs"] = ",".join(data["labs"]) if data.get("labs") else None
+        opts["full"] = data.get("task") == "full"
+        opts["keep_head"] = bool(data.get("keep_head"))
+        if isinstance(data.get("init"), dict):
+            opts["init"] = data["init"].get("path")
+        lora = data.get("lora") or {}
+        for key in ("rank", "alpha", "dropout"):
+            if key in lora:
+                opts[key] = lora[key]
+        if lora.get("target_modules"):
+            tm = lora["target_modules"]
+            opts["target_modules"] = tm if isinstance(tm, str) else ",".join(tm)
+    else:
+        run = data.get("run") or {}
+        for key, value in run.items():
+            opts[key] = ",".join(value) if key == "labs" and value else value
+        opts.pop("out", None)
+    return opts
+
+
+def _apply_config(ctx: click.Context, kw: dict[str, Any], command: str) -> None:
+    """Fill ``kw`` from ``--config`` where the line did not give the option; unknown keys
+    and values the option refuses end in one line naming the file and the key."""
+    path = kw.pop("config_path")
+    if path is not None:
+        try:
+            data = json.loads(Path(path).read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise TrainConfigError(f"{path}: not readable JSON ({exc})") from None
+        if not isinstance(data, dict):
+            raise TrainConfigError(f"{path}: expected a JSON object (a run's train_config.json)")
+        cli_section = data.get("cli")
+        if isinstance(cli_section, dict):
+            written_by = cli_section.get("command")
+            if written_by != command:
+                raise TrainConfigError(
+                    f"{path}: written by `train {written_by}`, not `train {command}`"
+                )
+            options = cli_section.get("options")
+            if not isinstance(options, dict):
+                raise TrainConfigError(f"{path}: cli.options: expected an object")
+        else:
+            options = _options_from_legacy(data, command, path)
+        params = {p.name: p for p in ctx.command.params}
+        for key, value in options.items():
+            param = params.get(key)
+            if param is None or key in _NOT_FROM_CONFIG:
+                known = ", ".join(sorted(n for n in params if n not in _NOT_FROM_CONFIG))
+                raise TrainConfigError(
+                    f"{path}: unknown key {key!r} (not a `train {command}` option; known: {known})"
+                )
+            source = ctx.get_parameter_source(key)
+            if source in (click.core.ParameterSource.COMMANDLINE,
+                          click.core.ParameterSource.ENVIRONMENT):  # fmt: skip
+                continue  # the line overrides the file
+            if value is None:
+                kw[key] = None
+                continue
+            try:
+                kw[key] = param.type_cast_value(ctx, value)
+            except click.BadParameter as exc:
+                raise TrainConfigError(f"{path}: {key}: {exc.format_message()}") from None
+    if kw.get("corpus") is None:
+        raise click.UsageError("Missing option '--corpus' (or --config RUN/train_config.json)")
+
+
+def _record_cli(out: Path, command: str, options: dict[str, Any]) -> None:
+    """Add the command's own options to the run's train_config.json ("cli"), so that
+    `train COMMAND --config OUT/train_config.json --out NEW` reruns it."""
+    if not _main_process():
+        return
+    from anyecg_edge.commands._types import write_atomic
+    from anyecg_edge.jsonsafe import dumps
+
+    path = out / "train_config.json"
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return  # nothing to extend (the trainer reports its own failures)
+    data["cli"] = {"command": command, "options": options}
+    write_atomic(path, dumps(data, indent=2) + "\n")
 
 
 @click.group(cls=Group)
@@ -255,9 +437,12 @@ def train() -> None:
     "--merge", is_flag=True, help="Also write merged.pth, a plain authors'-format checkpoint."
 )
 @_training_options({"epochs": 10, "batch_size": 256, "lr": 1e-3})
-def train_lora(**kw: Any) -> None:
+@click.pass_context
+def train_lora(ctx: click.Context, **kw: Any) -> None:
     """LoRA fine-tune ECGFounder (peft) on the lab catalog."""
+    _apply_config(ctx, kw, "lora")
     refuse_clobber(kw["out"], [kw["corpus"], kw["init"]], "--out")
+    refuse_clobber(kw["json_out"], [kw["corpus"], kw["init"]], "--json")
     from anyecg_edge.training.lora import (
         DEFAULT_TARGET_MODULES,
         LoraRun,
@@ -295,11 +480,13 @@ def train_lora(**kw: Any) -> None:
         keep_head=kw["keep_head"],
         merge=kw["merge"],
     )
-    with _torch_threads(kw["threads"]):
+    options = _cli_options(kw)
+    with _torch_threads(kw["threads"]), progress_session(_progress(kw)):
         result = train_lora(run, _config(kw), resume=kw["resume"])
-    _report(result, kw["out"])
+    _record_cli(kw["out"], "lora", options)
+    _report(result, kw["out"], kw["json_out"])
     if _main_process() and "merge_max_rel_error" in result:
-        click.echo(
+        human_echo(kw["json_out"])(
             f"adapter saved in {kw['out']}/adapter; merged == adapter model "
             f"(max rel. error {result['merge_max_rel_error']:.2e})"
         )
@@ -309,11 +496,15 @@ def train_lora(**kw: Any) -> None:
 @click.option(
     "--teacher",
     type=_EXISTING_DIR,
-    required=True,
-    help="Teacher run folder (its model.pt), e.g. from `train lora`.",
+    default=None,
+    help="Teacher run folder (its model.pt), e.g. from `train lora`. Required unless "
+    "--config gives it.",
 )
 @click.option("--student", default="student-s", show_default=True, help="Registry student model.")
-@click.option("--temperature", type=positive(), default=2.0, show_default=True)
+@click.option(
+    "--temperature", type=positive(), default=2.0, show_default=True,
+    help="Softmax/sigmoid temperature of the soft targets.",
+)  # fmt: skip
 @click.option(
     "--alpha",
     type=Number(0.0, 1.0),
@@ -343,9 +534,14 @@ def train_lora(**kw: Any) -> None:
     help="Learning rate of the QAT steps (default: a tenth of --lr).",
 )
 @_training_options({"epochs": 20, "batch_size": 256, "lr": 3e-3})
-def train_distill(**kw: Any) -> None:
+@click.pass_context
+def train_distill(ctx: click.Context, **kw: Any) -> None:
     """Distill a LoRA teacher into a small edge student."""
+    _apply_config(ctx, kw, "distill")
+    if kw.get("teacher") is None:
+        raise click.UsageError("Missing option '--teacher' (or --config RUN/train_config.json)")
     refuse_clobber(kw["out"], [kw["corpus"], kw["teacher"]], "--out")
+    refuse_clobber(kw["json_out"], [kw["corpus"], kw["teacher"]], "--json")
     from anyecg_edge.training.distill import DistillRun, train_distill
 
     run = DistillRun(
@@ -360,27 +556,34 @@ def train_distill(**kw: Any) -> None:
         qat_steps=kw["qat_steps"],
         qat_lr=kw["qat_lr"],
     )
-    with _torch_threads(kw["threads"]):
+    options = _cli_options(kw)
+    with _torch_threads(kw["threads"]), progress_session(_progress(kw)):
         result = train_distill(run, _config(kw), resume=kw["resume"])
-    _report(result, kw["out"])
+    _record_cli(kw["out"], "distill", options)
+    _report(result, kw["out"], kw["json_out"])
     if _main_process():
-        click.echo(
+        echo = human_echo(kw["json_out"])
+        echo(
             f"student {kw['student']}: {result['student_params']:,} parameters, "
             f"{result['student_macs'] / 1e6:.2f} M MACs per window"
         )
         w = result["loss_weights"]
-        click.echo(
+        echo(
             f"loss weights: labels {w['labels']:g}, teacher soft targets "
             f"{w['teacher_soft_targets']:g} (T={w['temperature']:g}), features {w['features']:g}"
         )
         f = result.get("fidelity")
         if f:
-            click.echo(
+            echo(
                 f"fidelity to the teacher on {f['n_windows']} {f['split']} windows: AUROC vs "
                 f"the teacher's calls {_fmt_opt(f['mean_auroc_vs_teacher'])} (mean over labs, "
                 f"min {_fmt_opt(f['min_auroc_vs_teacher'])}), mean |dp| {f['mean_abs_dp']:.3f}, "
                 f"call agreement {_fmt_opt(f['call_agreement'])}"
             )
+
+
+def _progress(kw: dict[str, Any]) -> bool:
+    return _main_process() and progress_enabled(kw["no_progress"])
 
 
 def _fmt_opt(v: float | None) -> str:
@@ -395,16 +598,26 @@ def _fmt_opt(v: float | None) -> str:
     required=True,
     help="A run folder (its model.pt) or a model.pt file.",
 )
-@click.option("--corpus", type=_EXISTING_DIR, required=True)
+@click.option("--corpus", type=_EXISTING_DIR, required=True, help="Corpus folder (data build).")
 @click.option(
-    "--split", type=click.Choice(["train", "val", "test"]), default="test", show_default=True
+    "--split", type=click.Choice(["train", "val", "test"]), default="test", show_default=True,
+    help="Corpus split to score (test: the held-out patients).",
+)  # fmt: skip
+@json_option("the evaluation (per-lab AUROC, CIs, calibration, buckets)")
+@click.option(
+    "--out",
+    "out_dir",
+    type=_DIR,
+    default=None,
+    help="Write everything here: evaluation.json and the report (= --json "
+    "OUT/evaluation.json --report OUT/report). --out or --json is required.",
 )
-@click.option("--json", "json_out", type=OutputPath(), required=True)
 @click.option(
     "--report",
     type=_DIR,
     default=None,
-    help="Folder for the PNG/HTML report (default: next to --json, <name>_report).",
+    help="Folder for the PNG/HTML report (default: OUT/report with --out, else next to the "
+    "--json file, <name>_report; none with --json -).",
 )
 @click.option("--no-report", is_flag=True, help="Write only the JSON.")
 @click.option(
@@ -417,9 +630,15 @@ def _fmt_opt(v: float | None) -> str:
     show_default=True,
     help="Bootstrap resamples (0: no CIs).",
 )
-@click.option("--seed", type=count(0), default=0, show_default=True)
-@click.option("--batch-size", type=count(1, 1 << 20), default=256, show_default=True)
-@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
+@click.option("--seed", type=count(0), default=0, show_default=True, help="Seed of the bootstrap.")
+@click.option(
+    "--batch-size", type=count(1, 1 << 20), default=256, show_default=True,
+    help="Windows per forward pass.",
+)  # fmt: skip
+@click.option(
+    "--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True,
+    help="Where the model runs.",
+)  # fmt: skip
 @_THREADS
 @click.option(
     "--truth",
@@ -439,6 +658,11 @@ def evaluate(**kw: Any) -> None:
 
     Exits with an error, writing nothing, when the split can score no lab.
     """
+    if kw["out_dir"] is not None:
+        kw["json_out"] = kw["json_out"] or kw["out_dir"] / "evaluation.json"
+        kw["report"] = kw["report"] or kw["out_dir"] / "report"
+    if kw["json_out"] is None:
+        raise click.UsageError("give --out DIR or --json PATH|- (where the evaluation goes)")
     refuse_clobber(kw["json_out"], [kw["model_path"], kw["truth"]], "--json")
     refuse_clobber(kw["report"], [kw["model_path"], kw["corpus"]], "--report")
     from anyecg_edge.training.evaluate import (
@@ -450,7 +674,7 @@ def evaluate(**kw: Any) -> None:
         write_report,
     )
 
-    with _torch_threads(kw["threads"]):
+    with _torch_threads(kw["threads"]), progress_session(progress_enabled()):
         result = evaluate_model(
             kw["model_path"],
             kw["corpus"],
@@ -466,31 +690,38 @@ def evaluate(**kw: Any) -> None:
     failure = no_lab_evaluated(result)
     if failure:
         raise EvaluationError(f"{kw['corpus']}: {failure}")
-    write_json(result, kw["json_out"])
+    if json_to_stdout(kw["json_out"]):
+        emit_json(result, "-")
+    else:
+        write_json(result, kw["json_out"])
+    echo = human_echo(kw["json_out"])
     s = result["summary"]
     mean = s["mean_auroc"]
-    click.echo(
+    echo(
         f"{s['n_labs_evaluated']} of {s['n_labs']} labs evaluated on {s['n_segments']} segments "
         f"({s['n_visits']} visits): mean AUROC {'n/a' if mean is None else f'{mean:.3f}'}; "
         + ", ".join(f"{b}: {n}" for b, n in s["buckets"].items())
     )
     if s["labs_insufficient"]:
-        click.echo(
+        echo(
             f"insufficient (fewer than {s['min_visits_per_class']} abnormal or normal visits, "
             f"not scored): {', '.join(s['labs_insufficient'])}"
         )
     if "truth" in s:
         t = s["truth"]
-        click.echo(
+        echo(
             "planted labs mean AUROC "
             + ("n/a" if t["planted_mean_auroc"] is None else f"{t['planted_mean_auroc']:.3f}")
             + ", unplanted "
             + ("n/a" if t["unplanted_mean_auroc"] is None else f"{t['unplanted_mean_auroc']:.3f}")
         )
-    click.echo(f"wrote {kw['json_out']}")
-    if not kw["no_report"]:
-        report_dir = kw["report"] or kw["json_out"].with_name(kw["json_out"].stem + "_report")
-        click.echo(f"wrote {write_report(result, report_dir)}")
+    if not json_to_stdout(kw["json_out"]):
+        echo(f"wrote {kw['json_out']}")
+    report_dir = kw["report"]
+    if report_dir is None and not json_to_stdout(kw["json_out"]):
+        report_dir = kw["json_out"].with_name(kw["json_out"].stem + "_report")
+    if not kw["no_report"] and report_dir is not None:
+        echo(f"wrote {write_report(result, report_dir)}")
 
 
 COMMANDS = [train, evaluate]
