@@ -39,6 +39,7 @@ from anyecg_edge.quantization.windows import (
 )
 
 from anyecg_edge.fileio import write_json
+from anyecg_edge.progress import report as progress_report
 from anyecg_edge.runtime import (
     MANIFEST_FORMAT,
     ModelMetadata,
@@ -47,6 +48,9 @@ from anyecg_edge.runtime import (
     manifest_path,
     parity_path,
 )
+
+# Stages of an export (progress bar): fp32 graph, calibration + quantization, parity.
+_STAGES = "export: fp32 graph, int8 calibration, parity"
 
 log = logging.getLogger(__name__)
 
@@ -322,7 +326,9 @@ def export_model(
         suffix = ".onnx" if fmt == "onnx" else ".tflite"
         final = tmp_dir / f"final{suffix}"
         exporter = onnx_export if fmt == "onnx" else litert_export
+        progress_report(_STAGES, 0, 3)  # a bar with ETA when the CLI opened one
         raw = exporter.export_fp32(fused, tmp_dir / f"fp32{suffix}", meta.window_samples)
+        progress_report(_STAGES, 1, 3)
         if not int8:
             if fmt == "onnx":
                 onnx_export.ort_optimize(raw, final)
@@ -364,6 +370,7 @@ def export_model(
                     log.warning("per-layer error table skipped: %s", exc)
                     layers = {"error": str(exc)}
         shutil.copyfile(final, model_out)
+        progress_report(_STAGES, 2, 3)
 
     tflm: dict[str, Any] | None = None
     if fmt == "c-array":
@@ -409,6 +416,7 @@ def export_model(
     test = device_model.predict_logits(held_ws.x[:, None, :])
     report = parity_report(ref, test, meta, labels=held_ws.labels, label_labs=held_ws.label_labs)
     failures = check_tolerance(report, tol)
+    progress_report(_STAGES, 3, 3)
     passed = not failures
     parity = {
         "model": str(model_out),

@@ -38,6 +38,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Sampler
 
 from anyecg_edge.fileio import file_sha256, write_json
+from anyecg_edge.progress import report as progress_report
 
 log = logging.getLogger("anyecg_edge.training")
 
@@ -833,6 +834,8 @@ class Trainer:
                 self.loss_acc["n"] += 1
                 self.step += 1
                 self.batch_in_epoch += 1
+                if info.is_main:  # a bar with ETA when the command opened one (stderr, a tty)
+                    progress_report("train steps", self.step, self.total_steps)
                 epoch_end = self.batch_in_epoch >= steps_per_epoch
                 if epoch_end:
                     self.epoch += 1

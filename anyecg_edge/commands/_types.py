@@ -255,33 +255,12 @@ def emit_json(obj: Any, json_out: Path | str | None, **kwargs: Any) -> Path | No
     atomically); the file written, or None for stdout / no --json."""
     if json_out is None:
         return None
+    from anyecg_edge.fileio import write_json
     from anyecg_edge.jsonsafe import dumps
 
     kwargs.setdefault("indent", 2)
     kwargs.setdefault("default", str)
-    text = dumps(obj, **kwargs)
     if json_to_stdout(json_out):
-        click.echo(text)
+        click.echo(dumps(obj, **kwargs))
         return None
-    return write_atomic(Path(json_out), text + "\n")
-
-
-def write_atomic(path: Path, text: str) -> Path:
-    """``text`` into ``path`` through a temporary file and a rename: a kill or a full disk
-    mid-write leaves the old file (or none), never half a JSON document."""
-    import tempfile
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; what open() would give
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    return path
+    return write_json(Path(json_out), obj, **kwargs)

@@ -383,8 +383,7 @@ def _record_cli(out: Path, command: str, options: dict[str, Any]) -> None:
     `train COMMAND --config OUT/train_config.json --out NEW` reruns it."""
     if not _main_process():
         return
-    from anyecg_edge.commands._types import write_atomic
-    from anyecg_edge.jsonsafe import dumps
+    from anyecg_edge.fileio import write_json
 
     path = out / "train_config.json"
     try:
@@ -392,7 +391,7 @@ def _record_cli(out: Path, command: str, options: dict[str, Any]) -> None:
     except (OSError, ValueError):
         return  # nothing to extend (the trainer reports its own failures)
     data["cli"] = {"command": command, "options": options}
-    write_atomic(path, dumps(data, indent=2) + "\n")
+    write_json(path, data)
 
 
 @click.group(cls=Group)

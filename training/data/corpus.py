@@ -820,6 +820,7 @@ class _progress_bar:
     def __enter__(self):
         if not self.enabled:
             return lambda n: None
+        from rich.console import Console
         from rich.progress import (
             BarColumn,
             MofNCompleteColumn,
@@ -836,6 +837,8 @@ class _progress_bar:
             TextColumn("units  {task.fields[windows]} windows"),
             TimeElapsedColumn(),
             TimeRemainingColumn(),
+            console=Console(stderr=True),  # stdout is the command's result
+            transient=True,
         )
         self.p.__enter__()
         self.task = self.p.add_task("build", total=self.total, completed=self.done, windows=0)
