@@ -19,7 +19,9 @@ D-Bus, no adapter, adapter off, permission denied, HCI transport lost) ->
 and vanished; giving up on it raises :class:`LinkLostError`.
 
 Events (dicts, as written to the JSONL stream): ``connected``, ``disconnect``,
-``reconnect``, ``silence``, ``connect_failed``.
+``reconnect``, ``silence``, ``connect_failed``; and where the device offers the standard
+services (the H10 does), ``battery_pct`` in ``connected`` / ``reconnect`` and one
+``heart_rate`` record per Heart Rate Measurement (``hr_bpm``, ``rr_ms``, ``contact``).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from anyecg_edge.firmware_bridge.devices import heart_rate
 from anyecg_edge.firmware_bridge.frames import DeviceError
 from anyecg_edge.firmware_bridge.profiles import Profile
 
@@ -47,6 +50,9 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 EventCallback = Callable[[dict[str, Any]], None]
+
+# Seconds a side-channel request (battery read, heart-rate subscription) may take.
+_SIDE_CHANNEL_TIMEOUT_S = 5.0
 
 # Seconds an attempt may outlive the backend's own connect timeout before it is cut.
 _CONNECT_GRACE_S = 3.0
@@ -234,6 +240,20 @@ class WearableClient:
         self._last_data = 0.0
         self._lost = asyncio.Event()
         self._loss = ""  # why the link went down last ("link_lost", "silence")
+        self._battery_pct: int | None = None  # read at each connect where offered
+
+    async def _start(self, client: Any) -> None:
+        """The profile's start sequence, then the battery level where it is offered."""
+        await self.profile.start(client, self._data)
+        self._battery_pct = await asyncio.wait_for(
+            heart_rate.read_battery(client), _SIDE_CHANNEL_TIMEOUT_S
+        )
+
+    def _heart_rate(self, m: heart_rate.HeartRateMeasurement) -> None:
+        try:
+            self.on_event(m.to_event())
+        except Exception:  # a side channel must never stop the stream
+            log.exception("heart-rate callback failed")
 
     def _data(self, data: bytes, arrival_ns: int) -> None:
         self._last_data = time.perf_counter()
@@ -280,7 +300,7 @@ class WearableClient:
                     await self._close(client)
                     break
                 connecting = False
-                start = self.profile.start(client, self._data)
+                start = self._start(client)
                 if not await _until_stop(start, self.connect_timeout_s, stop):
                     await self._shutdown(client)
                     break
@@ -319,11 +339,12 @@ class WearableClient:
             self.connected = True
             attempts, failures, refusals = failures + 1, 0, 0
             mtu = getattr(client, "mtu_size", None)
+            battery = {} if self._battery_pct is None else {"battery_pct": self._battery_pct}
             if self.counts["connects"] == 0:
                 self.counts["connects"] += 1
                 self.on_event(
                     {"event": "connected", "address": str(self.address), "mtu": mtu,
-                     "connect_ms": connect_ms, **self.profile.describe()}
+                     "connect_ms": connect_ms, **self.profile.describe(), **battery}
                 )  # fmt: skip
             else:
                 self.counts["reconnects"] += 1
@@ -331,8 +352,14 @@ class WearableClient:
                 self.on_event(
                     {"event": "reconnect", "attempts": attempts, "mtu": mtu,
                      "connect_ms": connect_ms,
-                     "down_s": None if down_s is None else round(down_s / self.time_scale, 3)}
+                     "down_s": None if down_s is None else round(down_s / self.time_scale, 3),
+                     **battery}
                 )  # fmt: skip
+            # After the connect event, so heart-rate records follow it in the log.
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(
+                    heart_rate.subscribe(client, self._heart_rate), _SIDE_CHANNEL_TIMEOUT_S
+                )
             reason = await self._watch(stop)
             self.connected = False
             if reason == "stop":

@@ -31,14 +31,14 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from anyecg_edge.firmware_bridge import anyecg, movesense, polar
+from anyecg_edge.firmware_bridge.devices import get_wearable
 from anyecg_edge.firmware_bridge.encoders import FrameEncoder, mv_to_codes
 from anyecg_edge.firmware_bridge.faults import FaultInjector, FaultSpec
 from bumble import hci
 from bumble.controller import Controller
-from bumble.core import UUID, AdvertisingData
+from bumble.core import AdvertisingData
 from bumble.device import Connection, Device
-from bumble.gatt import Characteristic, CharacteristicValue, Service
+from bumble.gatt import Characteristic
 from bumble.host import Host
 from bumble.link import LocalLink
 from bumble.transport.common import AsyncPipeSink
@@ -50,16 +50,8 @@ __all__ = ["SimLink", "SimulatedWearable", "device_signal"]
 
 log = logging.getLogger(__name__)
 
-NOMINAL_FS = {"polar": polar.ECG_FS_HZ, "movesense": 128.0}
-DEFAULT_NAMES = {
-    "polar": "Polar H10 A1B2C3D4",
-    "movesense": "Movesense 174630000192",
-    "anyecg": "AnyECG-1",
-}
 PERIPHERAL_ADDRESS = "F0:F0:F0:F0:F0:F0"
 CENTRAL_ADDRESS = "F1:F1:F1:F1:F1:F1"
-# Movesense command results are HTTP-like.
-_OK, _NOT_FOUND, _BAD_REQUEST = 200, 404, 400
 
 
 def device_signal(
@@ -79,15 +71,16 @@ def device_signal(
     """
     from anyecg_edge.signal import resample
 
+    family = get_wearable(profile)
     if fs_nominal is None:
-        fs_nominal = NOMINAL_FS.get(profile, fs)
+        fs_nominal = family.nominal_fs_hz or fs
     fs_true = fs_nominal * (1.0 + drift_ppm * 1e-6)
     x = np.asarray(signal_mv, dtype=np.float64)
     # Below 0.1 % the content barely changes; the true rate shows in the timestamps.
     if abs(fs_true / fs - 1.0) > 1e-3:
         x = resample(np.nan_to_num(x), fs, fs_true).astype(np.float64)
-    uv = 1.0 if profile != "anyecg" else nv_per_lsb / 1000.0
-    bits = {"polar": 24, "movesense": 32}.get(profile, 8 * anyecg.FORMATS[anyecg_format])
+    uv = family.uv_per_code(nv_per_lsb)
+    bits = family.sample_bits(anyecg_format)
     return mv_to_codes(x, uv, bits), float(fs_nominal), float(fs_true), uv
 
 
@@ -120,10 +113,10 @@ class SimulatedWearable:
         name: str | None = None,
         anyecg_format: int = 1,
         nv_per_lsb: int = 1000,
+        battery_pct: int = 80,
         keep_log: bool = False,
     ) -> None:
-        if profile not in ("polar", "movesense", "anyecg"):
-            raise ValueError(f"unknown profile {profile!r}; expected polar, movesense or anyecg")
+        family = get_wearable(profile)  # ValueError naming the known ones
         if not speed > 0:
             raise ValueError(f"a simulated wearable needs speed > 0, got {speed!r}")
         codes = np.asarray(codes, dtype=np.int64)
@@ -136,15 +129,15 @@ class SimulatedWearable:
         self.lead = lead
         self.faults = faults or FaultSpec()
         self.speed = float(speed)
-        self.name = name or DEFAULT_NAMES[profile]
+        self.name = name or family.advertised_name
+        self.anyecg_format = anyecg_format
+        self.nv_per_lsb = nv_per_lsb
+        self.uv_per_code = family.uv_per_code(nv_per_lsb)
+        self.battery_pct = battery_pct
         self.encoder = FrameEncoder(profile, fs_true, anyecg_format=anyecg_format, seq_start=1000)
-        self.config = anyecg.AnyEcgConfig(
-            fs_hz=self.fs_nominal,
-            fmt=anyecg_format,
-            nv_per_lsb=nv_per_lsb,
-            lead=lead,
-            battery_pct=80,
-        )
+        # The family's GATT server side (control points, side channels).
+        self.peripheral = family.peripheral(self)
+        self.config = getattr(self.peripheral, "config", None)  # AnyECG's config record
         self.injector = FaultInjector(self.faults)
         self.stats = SimStats()
         self.keep_log = keep_log
@@ -158,8 +151,6 @@ class SimulatedWearable:
         self._t_offset_ns = 0
         self._t0: float | None = None
         self._next_index = 0
-        self._data_char: Characteristic | None = None
-        self._control_char: Characteristic | None = None
         self._tasks: set[asyncio.Task] = set()
 
     @classmethod
@@ -194,68 +185,9 @@ class SimulatedWearable:
         self.device = device
         self.link_loss = link_loss
         device.name = self.name
-        rw = Characteristic.READABLE | Characteristic.WRITEABLE
-        P = Characteristic.Properties
-        if self.profile == "polar":
-            self._control_char = Characteristic(
-                polar.CONTROL_UUID,
-                P.READ | P.WRITE | P.INDICATE,
-                rw,
-                CharacteristicValue(
-                    read=lambda _c: bytes.fromhex("0f0500"), write=self._on_polar_cp
-                ),
-            )
-            self._data_char = Characteristic(
-                polar.DATA_UUID, P.NOTIFY, Characteristic.READABLE, b""
-            )
-            service = Service(polar.SERVICE_UUID, [self._control_char, self._data_char])
-            adv_uuids = [
-                (
-                    AdvertisingData.COMPLETE_LIST_OF_16_BIT_SERVICE_CLASS_UUIDS,
-                    bytes(UUID.from_16_bits(0x180D)),
-                )
-            ]
-        elif self.profile == "movesense":
-            write = Characteristic(
-                movesense.WRITE_UUID,
-                P.WRITE | P.WRITE_WITHOUT_RESPONSE,
-                Characteristic.WRITEABLE,
-                CharacteristicValue(write=self._on_movesense_cmd),
-            )
-            self._data_char = Characteristic(
-                movesense.NOTIFY_UUID, P.NOTIFY, Characteristic.READABLE, b""
-            )
-            service = Service(movesense.SERVICE_UUID, [write, self._data_char])
-            adv_uuids = [
-                (
-                    AdvertisingData.COMPLETE_LIST_OF_128_BIT_SERVICE_CLASS_UUIDS,
-                    bytes(UUID(movesense.SERVICE_UUID)),
-                )
-            ]
-        else:
-            self._control_char = Characteristic(
-                anyecg.CONTROL_UUID,
-                P.WRITE | P.INDICATE,
-                rw,
-                CharacteristicValue(write=self._on_anyecg_cp),
-            )
-            config = Characteristic(
-                anyecg.CONFIG_UUID,
-                P.READ,
-                Characteristic.READABLE,
-                CharacteristicValue(read=lambda _c: self.config.encode()),
-            )
-            self._data_char = Characteristic(
-                anyecg.DATA_UUID, P.NOTIFY, Characteristic.READABLE, b""
-            )
-            service = Service(anyecg.SERVICE_UUID, [self._data_char, config, self._control_char])
-            adv_uuids = [
-                (
-                    AdvertisingData.COMPLETE_LIST_OF_128_BIT_SERVICE_CLASS_UUIDS,
-                    bytes(UUID(anyecg.SERVICE_UUID)),
-                )
-            ]
-        device.add_service(service)
+        services, adv_uuids = self.peripheral.services()
+        for service in services:
+            device.add_service(service)
         flags = [(AdvertisingData.FLAGS, bytes([0x06]))]
         # The name goes into the advertisement itself when it fits in 31 bytes (else a
         # shortened one), and in full into the scan response.
@@ -290,88 +222,31 @@ class SimulatedWearable:
         self.stalled = False
         self.injector.flush()
 
-    def _spawn(self, coro: Any) -> None:
+    # --- what a family's peripheral calls ------------------------------------------------
+    def spawn(self, coro: Any) -> None:
+        """Run ``coro`` on the loop (a GATT write callback cannot await)."""
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _indicate(self, conn: Connection, value: bytes) -> None:
-        assert self.device is not None and self._control_char is not None
-        try:
-            await self.device.indicate_subscriber(conn, self._control_char, value)
-        except Exception as exc:  # link gone mid-indication
-            log.debug("indication failed: %s", exc)
-
-    def _start(self) -> None:
+    def start_streaming(self) -> None:
         self.streaming = True
         self.stats.starts += 1
 
-    def _on_polar_cp(self, conn: Connection, value: bytes) -> None:
-        value = bytes(value)
-        op = value[0] if value else 0
-        mtu_ok = conn.att_mtu >= polar.MIN_MTU
-        if op == polar.OP_GET_SETTINGS:
-            resp = (
-                polar.encode_control_response(op, 0, polar.ECG_SETTINGS)
-                if mtu_ok
-                else bytes([polar.RESPONSE_CODE, op, 0, 10])
-            )
-        elif op == polar.OP_START:
-            if len(value) < len(polar.START_ECG):
-                resp = polar.encode_control_response(op, 5)
-            elif not mtu_ok:
-                resp = polar.encode_control_response(op, 10)
-            elif self.streaming:
-                resp = polar.encode_control_response(op, 6)
-            else:
-                self._start()
-                resp = polar.encode_control_response(op, 0, b"\x00")
-        elif op == polar.OP_STOP:
-            resp = polar.encode_control_response(op, 0 if self.streaming else 6)
-            self.streaming = False
-        else:
-            resp = polar.encode_control_response(op, 1)
-        self._spawn(self._indicate(conn, resp))
+    def stop_streaming(self) -> None:
+        self.streaming = False
 
-    def _on_movesense_cmd(self, conn: Connection, value: bytes) -> None:
-        value = bytes(value)
-        if len(value) < 2:
-            return
-        cmd, ref = value[0], value[1]
-        if cmd == movesense.CMD_SUBSCRIBE:
-            path = value[2:].decode("ascii", "replace")
-            if path == f"Meas/ECG/{int(self.fs_nominal)}":
-                self._start()
-                status = _OK
-            else:
-                status = _NOT_FOUND
-        elif cmd == movesense.CMD_UNSUBSCRIBE:
-            self.streaming = False
-            status = _OK
-        else:
-            status = _BAD_REQUEST
-        self._spawn(self._notify(conn, movesense.encode_command_result(ref, status)))
-
-    def _on_anyecg_cp(self, conn: Connection, value: bytes) -> None:
-        value = bytes(value)
-        op = value[0] if value else 0
-        if len(value) != 1:
-            status = 2
-        elif op == anyecg.OP_START:
-            if not self.streaming:
-                self._start()
-            status = 0
-        elif op == anyecg.OP_STOP:
-            self.streaming = False
-            status = 0
-        else:
-            status = 1
-        self._spawn(self._indicate(conn, anyecg.encode_control_response(op, status)))
-
-    async def _notify(self, conn: Connection, value: bytes) -> bool:
-        assert self.device is not None and self._data_char is not None
+    async def indicate(self, conn: Connection, char: Characteristic, value: bytes) -> None:
+        assert self.device is not None
         try:
-            await self.device.notify_subscriber(conn, self._data_char, value)
+            await self.device.indicate_subscriber(conn, char, value)
+        except Exception as exc:  # link gone mid-indication
+            log.debug("indication failed: %s", exc)
+
+    async def notify(self, conn: Connection, char: Characteristic, value: bytes) -> bool:
+        assert self.device is not None
+        try:
+            await self.device.notify_subscriber(conn, char, value)
             return True
         except Exception as exc:
             log.debug("notification failed: %s", exc)
@@ -427,6 +302,8 @@ class SimulatedWearable:
                     self.stalled = True
                     self.stats.stalls += 1
             conn = self.conn
+            if conn is not None and not self.stalled:
+                await self.peripheral.tick(conn, t_dev)
             if conn is None or not self.streaming or self.stalled:
                 continue  # sampled, not sent: lost
             raw = self.encoder.encode(
@@ -435,7 +312,7 @@ class SimulatedWearable:
             self.stats.frames_encoded += 1
             recent.append((raw, first))
             for note in self.injector.process(raw):
-                if await self._notify(conn, note):
+                if await self.notify(conn, self.peripheral.data_char, note):
                     self.stats.notifications += 1
                     # intact frames (this one, or one held back for reordering)
                     for frame, index in recent:

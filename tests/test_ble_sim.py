@@ -162,6 +162,39 @@ def test_clean_stream_is_exact(model, record_path, profile):
     assert 65 < hr < 85  # record 100 at ~75 bpm, whatever the device rate
 
 
+# --- the standard Heart Rate and Battery services (issue 16 item 4) --------------------------
+def test_heart_rate_and_battery_over_gatt(model, record_path):
+    """The simulated H10 offers 0x180D/0x2A37 and 0x2A19 on its GATT server; the central
+    subscribes and the stream logs one heart_rate record per device second with the RR
+    intervals of the device's own beats, exactly, and the battery level at connect."""
+    out, s, info, handles = _stream(model, record_path, "polar", duration=25.0)
+    (connected,) = _events(out, "connected")
+    assert connected["battery_pct"] == handles["wearable"].battery_pct == 80
+    hr = _events(out, "heart_rate")
+    # one a second of device time once subscribed (the link setup takes a few of the 25 s)
+    assert 15 <= len(hr) <= 25 and s["events"]["heart_rate"] == len(hr)
+    assert all("t" in r and "t_utc" in r and r["contact"] is True for r in hr)
+    assert 65 <= np.median([r["hr_bpm"] for r in hr]) <= 85  # record 100 at ~75 bpm
+    # The RR intervals received, in the protocol's 1/1024 s, are a run of the intervals
+    # between the R peaks of the signal the device samples: none lost, none invented.
+    got = [round(ms * 1.024) for r in hr for ms in r["rr_ms"]]
+    wearable = handles["wearable"]
+    beats = wearable.peripheral.heart_rate.beats()
+    truth = [round(d * 1024 / wearable.fs_true) for d in np.diff(beats)]
+    assert len(got) >= 15
+    starts = [i for i in range(len(truth) - len(got) + 1) if truth[i : i + len(got)] == got]
+    assert starts, f"RR intervals {got[:5]}... are not a run of the device's beats"
+
+
+@pytest.mark.parametrize("profile", ["movesense", "anyecg"])
+def test_no_heart_rate_where_not_offered(model, record_path, profile):
+    out, s, _info, _handles = _stream(model, record_path, profile, duration=12.0, speed=60)
+    assert _events(out, "connected") and not _events(out, "heart_rate")
+    (connected,) = _events(out, "connected")
+    # AnyECG reports its battery in its own config record; Movesense offers none
+    assert connected.get("battery_pct") == (80 if profile == "anyecg" else None)
+
+
 # --- the issue's fault scenario -------------------------------------------------------------
 @pytest.mark.parametrize("profile", ["polar", "anyecg", "movesense"])
 def test_drops_and_disconnects(model, record_path, profile):

@@ -87,12 +87,16 @@ class LiveView:
         self.link = "starting"
         self.last_window: dict[str, Any] | None = None
         self.recent: deque[dict[str, Any]] = deque(maxlen=_N_EVENTS)
+        self.device_hr: dict[str, Any] | None = None  # the last heart_rate record
         self._lock = threading.Lock()
         self._t0 = time.perf_counter()
 
     def update(self, item: dict[str, Any]) -> None:
         with self._lock:
             kind = item.get("event")
+            if kind == "heart_rate":  # the device's own HR, once a second: a value, not an event
+                self.device_hr = item
+                return
             if kind is None:
                 self.last_window = item
                 if self.link == "starting":  # a file replay has no link events
@@ -151,7 +155,12 @@ class LiveView:
                 reasons = _shorten(", ".join(q["reasons"]), max(8, value_w - 10 - len(where)))
                 row("signal", ("rejected", "red"), (": " + reasons + where, ""))
             hr = q.get("heart_rate_bpm")
-            row("heart rate", ("--" if hr is None else f"{hr:.0f} bpm", ""))
+            dev = self.device_hr
+            row(
+                "heart rate",
+                ("--" if hr is None else f"{hr:.0f} bpm", ""),
+                ("" if dev is None else f"   device {dev['hr_bpm']} bpm", "dim"),
+            )
         counts = (
             f"{c['windows']} ({c['accepted']} used, {c['rejected']} rejected, "
             f"{c['dropped']} dropped, {c['skipped_gap']} skipped at gaps)"
