@@ -335,6 +335,16 @@ def test_usage_and_value_errors_of_other_commands(world, tmp_path) -> None:
             2,
             "'--window'",
         ),
+        # --before/--after were parsed after the option line (an input error, exit 1).
+        *(
+            (
+                ["data", "build", "--mcmed", d, "--out", tmp_path / "k", opt, bad],
+                2,
+                f"Invalid value for '{opt}': duration {bad!r} not understood",
+            )
+            for opt in ("--before", "--after")
+            for bad in ("-5m", "soon", "nan", "1e400")
+        ),  # fmt: skip
         (
             [
                 "evaluate",

@@ -102,6 +102,17 @@ def data_synth(
     echo(f"truth: {out / 'truth.json'}")
 
 
+def _duration_s(ctx: click.Context, param: click.Parameter, value: str) -> float:
+    """--before/--after text -> seconds at parse time: a bad value is a usage error (exit 2)
+    naming the option, not an input error after the cohort was opened."""
+    from anyecg_edge.training.data import parse_duration_s
+
+    try:
+        return parse_duration_s(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), ctx=ctx, param=param) from None
+
+
 @data.command("build")
 @click.option(
     "--mcmed",
@@ -122,8 +133,14 @@ def data_synth(
     "--stride", "stride_s", type=Number(0.0, 3600.0, min_open=True), default=None,
     help="Step between window starts in s (default: --window, no overlap).",
 )  # fmt: skip
-@click.option("--before", default="30m", show_default=True, help="Window start before Order_time.")
-@click.option("--after", default="15m", show_default=True, help="Window end after Order_time.")
+@click.option(
+    "--before", "before_s", default="30m", show_default=True, callback=_duration_s,
+    help="Window start before Order_time (90s, 30m, 1h).",
+)  # fmt: skip
+@click.option(
+    "--after", "after_s", default="15m", show_default=True, callback=_duration_s,
+    help="Window end after Order_time (90s, 30m, 1h).",
+)  # fmt: skip
 @click.option(
     "--policy",
     type=click.Choice(["order", "visit"]),
@@ -163,8 +180,8 @@ def data_build(
     workers: int,
     window_s: float,
     stride_s: float | None,
-    before: str,
-    after: str,
+    before_s: float,
+    after_s: float,
     policy: str,
     split_scheme: str,
     mains: str,
@@ -176,11 +193,10 @@ def data_build(
     json_out: Path | None,
 ) -> None:
     """Cut aligned 10 s windows into a sharded, resumable corpus with index.parquet."""
-    from anyecg_edge.training.data import build_corpus, parse_duration_s
+    from anyecg_edge.training.data import build_corpus
 
     refuse_clobber(out, [mcmed], "--out")
     refuse_clobber(json_out, [mcmed], "--json")
-    before_s, after_s = parse_duration_s(before), parse_duration_s(after)
     with _exclusive(out):
         manifest = build_corpus(
             mcmed,
