@@ -10,10 +10,11 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
-from enum import IntFlag
 from typing import Literal
 
 import numpy as np
+
+from anyecg_edge.stream.types import FrameFlags  # re-exported: its old home
 
 __all__ = ["DecodeStats", "DeviceError", "Frame", "FrameError", "FrameFlags"]
 
@@ -32,16 +33,6 @@ class FrameError(ValueError):
 
 class DeviceError(OSError):
     """A wearable cannot be reached, refuses a command or breaks its protocol (one line)."""
-
-
-class FrameFlags(IntFlag):
-    """Status bits a device reports with a frame (AnyECG profile; others report none)."""
-
-    NONE = 0
-    LEAD_OFF = 0x01
-    BATTERY_LOW = 0x02
-    # The device's time base restarted (reboot): timestamps/sequence start afresh.
-    TIME_RESET = 0x04
 
 
 @dataclass(frozen=True)

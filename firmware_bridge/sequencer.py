@@ -35,11 +35,12 @@ fault again (an isolated corrupted timestamp), that base is restored, no gap eit
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
-import numpy as np
-from anyecg_edge.firmware_bridge.frames import Frame, FrameFlags
+from anyecg_edge.firmware_bridge.frames import Frame
+
+# Block and SeqEvent live in the stream package (what it consumes); re-exported here.
+from anyecg_edge.stream.types import Block, FrameFlags, SeqEvent
 
 __all__ = ["Block", "SeqEvent", "Sequencer"]
 
@@ -51,41 +52,6 @@ MAX_RATE_DEVIATION = 0.05
 # (arrival jitter, bursts after a busy radio), plus this slack in device seconds.
 HOST_MARGIN = 1.5
 HOST_SLACK_S = 2.0
-
-
-@dataclass
-class Block:
-    """Contiguous samples: ``seg_index`` is the index of the first one in its segment;
-    ``t_first_s`` its device time in s since the stream's first sample."""
-
-    samples_mv: np.ndarray
-    codes: np.ndarray
-    segment: int
-    seg_index: int
-    t_first_s: float
-    fs_hz: float
-    arrival_ns: int
-    flags: FrameFlags = FrameFlags.NONE
-
-    @property
-    def n(self) -> int:
-        return int(self.samples_mv.shape[0])
-
-
-@dataclass
-class SeqEvent:
-    """Something the consumer must know: gap, duplicate, late, clock_jump, lead_off..."""
-
-    kind: str
-    t_s: float | None = None
-    details: dict[str, Any] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"event": self.kind}
-        if self.t_s is not None:
-            out["t"] = round(self.t_s, 4)
-        out.update(self.details)
-        return out
 
 
 def _unwrap(value: int, last: int | None, modulo: int | None) -> int:

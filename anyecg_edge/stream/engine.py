@@ -51,13 +51,12 @@ from typing import Any
 import numpy as np
 
 from anyecg_edge.estimates import interval_bounds, lab_entry
-from anyecg_edge.firmware_bridge.frames import FrameFlags
-from anyecg_edge.firmware_bridge.sequencer import Block
 from anyecg_edge.runtime import Model
 from anyecg_edge.signal import SignalError, assess_quality, preprocess
 from anyecg_edge.signal.preprocess import _MAX_RATIO_DENOMINATOR
 from anyecg_edge.stream.latency import LatencyStats
 from anyecg_edge.stream.ring import RingBuffer
+from anyecg_edge.stream.types import Block, FrameFlags
 
 __all__ = ["StreamEngine", "StreamError", "resampling_rate", "utc_iso"]
 

@@ -28,9 +28,10 @@ import numpy as np
 
 from anyecg_edge.firmware_bridge.faults import FaultSpec
 from anyecg_edge.firmware_bridge.profiles import FrameDecoder, Profile, get_profile
-from anyecg_edge.firmware_bridge.sequencer import Block, SeqEvent, Sequencer
+from anyecg_edge.firmware_bridge.sequencer import Sequencer
 from anyecg_edge.io import Record, read_record
 from anyecg_edge.stream.engine import StreamEngine, StreamError
+from anyecg_edge.stream.types import Block, SeqEvent
 
 __all__ = [
     "BlePipeline",
