@@ -32,6 +32,7 @@ import importlib.util
 import ipaddress
 import logging
 import math
+import os
 import re
 import socket
 import threading
@@ -52,6 +53,7 @@ __all__ = [
     "dashboard_meta",
     "parse_address",
     "require_aiohttp",
+    "serve_option",
 ]
 
 log = logging.getLogger(__name__)
@@ -137,6 +139,24 @@ def parse_address(text: str, *, public: bool = False) -> ServeAddress:
     return address
 
 
+def serve_option(text: str | None, public: bool) -> ServeAddress | None:
+    """``stream --serve TEXT [--serve-public]`` checked when the line is parsed: a usage
+    error for a malformed address, a non-local host without --serve-public or
+    --serve-public alone; a one-line error when aiohttp is missing."""
+    import click
+
+    if text is None:
+        if public:
+            raise click.UsageError("--serve-public applies with --serve [HOST:]PORT")
+        return None
+    try:
+        address = parse_address(text, public=public)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="'--serve'") from None
+    require_aiohttp()
+    return address
+
+
 def dashboard_meta(engine: Any, *, source: str, model: str | None = None) -> dict[str, Any]:
     """What the page needs once: labs (name, unit, threshold, calibrated), window, hop."""
     from anyecg_edge import RESEARCH_USE_NOTE
@@ -209,6 +229,7 @@ class Dashboard:
         self.meta: dict[str, Any] = {"source": source, "model": model, "labs": [],
                                      "history_s": HISTORY_S}  # fmt: skip
         self.engine: Any | None = None  # counters and latency percentiles, once attached
+        self._hello: dict[str, Any] = {"type": "hello", **self.meta}
         self.flush_s = flush_s
         self.url: str | None = None
         self.port: int | None = None
@@ -238,8 +259,13 @@ class Dashboard:
         blocks (``engine.push`` is teed to :meth:`push_block` after the engine took each, so
         a failing dashboard can never cost the stream a sample). Items still come through
         :meth:`update` (the session's output)."""
-        self.meta = dashboard_meta(engine, source=self.meta["source"], model=self.meta["model"])
-        self.engine = engine
+        meta = dashboard_meta(engine, source=self.meta["source"], model=self.meta["model"])
+        with self._lock:
+            self.meta = meta
+            self.engine = engine
+            # Pages that connected while the model loaded learn the labs now.
+            self._hello = {"type": "hello", **meta}
+            self._pending.append(self._hello)
         push = engine.push
 
         def push_and_show(block: Any) -> None:
@@ -282,6 +308,8 @@ class Dashboard:
         if "summary" in item:
             msg = {"type": "end", "summary": _end_summary(item["summary"])}
             with self._lock:
+                if self._ended is not None:  # (the session's JSONL line and its own call)
+                    return
                 self._ended = msg
                 self._link = "ended"
                 self._pending.append(msg)
@@ -346,8 +374,10 @@ class Dashboard:
         """Messages that bring a newly connected page up to date. What is still pending is
         left out: the next flush sends it to every page, this one included."""
         with self._lock:
-            out: list[dict[str, Any]] = [{"type": "hello", **self.meta}]
             pending = {id(m) for m in self._pending} | {id(c) for c in self._pending_ecg}
+            out: list[dict[str, Any]] = []
+            if id(self._hello) not in pending:
+                out.append(self._hello)
             chunks = [c for c in self._history if id(c) not in pending]
             if chunks:
                 out.append({"type": "ecg", "chunks": chunks})
@@ -473,10 +503,10 @@ class Dashboard:
         app.router.add_get("/ws", websocket)
         app.router.add_get("/state.json", state)
         app.router.add_get("/{name:[a-z]+\\.(?:js|css|html)}", page)
-        runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
         await runner.setup()
         try:
-            site = web.TCPSite(runner, self.address.host, self.address.port, shutdown_timeout=1.0)
+            site = web.TCPSite(runner, self.address.host, self.address.port)
             await site.start()
             port = _bound_port(runner, self.address.port)
             self.port = port
@@ -588,10 +618,11 @@ def _bound_port(runner: Any, asked: int) -> int:
 
 
 def _reason(exc: BaseException) -> str:
+    if isinstance(exc, socket.gaierror):
+        return f"host not found: {exc.strerror or exc}"
     if isinstance(exc, OSError) and exc.errno is not None:
+        # (asyncio's bind error carries the address in strerror; the code says it all)
         name = errno.errorcode.get(exc.errno)
-        text = exc.strerror or str(exc)
-        if isinstance(exc, socket.gaierror):
-            return f"host not found: {text}"
+        text = os.strerror(exc.errno)
         return f"{text}, {name}" if name else text
     return " ".join(str(exc).split()) or type(exc).__name__
