@@ -183,8 +183,9 @@ def test_served_stream_feeds_the_page(model_path, record_path, tmp_path):
     assert sum(len(page[n][2].encode()) for n in ("", "app.js", "style.css")) < 40_000
 
     # (a page that connects while the model loads gets a second hello with the labs)
-    assert msgs[0]["type"] == "hello"
+    types = [m["type"] for m in msgs]
     hello = [m for m in msgs if m["type"] == "hello"][-1]
+    assert msgs.index(hello) < types.index("ecg")  # the labs before any data
     assert hello["source"].startswith("sim-polar:")
     labs = {x["lab"]: x for x in hello["labs"]}
     assert list(labs) == LABS
@@ -220,6 +221,10 @@ def test_served_stream_feeds_the_page(model_path, record_path, tmp_path):
     assert status[-1]["counts"]["windows"] >= len(windows)
     assert status[-1]["latency_ms"]["n"] >= len(windows) and status[-1]["latency_ms"]["p50"] > 0
     assert any(m.get("event") == "connected" for m in msgs if m["type"] == "event")
+    # The simulated H10's Heart Rate service: the device's HR, shown, not listed as an event.
+    hr = [m for m in msgs if m.get("event") == "heart_rate"]
+    assert hr and all(30 <= m["hr_bpm"] <= 200 for m in hr)
+    assert status[-1]["hr_device"]["event"] == "heart_rate"
 
     # A later page: a snapshot of the last 10 s (not the whole stream), then the live feed,
     # then the end of the stream with its summary before the server closes.
@@ -227,6 +232,8 @@ def test_served_stream_feeds_the_page(model_path, record_path, tmp_path):
     snap = late[1]["chunks"]
     span = snap[-1]["t0"] + len(snap[-1]["y"]) / snap[-1]["fs"] - snap[0]["t0"]
     assert 9.0 <= span <= 10.7 and snap[0]["t0"] > chunks[0]["t0"]
+    listed = [e["event"] for m in late if m["type"] == "events" for e in m["events"]]
+    assert "connected" in listed and "heart_rate" not in listed
     end = [m for m in late if m["type"] == "end"]
     assert len(end) == 1 and end[0]["summary"]["interrupted"]
     assert end[0]["summary"]["windows"] == lines[-1]["summary"]["windows"]

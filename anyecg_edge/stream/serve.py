@@ -329,9 +329,13 @@ class Dashboard:
                     self._link = "streaming"
                 return
             self._link = _LINK_STATE.get(str(kind), self._link)
-            if kind in _HR_EVENTS:
-                self._hr_device = dict(item)
             msg = {"type": "event", **item}
+            if kind in _HR_EVENTS:
+                # The device's own HR, once a second: a value to show, not an event to list
+                # (it would push the gaps and reconnects out of a new page's snapshot).
+                self._hr_device = dict(item)
+                self._pending.append(msg)
+                return
             self._events.append(msg)
             self._pending.append(msg)
 
@@ -596,7 +600,7 @@ _LINK_STATE = {
     "gave_up": "link given up",
 }
 # Heart-rate events from the standard Heart Rate service (device-side HR, RR intervals).
-_HR_EVENTS = {"hr", "heart_rate"}
+_HR_EVENTS = {"heart_rate"}
 
 
 def _end_summary(s: dict[str, Any]) -> dict[str, Any]:

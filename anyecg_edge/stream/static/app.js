@@ -17,6 +17,7 @@
   let frames = 0;
   let retryMs = 1000;
   let hrDevice = null;
+  let hrEcg = null;
 
   function fmt(v, d) { return v === null || v === undefined || !isFinite(v) ? "\u2013" : Number(v).toFixed(d); }
   function setText(id, text) { const el = $(id); if (el.textContent !== text) el.textContent = text; }
@@ -97,18 +98,22 @@
     qe.textContent = q.ok ? "good" : "rejected";
     qe.className = "value " + (q.ok ? "good" : "bad");
     setText("quality-why", q.ok ? "window ending t = " + fmt(w.t, 1) + " s" : (q.reasons || []).join(", "));
-    showHr(q.heart_rate_bpm);
+    hrEcg = q.heart_rate_bpm;
+    showHr();
     setText("lat", fmt(w.latency_ms, 1));
     if (w.labs) updateLabs(w.labs, w.t);
   }
 
-  function showHr(ecgBpm) {
-    const dev = hrDevice && (hrDevice.bpm ?? hrDevice.hr_bpm ?? hrDevice.heart_rate_bpm);
+  // The device's Heart Rate service when it has one (H10), else the ECG window's estimate.
+  function showHr() {
+    const dev = hrDevice && hrDevice.hr_bpm;
     if (dev !== undefined && dev !== null) {
+      const rr = hrDevice.rr_ms && hrDevice.rr_ms.length ? " \u00b7 RR " + fmt(hrDevice.rr_ms[hrDevice.rr_ms.length - 1], 0) + " ms" : "";
       setText("hr", fmt(dev, 0));
-      setText("hr-src", "Heart Rate service" + (ecgBpm != null ? " \u00b7 ECG " + fmt(ecgBpm, 0) : ""));
+      setText("hr-src", "device" + rr + (hrEcg != null ? " \u00b7 ECG " + fmt(hrEcg, 0) : ""));
+      body.dataset.hrDevice = String(dev);
     } else {
-      setText("hr", fmt(ecgBpm, 0));
+      setText("hr", fmt(hrEcg, 0));
       setText("hr-src", "from the ECG window");
     }
   }
@@ -179,7 +184,8 @@
   const WARN = new Set(["reconnect", "silence", "clock_jump", "stall", "late", "duplicate"]);
 
   function onEvent(e, render) {
-    if (e.event === "hr" || e.event === "heart_rate") { hrDevice = e; showHr(null); return; }
+    if (e.event === "heart_rate") { hrDevice = e; showHr(); return; }
+    if (e.battery_pct !== undefined && e.battery_pct !== null) setText("battery", "battery " + e.battery_pct + " %");
     events.push(e);
     if (events.length > 30) events.shift();
     if (render) renderEvents();
@@ -221,7 +227,7 @@
     setText("counts", parts.join(", "));
     const lat = s.latency_ms || {};
     setText("lat-pct", lat.n ? "p50 " + fmt(lat.p50, 1) + " \u00b7 p99 " + fmt(lat.p99, 1) + " ms" : "");
-    if (s.hr_device) { hrDevice = s.hr_device; }
+    if (s.hr_device) { hrDevice = s.hr_device; showHr(); }
     if (s.stream_s != null) setText("stream-s", fmt(s.stream_s, 1) + " s of signal");
   }
 
