@@ -9,7 +9,8 @@
 #    (file: and sim-polar: with faults) on them here (benchmarks/arm64/compare.py run);
 # 3. installs the working tree's .[edge,ble] + pytest into a venv inside the root, runs the
 #    `device` test subset there, then the same predict / bench / stream calls;
-# 4. compares (same calls, |dp| <= 1e-3) and writes benchmarks/results/arm64_emulated_<date>.json;
+# 4. compares (same calls, |dp| within the per-format tolerance in compare.py; LiteRT's
+#    reference kernels bit for bit) and writes benchmarks/results/arm64_emulated.{json,md};
 #    exits non-zero on any difference or failed test.
 #
 # Environment: ARM64_ROOT (default /var/cache/anyecg-arm64), DEBIAN_MIRROR (default: the first
@@ -21,8 +22,7 @@ set -euo pipefail
 REPO=$(cd "$(dirname "$0")/../.." && pwd)
 ROOT=${ARM64_ROOT:-/var/cache/anyecg-arm64}
 PYTHON=${PYTHON:-$REPO/.venv/bin/python}
-DATE=$(date -u +%Y-%m-%d)
-RESULT=${RESULT:-$REPO/benchmarks/results/arm64_emulated_$DATE.json}
+RESULT=${RESULT:-$REPO/benchmarks/results/arm64_emulated.json}  # + .md beside it
 # Inside the root the tree sits at the same relative place as here, so tests find
 # ../shared/data exactly as on the host.
 INNER_REPO=/work/$(basename "$REPO")
@@ -77,15 +77,22 @@ cleanup() {
     for ((i = ${#mounted[@]} - 1; i >= 0; i--)); do umount -l "${mounted[i]}" 2>/dev/null || true; done
 }
 trap cleanup EXIT
-bind() { # bind SRC DST [ro]
+bind() { # bind SRC DST [ro]; a bind left by an interrupted run may point at a folder since
+    # replaced (findmnt: ".../deleted", empty inside), so it is always made anew.
     mkdir -p "$2"
-    mountpoint -q "$2" || { mount --bind "$1" "$2" && mounted+=("$2"); }
+    if mountpoint -q "$2"; then umount -l "$2"; fi
+    mount --bind "$1" "$2" && mounted+=("$2")
     if [[ ${3:-} == ro ]]; then mount -o remount,bind,ro "$2"; fi
 }
 mountpoint -q "$ROOT/proc" || { mount -t proc proc "$ROOT/proc" && mounted+=("$ROOT/proc"); }
 bind /dev "$ROOT/dev"
 mountpoint -q "$ROOT/dev/pts" || { mount -t devpts devpts "$ROOT/dev/pts" && mounted+=("$ROOT/dev/pts"); }
-[[ -d $HOST_DATA ]] && bind "$HOST_DATA" "$ROOT$INNER_DATA" ro
+require_data=0
+if [[ -d $HOST_DATA ]]; then
+    bind "$HOST_DATA" "$ROOT$INNER_DATA" ro
+    [[ -n $(ls -A "$ROOT$INNER_DATA") ]] || die "$ROOT$INNER_DATA is empty after the bind"
+    require_data=1  # the recordings are there: a test that skips for their absence fails
+fi
 
 # --- a fresh copy of the working tree (tracked + untracked, not ignored) -----------------------
 log "copying the working tree to $ROOT$INNER_REPO"
@@ -106,6 +113,12 @@ else
 fi
 "$PYTHON" "$REPO/benchmarks/arm64/compare.py" run --models "$ROOT$WORK/models" \
     --data "$HOST_DATA" --out "$ROOT$WORK/host"
+# The .tflite under each LiteRT kernel set on the same windows (litert_arch.py): the
+# reference kernels must agree bit for bit across the two machines.
+"$PYTHON" "$REPO/benchmarks/arm64/litert_arch.py" windows --data "$HOST_DATA" \
+    --out "$ROOT$WORK/windows.npy" -n 100
+"$PYTHON" "$REPO/benchmarks/arm64/litert_arch.py" run --x "$ROOT$WORK/windows.npy" \
+    --out "$ROOT$WORK/host/kernels.npz" "$ROOT$WORK/models/student_int8.tflite"
 
 # --- device side ------------------------------------------------------------------------------
 in_root() { chroot "$ROOT" /usr/bin/env -i HOME=/root PATH=/opt/venv/bin:/usr/bin:/bin \
@@ -122,13 +135,15 @@ log "arm64: pytest -m device"
 set +e
 # Only the files that carry the marker: collecting the others imports torch.
 device_tests=$(cd "$REPO" && grep -l "pytest.mark.device" tests/test_*.py | tr '\n' ' ')
-in_root sh -c "cd $INNER_REPO && python -m pytest -m device -q -p no:cacheprovider \
+in_root sh -c "cd $INNER_REPO && ANYECG_REQUIRE_DATA=$require_data python -m pytest -m device -q -p no:cacheprovider \
     --junitxml=$WORK/junit.xml ${PYTEST_ARGS:-} $device_tests" 2>&1 | tee "$ROOT$WORK/pytest.log"
 pytest_rc=${PIPESTATUS[0]}
 set -e
 log "arm64: predict / bench / stream on the host's exports"
 in_root python "$INNER_REPO/benchmarks/arm64/compare.py" run --models "$WORK/models" \
     --data "$INNER_DATA" --out "$WORK/device"
+in_root python "$INNER_REPO/benchmarks/arm64/litert_arch.py" run --x "$WORK/windows.npy" \
+    --out "$WORK/device/kernels.npz" "$WORK/models/student_int8.tflite"
 
 # --- compare + result file --------------------------------------------------------------------
 "$PYTHON" "$REPO/benchmarks/arm64/compare.py" compare --work "$ROOT$WORK" --pytest-rc "$pytest_rc" \
