@@ -14,9 +14,13 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 # Next to the real recordings a run that skipped tests for their absence fails
-# (tests/data_skips.py); without them the partial run is reported.
+# (tests/data_skips.py); without them the partial run is reported. Headless Chromium for
+# the dashboard's browser test is installed when missing (as root; required then).
 test: $(STAMP)
-	ANYECG_REQUIRE_DATA=$$([ -d ../shared/data ] && echo 1 || echo 0) $(BIN)/python -m pytest tests
+	.ci/ensure_chromium.sh
+	ANYECG_REQUIRE_DATA=$$([ -d ../shared/data ] && echo 1 || echo 0) \
+	ANYECG_REQUIRE_BROWSER=$$([ "$$(id -u)" = 0 ] && echo 1 || echo 0) \
+	$(BIN)/python -m pytest tests
 
 # Device side on an emulated Debian 12 arm64 root (root needed; not part of `make test`).
 # ARM64_ROOT=/var/cache/anyecg-arm64 by default; see benchmarks/arm64/run.sh.

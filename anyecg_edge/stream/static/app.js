@@ -206,7 +206,7 @@
       const k = document.createElement("span");
       k.className = "kind " + (BAD.has(e.event) ? "bad" : WARN.has(e.event) ? "warn" : "");
       k.textContent = e.event;
-      const details = Object.entries(e).filter(([key]) => !["type", "event", "t"].includes(key))
+      const details = Object.entries(e).filter(([key]) => !["type", "event", "t", "t_utc"].includes(key))
         .map(([key, v]) => key + "=" + (typeof v === "object" ? JSON.stringify(v) : v)).join(", ");
       li.append((typeof e.t === "number" ? e.t.toFixed(1) + " s  " : ""), k, details ? ": " + details : "");
       ol.appendChild(li);
