@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import click
 from rich.console import Console
 from rich.table import Table
 
@@ -117,19 +118,35 @@ class DemoContext:
         return self.out.joinpath(*parts)
 
     def run_cli(self, *args: str) -> None:
-        """Run one `anyecg-edge` command in this process, printed as a copyable line."""
-        from anyecg_edge.cli import cli
-
+        """Run one `anyecg-edge` command in this process, printed as a copyable line. The
+        command's own click object is invoked (`_command`), not the top-level CLI: the
+        library does not import `anyecg_edge.cli` (which imports this module's command)."""
         argv = [str(a) for a in args]
         self.console.print(f"[bold cyan]$ anyecg-edge {shlex.join(argv)}[/]", highlight=False)
+        quiet = argv[:1] == ["-q"]
+        name, *rest = argv[1:] if quiet else argv
         try:
-            cli.main(args=argv, prog_name="anyecg-edge", standalone_mode=False)
+            _command(name).main(
+                args=rest, prog_name=f"anyecg-edge {name}", standalone_mode=False,
+                obj={"quiet": quiet, "verbose": 0},
+            )  # fmt: skip
         except SystemExit as exc:
             if exc.code not in (0, None):
-                raise DemoError(f"`anyecg-edge {argv[0]} ...` exited {exc.code}") from None
+                raise DemoError(f"`anyecg-edge {name} ...` exited {exc.code}") from None
         except Exception as exc:  # click errors carry the one-line message
             msg = getattr(exc, "message", None) or str(exc)
             raise DemoError(f"`anyecg-edge {' '.join(argv[:2])}`: {msg}") from None
+
+
+# The commands the demo runs -> the module under anyecg_edge/commands/ that defines each.
+_COMMAND_MODULES = {"data": "data", "train": "train", "evaluate": "train", "export": "export"}
+
+
+def _command(name: str) -> click.Command:
+    from importlib import import_module
+
+    module = import_module(f"anyecg_edge.commands.{_COMMAND_MODULES[name]}")
+    return next(c for c in module.COMMANDS if c.name == name)
 
 
 def find_shared_data() -> Path | None:
@@ -413,7 +430,7 @@ def stage_predict(ctx: DemoContext) -> tuple[str, list[Path]]:
 
 
 def stage_stream(ctx: DemoContext) -> tuple[str, list[Path]]:
-    from anyecg_edge.benchmarks.bench import stream_session
+    from anyecg_edge.stream.session import simulated_session
 
     c = ctx.cfg
     record, what = _stream_record(ctx)
@@ -429,7 +446,7 @@ def stage_stream(ctx: DemoContext) -> tuple[str, list[Path]]:
         + f" --jsonl {jsonl}[/]",
         highlight=False,
     )
-    s = stream_session(
+    s = simulated_session(
         model, record, duration_s=c.stream_s, speed=c.stream_speed, faults=c.stream_faults,
         jsonl=jsonl, live_console=ctx.console,
     )  # fmt: skip

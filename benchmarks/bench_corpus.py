@@ -91,7 +91,7 @@ def _build_child(mcmed_dir: str, out_dir: str, workers: int) -> None:
     """Runs in the measuring subprocess: build, then print one JSON line of numbers."""
     peak: dict[str, float] = {}
     stop = threading.Event()
-    from anyecg_edge.benchmarks.bench import peak_rss_mb
+    from anyecg_edge.benchmarks.bench_machine import peak_rss_mb
 
     # The /proc scan costs ~3 ms per sample: with workers=1 the build runs in this
     # process, whose peak VmHWM reports exactly, so do not steal its CPU and GIL.

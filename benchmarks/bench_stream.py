@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from anyecg_edge.benchmarks.bench import rss_mb
+from anyecg_edge.benchmarks.bench_machine import rss_mb
 
 from anyecg_edge.datadir import data_dir
 
