@@ -32,6 +32,7 @@ from anyecg_edge.stream.serve import (  # noqa: E402
     DEFAULT_HOST,
     Dashboard,
     ServeAddress,
+    _refused,
     parse_address,
 )
 
@@ -149,6 +150,14 @@ async def _visit(s: ServedStream) -> tuple[dict, list[dict], list[dict]]:
         for name in ("", "app.js", "style.css", "state.json", "nothere.js", "../pyproject.toml"):
             async with http.get(url + name) as r:
                 page[name] = (r.status, r.headers.get("Content-Type", ""), await r.text())
+        # A DNS-rebound name, and another site's page opening the feed: refused.
+        async with http.get(url, headers={"Host": "evil.example"}) as r:
+            page["rebound"] = (r.status, "", await r.text())
+        try:
+            async with http.ws_connect(url + "ws", headers={"Origin": "http://evil.example"}):
+                page["cross-site ws"] = (101, "", "")
+        except aiohttp.WSServerHandshakeError as exc:
+            page["cross-site ws"] = (exc.status, "", "")
         async with http.ws_connect(url + "ws") as ws:
             first = await _collect(ws, _windows_then_status(4), 40)
         async with http.ws_connect(url + "ws") as ws:
@@ -176,6 +185,8 @@ def test_served_stream_feeds_the_page(model_path, record_path, tmp_path):
     assert page["style.css"][0] == 200 and page["style.css"][1].startswith("text/css")
     assert page["state.json"][0] == 200 and json.loads(page["state.json"][2])[0]["type"] == "hello"
     assert page["nothere.js"][0] == 404 and page["../pyproject.toml"][0] == 404
+    assert page["rebound"][0] == 403 and "127.0.0.1/localhost only" in page["rebound"][2]
+    assert page["cross-site ws"][0] == 403
     assert "Research use only" in html and "diagnos" in html
     for name in ("", "app.js", "style.css"):
         assert not re.search(r"(src|href)\s*=\s*[\"']?(https?:)?//", page[name][2]), name
@@ -319,6 +330,17 @@ def test_without_aiohttp_only_serve_fails(model_path, record_path, monkeypatch):
 
 
 # --- the observer itself ------------------------------------------------------------------
+def test_refused_requests():
+    local, lan = ServeAddress("127.0.0.1", 8080), ServeAddress("0.0.0.0", 8080)
+    assert _refused("127.0.0.1:8080", None, local) is None
+    assert _refused("localhost:8080", "http://localhost:8080", local) is None
+    assert _refused("[::1]:8080", None, local) is None
+    assert _refused("attacker.example:8080", None, local)
+    assert _refused("192.168.1.5:8080", "http://192.168.1.5:8080", lan) is None
+    assert _refused("192.168.1.5:8080", "http://evil.example", lan)
+    assert _refused("192.168.1.5:8080", "null", lan)
+
+
 def test_parse_address():
     assert parse_address("8080") == ServeAddress("127.0.0.1", 8080)
     assert parse_address("localhost:0") == ServeAddress("localhost", 0)

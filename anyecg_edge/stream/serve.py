@@ -42,6 +42,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
+from urllib.parse import urlsplit
 
 import numpy as np
 
@@ -374,11 +375,13 @@ class Dashboard:
             "hr_device": self._hr_device,
         }
 
-    def snapshot(self) -> list[dict[str, Any]]:
-        """Messages that bring a newly connected page up to date. What is still pending is
-        left out: the next flush sends it to every page, this one included."""
+    def snapshot(self, *, live: bool = True) -> list[dict[str, Any]]:
+        """Messages that bring a page up to date. For a ``live`` page what is still pending
+        is left out: the next flush sends it to every page, this one included."""
         with self._lock:
-            pending = {id(m) for m in self._pending} | {id(c) for c in self._pending_ecg}
+            pending = set()
+            if live:
+                pending = {id(m) for m in self._pending} | {id(c) for c in self._pending_ecg}
             out: list[dict[str, Any]] = []
             if id(self._hello) not in pending:
                 out.append(self._hello)
@@ -478,7 +481,7 @@ class Dashboard:
             from anyecg_edge.jsonsafe import dumps
 
             return web.Response(
-                text=dumps(self.snapshot(), default=str),
+                text=dumps(self.snapshot(live=False), default=str),
                 content_type="application/json",
                 headers=_HEADERS,
             )
@@ -502,7 +505,14 @@ class Dashboard:
                 sender.cancel()
             return ws
 
-        app = web.Application()
+        @web.middleware
+        async def guard(request: web.Request, handler: Any) -> web.StreamResponse:
+            refused = _refused(request.host, request.headers.get("Origin"), self.address)
+            if refused:
+                raise web.HTTPForbidden(text=refused)
+            return await handler(request)
+
+        app = web.Application(middlewares=[guard])
         app.router.add_get("/", page)
         app.router.add_get("/ws", websocket)
         app.router.add_get("/state.json", state)
@@ -560,10 +570,14 @@ class _Client:
             return False
 
     async def run(self) -> None:
-        while True:
-            text = await self.queue.get()
-            await self.ws.send_str(text)
-            self.queue.task_done()
+        try:
+            while True:
+                text = await self.queue.get()
+                await self.ws.send_str(text)
+                self.queue.task_done()
+        except (ConnectionError, RuntimeError) as exc:  # the page went away mid-send
+            log.debug("dashboard: page gone: %s", exc)
+            self.dropped = True
 
     async def drain(self, timeout_s: float) -> None:
         with _suppress_timeout():
@@ -601,6 +615,21 @@ _LINK_STATE = {
 }
 # Heart-rate events from the standard Heart Rate service (device-side HR, RR intervals).
 _HR_EVENTS = {"heart_rate"}
+
+
+_LOCAL_NAMES = {"localhost", "127.0.0.1", "::1"}
+
+
+def _refused(host: str, origin: str | None, address: ServeAddress) -> str | None:
+    """Why a request is refused, or None. On loopback only requests naming this machine
+    (a DNS-rebound name would reach the page otherwise); WebSockets only from this page's
+    own origin (browsers let any site open a WebSocket to 127.0.0.1)."""
+    name = urlsplit(f"//{host}").hostname or ""
+    if address.loopback and not (name in _LOCAL_NAMES or name.startswith("127.")):
+        return f"this dashboard answers to 127.0.0.1/localhost only, not {host!r}"
+    if origin is not None and urlsplit(origin).netloc.lower() != host.lower():
+        return "cross-origin request refused"
+    return None
 
 
 def _end_summary(s: dict[str, Any]) -> dict[str, Any]:
