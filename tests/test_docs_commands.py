@@ -133,14 +133,13 @@ _LORA = (
     + _TINY_TRAIN
 )
 _DISTILL = _TORCHRUN + _TINY_TRAIN
-_EVALUATE = [(r"--device cuda", "--device cpu --bootstrap 20 --threads 1")]
+_EVALUATE = [(r"--device cuda", "--device cpu --bootstrap 20 --threads 1 --min-visits 1")]
 _SIM_STREAM = [
     (r"--source (polar|movesense):[0-9A-F:]{17}", r"--source sim-\1:RECORD"),
     (r"$", " --speed 50 --duration 12 --no-live --threads 1"),
 ]
-# INSTALL=1 pip-installs from PyPI (network): the checkout's own install is on PATH instead.
 _ON_DEVICE = [
-    (r"^(INSTALL=1 )?(THREADS=\d+ )?", "ITERATIONS=3 THREADS=1 "),
+    (r"^(THREADS=\d+ )?", "ITERATIONS=3 THREADS=1 "),
     (r"COMPARE=bench_pi5_old/", "COMPARE=bench_pi5_4threads/", "optional"),
 ]
 
@@ -179,7 +178,9 @@ RULES: list[tuple[str, str, object]] = [
     (r"^torchrun .* -m anyecg_edge\.cli train lora ", "stand-in", _LORA),
     (r"^torchrun .* -m anyecg_edge\.cli train distill ", "stand-in", _DISTILL),
     (r"^anyecg-edge evaluate ", "stand-in", _EVALUATE),
-    (r"^anyecg-edge export --model runs/student ", "run", None),
+    # A 2-step student's logits hardly depend on its input, so the relative parity gate
+    # measures noise; trained students pass the default gate in test_demo / test_export.
+    (r"^anyecg-edge export --model runs/student ", "stand-in", [(r"$", " --allow-degraded")]),
     (
         r"^anyecg-edge bench --models teacher=",
         "stand-in",
@@ -187,7 +188,13 @@ RULES: list[tuple[str, str, object]] = [
     ),
     (r"^scp ", "skip", "copies to a Raspberry Pi over the network"),
     (r"^cd anyecg$", "stand-in", "the folder scp made: run_on_device.sh and exports/ here"),
-    (r"run_on_device\.sh exports/", "stand-in", _ON_DEVICE),
+    (
+        r"^INSTALL=1 ",
+        "skip",
+        "INSTALL=1 pip-installs anyecg-edge from PyPI (network); the same script without it "
+        "runs in the next two lines",
+    ),
+    (r"^(THREADS|COMPARE)=\S+ \./run_on_device\.sh exports/", "stand-in", _ON_DEVICE),
     (r"^adb ", "skip", "needs an Android phone over adb"),
 ]
 
@@ -252,6 +259,25 @@ def _bash(script: str, cwd: Path, timeout: int = 300) -> subprocess.CompletedPro
     )  # fmt: skip
 
 
+def _run(text: str, cwd: Path) -> subprocess.CompletedProcess:
+    """A plain `anyecg-edge ARGS` line runs in this process (the console script's own entry,
+    as the demo runs its stages: no fresh interpreter importing torch for every line); a line
+    with a launcher, variables or a script runs in bash."""
+    if not text.startswith("anyecg-edge ") or re.search(r"[|;&<>$`]", text):
+        return _bash(text, cwd, timeout=600)
+    from click.testing import CliRunner
+
+    from anyecg_edge.cli import cli
+
+    before = Path.cwd()
+    os.chdir(cwd)
+    try:
+        res = CliRunner().invoke(cli, shlex.split(text)[1:], env={"OMP_NUM_THREADS": "1"})
+    finally:
+        os.chdir(before)
+    return subprocess.CompletedProcess(text, res.exit_code, res.stdout, res.stderr)
+
+
 # ------------------------------------------------------------------------------- the tests
 
 
@@ -283,6 +309,7 @@ def test_synopsis_blocks_name_only_real_options() -> None:
         assert shown <= known, f"{doc}:{line}: options that `{cmd.name}` lacks: {shown - known}"
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not TORCHRUN.exists(), reason="torchrun is not installed in this venv")
 def test_every_documented_shell_command_runs(work: Path) -> None:
     """Runs every command in dependency order (the MC-MED recipe first: its run folders and
@@ -318,7 +345,8 @@ def test_every_documented_shell_command_runs(work: Path) -> None:
             continue
         text = _sub(arg)(cmd.text) if isinstance(arg, list) else cmd.text
         text = _paths(text, work)
-        key = " ".join(text.split())
+        # target_hardware.md's `--calib corpus` is the README's corpus (a link to it here).
+        key = " ".join(text.replace(" corpus ", f" {work / 'mcmed_corpus'} ").split())
         if key in seen:  # target_hardware.md repeats README's export lines
             tally["run" if kind == "run" else "stood in"].append(
                 f"{where}: same line as {seen[key]}"
@@ -326,7 +354,7 @@ def test_every_documented_shell_command_runs(work: Path) -> None:
             continue
         seen[key] = where
         t0 = time.perf_counter()
-        proc = _bash(text, cwd, timeout=600)
+        proc = _run(text, cwd)
         assert proc.returncode == 0, (
             f"{where} failed (exit {proc.returncode}) as run here:\n  {text}\n"
             f"{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}"
@@ -373,3 +401,35 @@ def test_demo_gpu_line_is_the_readme_line_that_runs() -> None:
     readme = [c.text for c in shell_commands() if c.doc == "README.md" and "train lora" in c.text]
     assert len(readme) == 1
     assert set(shlex.split(GPU_LINE)) <= set(shlex.split(readme[0])), (GPU_LINE, readme[0])
+
+
+def test_ble_simulate_advice_line_runs(tmp_path: Path, shared_data: Path) -> None:
+    """`ble simulate` prints 'stream it with: anyecg-edge stream ... --model MODEL': that
+    line, with MODEL filled in and a duration, streams from it."""
+    import socket
+
+    from test_stream import write_tiny_onnx
+
+    model = write_tiny_onnx(tmp_path / "tiny.onnx")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    sim = subprocess.Popen(
+        [str(BIN / "anyecg-edge"), "ble", "simulate", "--profile", "polar", "--record",
+         str(shared_data / "mitdb" / "100"), "--serve", f"tcp-server:_:{port}", "--speed", "5",
+         "--duration", "300"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(),
+    )  # fmt: skip
+    try:
+        ready = sim.stdout.readline()
+        advice = ready.split("stream it with: ", 1)[1].strip()
+        assert advice.startswith("anyecg-edge stream ") and advice.endswith("--model MODEL")
+        line = advice.replace("MODEL", shlex.quote(str(model)))
+        line += f" --duration 6 --no-live --threads 1 --jsonl {tmp_path / 's.jsonl'}"
+        proc = _bash(line, tmp_path, timeout=120)
+        assert proc.returncode == 0, f"{line}\n{proc.stderr[-2000:]}"
+        summary = json.loads((tmp_path / "s.jsonl").read_text().splitlines()[-1])["summary"]
+        assert summary["windows"] >= 1
+    finally:
+        sim.send_signal(2)
+        sim.communicate(timeout=20)
