@@ -7,8 +7,13 @@ default range update is a moving average of per-window extremes (factor 0.95): o
 student-s it set the logit range to +-6.5 while held-out logits reach +-15, and the clipped
 outputs gave max logit errors of 24. So `minmax` uses the global min/max over all
 calibration windows instead (max error 2.2, the same as ONNX Runtime's QDQ export), and
-`percentile` (the default) the 0.1 % / 99.9 % quantiles of the per-window extremes: robust
-to a few artefact windows, and better than minmax on 3 of 4 stand-ins.
+`percentile` (the default) cuts 0.005 % of all calibration values on each side of every
+activation (a histogram over the min/max range, as ONNX Runtime's asymmetric percentile):
+the bulk gets the int8 steps instead of the rarest spikes. It replaced the 0.1 % / 99.9 %
+quantiles of the per-window extremes (ranges set by each window's largest spike): on the
+demo student (256 calibration windows) relative logit error 0.038 -> 0.026 and call
+agreement 0.986 -> 0.992; on the 120-visit student 0.164 -> 0.128. 99.99 beat 99.999
+(0.029 / 0.991) and 99.9 (0.035 / 0.990) on the demo student.
 
 16x8 (`static_wi8_ai16`: int16 activations and I/O, int8 weights; symmetric activation
 ranges) is the option for models whose int8 activations lose too much. With 65536 levels
@@ -35,7 +40,7 @@ from anyecg_edge.native_stderr import native_stderr_to_debug
 log = logging.getLogger(__name__)
 
 CALIB_METHODS = ("minmax", "percentile")
-_PERCENTILE = 0.999
+_PERCENTILE = 99.99  # % of all calibration values inside the range (see the module doc)
 # ai-edge-quantizer recipes by activation bits (weights int8, per channel, in both).
 RECIPES = {8: "static_wi8_ai8", 16: "static_wi8_ai16"}
 
@@ -96,33 +101,56 @@ def _signature(path: Path) -> tuple[str, str]:
     return key, sig["inputs"][0]
 
 
-def _accumulate(qsv: dict, new: dict) -> dict:
-    """QSV update keeping every window's extremes (for the percentile ranges)."""
-    if not qsv:
-        return {"min": new["min"], "max": new["max"], "_mins": [new["min"]], "_maxs": [new["max"]]}
-    if "_mins" not in qsv:
-        qsv = {**qsv, "_mins": [qsv["min"]], "_maxs": [qsv["max"]]}
-    qsv["_mins"].append(new["min"])
-    qsv["_maxs"].append(new["max"])
-    qsv["min"] = np.minimum(qsv["min"], new["min"])
-    qsv["max"] = np.maximum(qsv["max"], new["max"])
-    return qsv
+def _value_percentile_ranges(
+    fp32_path: Path,
+    qsvs: dict[str, dict],
+    data: list[dict[str, np.ndarray]],
+    percentile: float,
+    bins: int = 2048,
+) -> dict[str, dict]:
+    """Per-tensor activation ranges that cut (100 - percentile) / 2 % of all calibration
+    values on each side, from a histogram over the min/max range (ONNX Runtime's asymmetric
+    percentile, so both formats calibrate alike). Per-window extremes (the old rule) keep
+    every window's largest spike: ranges several times the bulk, int8 steps too coarse."""
+    from ai_edge_litert.interpreter import Interpreter
 
-
-def _percentile_ranges(qsvs: dict[str, dict]) -> dict[str, dict]:
-    out = {}
-    for name, qsv in qsvs.items():
-        if "_mins" in qsv:
-            mins, maxs = np.stack(qsv["_mins"]), np.stack(qsv["_maxs"])
-            lo = np.quantile(mins, 1 - _PERCENTILE, axis=0).astype(mins.dtype)
-            hi = np.quantile(maxs, _PERCENTILE, axis=0).astype(maxs.dtype)
-            out[name] = {
-                **{k: v for k, v in qsv.items() if not k.startswith("_")},
-                "min": lo,
-                "max": hi,
-            }
-        else:
-            out[name] = qsv
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # "preserve_all_tensors is for debugging"
+        interp = Interpreter(model_path=str(fp32_path), experimental_preserve_all_tensors=True)
+    interp.allocate_tensors()
+    index = {d["name"]: d["index"] for d in interp.get_tensor_details()}
+    names = [
+        n
+        for n, q in qsvs.items()
+        if n in index and np.size(q["min"]) == 1 and np.size(q["max"]) == 1
+    ]
+    lo_hi = {n: (float(np.min(qsvs[n]["min"])), float(np.max(qsvs[n]["max"]))) for n in names}
+    hist = {n: np.zeros(bins, np.int64) for n in names}
+    input_index = interp.get_input_details()[0]["index"]
+    for item in data:
+        interp.set_tensor(input_index, next(iter(item.values())))
+        interp.invoke()
+        for n in names:
+            lo, hi = lo_hi[n]
+            if hi > lo:
+                hist[n] += np.histogram(interp.get_tensor(index[n]), bins=bins, range=(lo, hi))[0]
+    cut = (100.0 - percentile) / 200.0
+    out = dict(qsvs)
+    for n in names:
+        lo, hi = lo_hi[n]
+        total = hist[n].sum()
+        if hi <= lo or total == 0:
+            continue
+        edges = np.linspace(lo, hi, bins + 1)
+        cdf = np.cumsum(hist[n]) / total
+        new_lo = float(edges[int(np.searchsorted(cdf, cut))])
+        new_hi = float(edges[int(np.searchsorted(cdf, 1.0 - cut)) + 1])
+        q = qsvs[n]
+        out[n] = {
+            **q,
+            "min": np.full_like(q["min"], min(new_lo, 0.0)),
+            "max": np.full_like(q["max"], max(new_hi, 0.0)),
+        }
     return out
 
 
@@ -156,14 +184,15 @@ def quantize_static_int8(
     float_head = float_head and activation_bits == 8
     if float_head:
         _keep_fully_connected_float(rm)
-    update = qsv_utils.min_max_update if method == "minmax" else _accumulate
+    # Global min/max over every window; percentile then narrows it from a value histogram.
+    update = qsv_utils.min_max_update
     data = [{input_name: w[None, None, :].astype(np.float32)} for w in calib_x]
     with _quiet():
         calib = calibrator.Calibrator(str(fp32_path), num_threads=1, qsv_update_func=update)
         calib.calibrate({key: data}, rm)
     qsvs = calib.get_model_qsvs()
     if method == "percentile":
-        qsvs = _percentile_ranges(qsvs)
+        qsvs = _value_percentile_ranges(fp32_path, qsvs, data, _PERCENTILE)
     qt = quantizer.Quantizer(str(fp32_path))
     qt.load_quantization_recipe(rm.get_quantization_recipe())
     with _quiet():

@@ -285,3 +285,60 @@ def test_parse_tolerance_errors_name_the_item(items: list[str], message: str) ->
 def test_parse_tolerance_unknown_precision() -> None:
     with pytest.raises(ExportError, match="no tolerance for precision 'int4'"):
         parse_tolerance([], "int4")
+
+
+# --- the label AUROC delta's sampling noise ----------------------------------------------
+
+
+def _labelled(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Torch logits that carry the labels, an export with independent noise on top."""
+    rng = np.random.default_rng(seed)
+    y = (rng.random((n, len(LABS))) < 0.3).astype(np.float32)
+    y[rng.random(y.shape) < 0.05] = np.nan  # unmeasured labs: left out per lab
+    ref = rng.normal(0.0, 1.0, y.shape) + 0.8 * np.nan_to_num(y)
+    test = ref + rng.normal(0.0, 0.4, y.shape)
+    return ref.astype(np.float32), test.astype(np.float32), y
+
+
+def test_label_auroc_delta_se_matches_a_paired_bootstrap() -> None:
+    ref, test, y = _labelled(300)
+    r = parity_report(ref, test, _meta(), labels=y, label_labs=list(LABS))
+    se = r["auroc"]["mean_delta_se"]
+    rng = np.random.default_rng(1)
+    boots = []
+    for _ in range(600):
+        i = rng.integers(0, len(y), len(y))
+        d = []
+        for j in range(len(LABS)):
+            m = np.isfinite(y[i, j])
+            yy = y[i, j][m] > 0.5
+            d.append(auroc(yy, ref[i, j][m]) - auroc(yy, test[i, j][m]))
+        boots.append(np.mean(d))
+    assert r["auroc"]["reference"] == "labels"
+    assert se == pytest.approx(np.std(boots), rel=0.15)
+    # Four times the windows: half the noise.
+    ref4, test4, y4 = _labelled(1200)
+    r4 = parity_report(ref4, test4, _meta(), labels=y4, label_labs=list(LABS))
+    assert r4["auroc"]["mean_delta_se"] == pytest.approx(se / 2, rel=0.25)
+    # Identical models: no delta, no noise.
+    r0 = parity_report(ref, ref, _meta(), labels=y, label_labs=list(LABS))
+    assert r0["auroc"]["mean_delta"] == 0 and r0["auroc"]["mean_delta_se"] == 0
+
+
+def test_label_auroc_gate_widens_by_its_noise_only() -> None:
+    ref, test, y = _labelled(300)
+    r = parity_report(ref, test, _meta(), labels=y, label_labs=list(LABS))
+    value, se = r["auroc"]["mean_delta"], r["auroc"]["mean_delta_se"]
+    assert value > 0 and se > 0
+    margin = 1.645 * se
+    assert check_tolerance(r, {"mean_auroc_delta": value - margin + 1e-6}) == []
+    (fail,) = check_tolerance(r, {"mean_auroc_delta": value - margin - 1e-4})
+    assert fail.startswith(f"mean_auroc_delta {value:.6g} > ") and "sampling noise" in fail
+    # The label-free limits get no margin: the logit error fails at once beyond its value.
+    rel = r["logits"]["rel_mean_abs_error"]
+    assert check_tolerance(r, {"rel_mean_abs_logit_error": rel * 0.99}) != []
+    # Without labels (the torch calls as reference) there is no SE and no margin.
+    r_calls = parity_report(ref, test, _meta())
+    assert r_calls["auroc"]["mean_delta_se"] is None
+    v = r_calls["auroc"]["mean_delta"]
+    assert check_tolerance(r_calls, {"mean_auroc_delta": v * 0.99}) != []
