@@ -17,6 +17,8 @@ from typing import Any, TypeVar
 
 import numpy as np
 
+from anyecg_edge.fileio import file_sha256
+
 
 class ModelError(ValueError):
     """A model file or its manifest is missing, malformed or inconsistent."""
@@ -330,6 +332,53 @@ class Model(ABC):
             return sigmoid_nan(z * ab[None, :, :, 0] + ab[None, :, :, 1])
 
 
+# --- the manifest next to a model file (here, not in runtime/manifest.py, which re-exports
+# them: RuntimeModel.load reads it, and manifest.py importing this module and this module
+# importing manifest.py was an import cycle).
+
+#: Format tag written into every export manifest.
+MANIFEST_FORMAT = "anyecg-edge/manifest/1"
+MANIFEST_SUFFIX = ".manifest.json"
+PARITY_SUFFIX = ".parity.json"
+
+
+def manifest_path(model_path: str | Path) -> Path:
+    """`model.onnx` -> `model.onnx.manifest.json` (the full file name is kept, so an .onnx
+    and a .tflite export of the same model can sit side by side)."""
+    p = Path(model_path)
+    return p.with_name(p.name + MANIFEST_SUFFIX)
+
+
+def parity_path(model_path: str | Path) -> Path:
+    p = Path(model_path)
+    return p.with_name(p.name + PARITY_SUFFIX)
+
+
+def load_manifest(model_path: str | Path) -> ModelMetadata:
+    """Read and check the manifest next to an exported model file.
+
+    The manifest records the model file's sha256; a model file replaced after export (a
+    different model with the old manifest's labs and thresholds) is refused.
+    """
+    model_path = Path(model_path)
+    mpath = manifest_path(model_path)
+    if not mpath.is_file():
+        raise ModelError(
+            f"{model_path}: its manifest {mpath.name} is missing (every `anyecg-edge export` "
+            "writes one next to the model; the device needs it for lab names and thresholds)"
+        )
+    meta = ModelMetadata.load(mpath)
+    expected = meta.extra.get("model_sha256")
+    if expected is not None:
+        actual = file_sha256(model_path)
+        if actual != expected:
+            raise ModelError(
+                f"{mpath}: model_sha256 {expected[:12]}... does not match {model_path.name} "
+                f"({actual[:12]}...): the model file was replaced after export"
+            )
+    return meta
+
+
 _RM = TypeVar("_RM", bound="RuntimeModel")
 
 
@@ -343,8 +392,6 @@ class RuntimeModel(Model):
 
     @classmethod
     def load(cls: type[_RM], path: str | Path, *, threads: int | None = None) -> _RM:
-        from anyecg_edge.runtime.manifest import load_manifest  # manifest imports this module
-
         path = Path(path)
         if not path.is_file():
             raise ModelError(f"{path}: model file not found")
