@@ -138,6 +138,23 @@ def _final_state(run) -> tuple[dict, dict]:
     return metrics, state
 
 
+def _kill_right_after(proc: subprocess.Popen, target, timeout_s: float = 300) -> None:
+    """SIGKILL the run as soon as it has written ``target``. It runs in 5 ms slices, stopped
+    (SIGSTOP) while the test looks for the file, so the kill lands within one slice of the
+    checkpoint: far less than the --ckpt-every steps to the next one."""
+    deadline = time.monotonic() + timeout_s
+    try:
+        while proc.poll() is None and time.monotonic() < deadline:
+            proc.send_signal(signal.SIGCONT)
+            time.sleep(0.005)
+            proc.send_signal(signal.SIGSTOP)
+            if target.exists():
+                break
+    finally:
+        proc.send_signal(signal.SIGKILL)  # (a stopped process is killed all the same)
+        proc.wait()
+
+
 @pytest.mark.slow
 def test_killed_run_resumes_to_the_same_result(tmp_path_factory, tmp_path) -> None:
     _, corpus = target_corpus(tmp_path_factory)
@@ -158,28 +175,25 @@ def test_killed_run_resumes_to_the_same_result(tmp_path_factory, tmp_path) -> No
         env=subprocess_env(),
     )
     target = run / "checkpoints" / f"step_{kill_at:09d}.pt"
-    deadline = time.monotonic() + 300
-    while not target.exists() and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.01)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    _kill_right_after(proc, target)
     assert proc.returncode == -signal.SIGKILL, "the run ended before it could be killed"
     assert not (run / "model.pt").exists()
     steps = sorted(int(p.stem.split("_")[1]) for p in (run / "checkpoints").glob("step_*.pt"))
-    assert steps and kill_at <= steps[-1] < 60 and steps[-1] % steps_per_epoch != 0
+    # Killed at the known step: its checkpoint is the newest, the one before it kept too.
+    assert steps == [kill_at - 4, kill_at] and kill_at % steps_per_epoch != 0
 
     r = CliRunner().invoke(cli, [*common, "--out", str(run), "--resume"])
     assert r.exit_code == 0, r.output
     metrics, state = _final_state(run)
-    # Where it resumed: the newest of the two kept checkpoints (not the older one, not from
-    # scratch), and it took only the steps left (none redone). The exact replay below cannot
-    # tell: training is deterministic, so any starting point ends in the same weights.
-    assert len(steps) == 2, steps
+    # Where it resumed: the step it was killed at (the newest of the two kept checkpoints;
+    # not the older one, not from scratch), and it took only the steps left (none redone).
+    # The exact replay below cannot tell: training is deterministic, so any starting point
+    # ends in the same weights.
     assert (metrics["resumed_from_step"], metrics["resumed_from_checkpoint"]) == (
-        steps[-1],
-        f"step_{steps[-1]:09d}.pt",
+        kill_at,
+        f"step_{kill_at:09d}.pt",
     )
-    assert metrics["steps_this_run"] == 60 - steps[-1] and metrics["steps"] == 60
+    assert metrics["steps_this_run"] == 60 - kill_at and metrics["steps"] == 60
     assert ref_metrics["resumed_from_step"] is None and ref_metrics["steps_this_run"] == 60
     assert [h["step"] for h in metrics["history"]] == [h["step"] for h in ref_metrics["history"]]
     for a, b in zip(metrics["history"], ref_metrics["history"], strict=True):
