@@ -262,6 +262,64 @@ def test_cli_stream_file_must_show(shared_data, tiny_model_path, tmp_path):
     assert summary["windows"] == 291 and summary["latency_ms"]["p99"] is not None
 
 
+def _utc(text: str) -> float:
+    from datetime import datetime
+
+    assert text.endswith("+00:00"), text  # ISO-8601, UTC
+    return datetime.fromisoformat(text).timestamp()
+
+
+@pytest.mark.parametrize(
+    ("source", "speed", "extra"),
+    [("file", "0", []), ("sim-polar", "20", ["--faults", "drop=0.05,seed=3"])],
+)
+def test_cli_stream_every_record_has_stream_and_utc_time(
+    shared_data, tiny_model_path, tmp_path, source, speed, extra
+):
+    """Issue 16 item 3: t and t_utc on every JSONL record; t_utc from the host clock anchored
+    at the first sample, intervals from the stream (device) clock - at --speed 0/20, 30 s of
+    stream pass in far less wall time, so host-clock stamps would be seconds apart, not 30."""
+    out = tmp_path / "out.jsonl"
+    rec = shared_data / "mitdb" / "100"
+    before = time.time()
+    res = _cli(
+        ["stream", "--source", f"{source}:{rec}", "--model", str(tiny_model_path), "--hop", "1",
+         "--duration", "40", "--speed", speed, "--jsonl", str(out), "--no-live", *extra]
+    )  # fmt: skip
+    after = time.time()
+    assert res.exit_code == 0, res.output
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    start, summary = lines[0]["start"], lines[-1]["summary"]
+    body = lines[1:-1]
+    for rec_ in [start, summary, *body]:
+        assert isinstance(rec_["t"], float | int) and isinstance(rec_["t_utc"], str), rec_
+    assert start["t"] == 0 and before - 1 <= _utc(start["t_utc"]) <= after + 1
+    windows = [x for x in body if "event" not in x]
+    events = [x for x in body if "event" in x]
+    assert len(windows) >= (25 if source == "file" else 5) and (source == "file" or events)
+    anchor = _utc(summary["first_sample_utc"])  # the UTC of stream time 0
+    assert before - 1 <= anchor <= after + 1
+    for w in windows:  # the device clock for intervals: t_utc - anchor == t, to the ms
+        assert abs(_utc(w["t_utc"]) - anchor - w["t"]) <= 0.002, w
+    span_utc = _utc(windows[-1]["t_utc"]) - _utc(windows[0]["t_utc"])
+    assert abs(span_utc - (windows[-1]["t"] - windows[0]["t"])) <= 0.002
+    assert span_utc > after - before or speed != "0"  # (stream time, not wall time)
+    for e in events:
+        assert e["t"] == 0 or abs(_utc(e["t_utc"]) - anchor - e["t"]) <= 0.002, e
+    # The session's start and end on the host clock; its end in stream time.
+    assert before - 1 <= _utc(summary["start_utc"]) <= _utc(summary["end_utc"]) <= after + 1
+    assert summary["t"] == summary["stream_s"]
+
+
+def test_engine_stamps_events_before_the_first_sample_with_the_host_clock(tiny_model):
+    engine, out = _collect(tiny_model, hop_s=1.0)
+    t0 = time.time()
+    engine.event({"event": "connect"})
+    engine.close()
+    (ev,) = out
+    assert ev["t"] == 0 and abs(_utc(ev["t_utc"]) - t0) < 1.0
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
