@@ -6,6 +6,7 @@ source kind.) Before, SIGTERM killed them silently (exit -15, no word of what wa
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -28,11 +29,16 @@ def cohort(tmp_path_factory) -> Path:
 
 
 def _terminate_when(
-    args: list[str], ready: Callable[[], bool], limit_s: float = 180
+    args: list[str],
+    ready: Callable[[], bool],
+    limit_s: float = 180,
+    on_start: Callable[[int], None] | None = None,
 ) -> subprocess.CompletedProcess:
     """Run the CLI, SIGTERM it once ``ready()``, return how it ended (never hangs)."""
     proc = subprocess.Popen([*CLI, *map(str, args)], cwd=REPO, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+    if on_start is not None:
+        on_start(proc.pid)
     try:
         deadline = time.monotonic() + limit_s
         while not ready():
@@ -101,3 +107,90 @@ def test_sigterm_during_train_lora_keeps_its_checkpoints(cohort: Path, tmp_path:
     assert res.returncode == 0, res.stderr[-3000:]
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["resumed_from_step"] == steps[-1] and metrics["steps"] == target
+
+
+def _pool_workers(pid: int) -> list[int]:
+    """The spawn workers of process ``pid`` (its children other than the resource tracker)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            cmd = (stat.parent / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if int(fields[1]) == pid and b"spawn_main" in cmd:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:  # a zombie (exited, not yet reaped by whoever adopted it) is not alive
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def _parallel_build(cohort: Path, out: Path, visits_per_unit: int = 2) -> list[str]:
+    return ["data", "build", "--mcmed", cohort, "--out", out, "--workers", "2",
+            "--visits-per-unit", str(visits_per_unit), "--window", "5", "--no-progress"]  # fmt: skip
+
+
+def _resumes(args: list[str], out: Path) -> None:
+    n_done = len(list((out / "done").glob("*.json")))
+    res = subprocess.run([*CLI, *map(str, args)], cwd=REPO, text=True, capture_output=True,
+                         timeout=300)  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    run = json.loads((out / "manifest.json").read_text())["run"]
+    assert run["units_resumed"] == n_done and run["units_built"] == run["units_total"] - n_done
+    assert not list(out.rglob("*.tmp"))
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc")
+def test_a_dead_worker_ends_a_parallel_build_in_one_line(cohort: Path, tmp_path: Path) -> None:
+    """A pool worker killed from outside (the OOM killer) ends the build at once with one
+    line (was: 'internal error (BrokenProcessPool ...) report it', exit 70); resumable."""
+    out = tmp_path / "corpus"
+    args = _parallel_build(cohort, out)
+    proc = subprocess.Popen([*CLI, *map(str, args)], cwd=REPO, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 180
+        while not any((out / "done").glob("*.json")) or len(_pool_workers(proc.pid)) < 2:
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "no unit done within 180 s"
+            time.sleep(0.05)
+        os.kill(_pool_workers(proc.pid)[0], signal.SIGKILL)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert proc.returncode == 1 and len(lines) == 1, (proc.returncode, err)
+    assert "a worker process died" in lines[0] and "run the same command again" in lines[0]
+    _resumes(args, out)
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc")
+def test_sigterm_during_a_parallel_build_stops_its_workers(cohort: Path, tmp_path: Path) -> None:
+    """The units in flight are abandoned, not finished (leaving the pool's ``with`` used to
+    wait for every submitted unit, up to 2 x workers): at most the one unit that completes
+    in the instant of the signal is added after it, and no worker outlives the build."""
+    out = tmp_path / "corpus"
+    args = _parallel_build(cohort, out, visits_per_unit=4)
+    workers: list[int] = []
+    proc_pid: list[int] = []
+    n_at_signal = [0]
+
+    def ready() -> bool:
+        workers[:] = _pool_workers(proc_pid[0]) if proc_pid else []
+        n_at_signal[0] = len(list((out / "done").glob("*.json")))
+        return n_at_signal[0] >= 1 and len(workers) == 2
+
+    done = _terminate_when(args, ready, on_start=proc_pid.append)
+    _one_line(done, str(out), "run the same command again to resume")
+    n_after = len(list((out / "done").glob("*.json")))
+    assert n_after - n_at_signal[0] <= 1, (n_at_signal[0], n_after)
+    time.sleep(0.5)
+    assert not [w for w in workers if _alive(w)]
+    _resumes(args, out)

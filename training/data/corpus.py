@@ -40,6 +40,7 @@ produces the identical corpus (index + shard bytes), whatever ``workers`` is.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -49,6 +50,7 @@ import time
 from collections import Counter
 from collections.abc import Iterable
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -161,6 +163,18 @@ def lab_columns(lab_keys: Iterable[str]) -> list[str]:
 
 
 # ----------------------------------------------------------------------------- helpers
+
+
+def _stop_workers(ex: ProcessPoolExecutor) -> None:
+    """End the pool now (SIGTERM, Ctrl-C, an error in one unit): leaving the ``with`` block
+    would otherwise wait for every unit in flight (up to 2 x workers of them), and the
+    interpreter's exit too. Safe: a unit writes its files atomically and its done marker
+    last, so a killed unit is simply redone on resume."""
+    procs = list((getattr(ex, "_processes", None) or {}).values())  # no public API for this
+    ex.shutdown(wait=False, cancel_futures=True)
+    for proc in procs:
+        with contextlib.suppress(Exception):
+            proc.terminate()
 
 
 def _csn_sort_key(csn: str) -> tuple[int, int, str]:
@@ -775,13 +789,23 @@ def build_corpus(
             ) as ex:
                 todo = list(pending)
                 running = set()
-                while todo or running:
-                    while todo and len(running) < 2 * workers:  # bounded: flat memory
-                        u = todo.pop(0)
-                        running.add(ex.submit(_process_unit, u, payload(units[u])))
-                    done, running = wait(running, return_when=FIRST_COMPLETED)
-                    for f in done:
-                        advance(f.result()["windows"])
+                try:
+                    while todo or running:
+                        while todo and len(running) < 2 * workers:  # bounded: flat memory
+                            u = todo.pop(0)
+                            running.add(ex.submit(_process_unit, u, payload(units[u])))
+                        done, running = wait(running, return_when=FIRST_COMPLETED)
+                        for f in done:
+                            advance(f.result()["windows"])
+                except BrokenProcessPool as exc:
+                    raise CorpusError(
+                        f"{out}: a worker process died mid-unit (killed from outside, or out "
+                        "of memory); the finished units are kept: run the same command again "
+                        "to resume (fewer --workers need less memory)"
+                    ) from exc
+                except BaseException:
+                    _stop_workers(ex)
+                    raise
 
     manifest = _finalize(
         out,
