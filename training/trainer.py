@@ -14,6 +14,11 @@ batch. Loss terms are sums divided by the *global* count of their elements (the 
 are all-reduced before the division), so a DDP step computes the same gradient as one
 process with the whole batch, up to float summation order. The same global batch index
 is the resume position, whatever the world size.
+
+The parts around the loop live beside it: options (`train_config`), process group
+(`distributed`), data order (`sampling`), losses and the selection metric (`metrics`),
+batch inference (`inference`), the trained model's manifest (`metadata`); their names are
+re-exported here for the callers that import them from the trainer.
 """
 
 from __future__ import annotations
@@ -25,17 +30,21 @@ import os
 import random
 import re
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import nullcontext
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 import torch.distributed as dist
+from anyecg_edge.training.distributed import DistInfo, barrier, gather_objects, setup_distributed
+from anyecg_edge.training.inference import autocast, predict_logits, slice_loader
+from anyecg_edge.training.metadata import corpus_manifest, model_metadata
+from anyecg_edge.training.metrics import masked_bce_terms, mean_auroc, pos_weight_from_targets
+from anyecg_edge.training.sampling import EpochBatchSampler, shard_aware_order
+from anyecg_edge.training.train_config import TrainConfig, TrainError
 from torch import nn
-from torch.utils.data import DataLoader, Sampler
+from torch.utils.data import DataLoader
 
 from anyecg_edge.fileio import file_sha256, write_json
 from anyecg_edge.progress import report as progress_report
@@ -49,8 +58,10 @@ __all__ = [
     "Trainer",
     "TrainError",
     "file_sha256",  # re-exported from anyecg_edge.fileio (lora/distill/tests import it here)
+    "corpus_manifest",
     "masked_bce_terms",
     "mean_auroc",
+    "model_metadata",
     "pos_weight_from_targets",
     "predict_logits",
     "slice_loader",
@@ -71,328 +82,6 @@ _RESUME_FREE = {
     "device",
     "compile",
 }
-
-
-class TrainError(ValueError):
-    """Training cannot start or continue as asked (bad option, incompatible resume state)."""
-
-
-@dataclass
-class TrainConfig:
-    """Hyper-parameters of one run (saved in every checkpoint and in train_config.json)."""
-
-    epochs: int = 10
-    max_steps: int | None = None  # stop after this many optimizer steps (with epochs: the min)
-    batch_size: int = 256  # global, over all ranks
-    lr: float = 1e-3
-    weight_decay: float = 1e-5
-    warmup: float = 0.05  # < 1: fraction of the total steps; >= 1: steps
-    min_lr_ratio: float = 0.0  # cosine floor as a fraction of lr
-    grad_clip: float = 1.0  # max global grad norm; 0 disables
-    seed: int = 0
-    device: str = "cpu"
-    precision: str = "fp32"  # fp32 | bf16 | fp16
-    compile: bool = False
-    workers: int = 0
-    pos_weight: bool = True  # class-imbalance weighting of the positive term, per lab
-    pos_weight_max: float = 100.0
-    eval_every: int = 0  # steps; 0: at every epoch end
-    ckpt_every: int = 0  # steps; 0: after every evaluation
-    patience: int = 5  # evaluations without improvement before stopping; 0: never stop
-    log_every: int = 20
-    keep_checkpoints: int = 2
-
-    def __post_init__(self) -> None:
-        checks = [
-            ("epochs", self.epochs >= 1),
-            ("batch_size", self.batch_size >= 1),
-            ("lr", self.lr > 0),
-            ("weight_decay", self.weight_decay >= 0),
-            ("warmup", self.warmup >= 0),
-            ("min_lr_ratio", 0 <= self.min_lr_ratio <= 1),
-            ("grad_clip", self.grad_clip >= 0),
-            ("workers", self.workers >= 0),
-            ("pos_weight_max", self.pos_weight_max >= 1),
-            ("eval_every", self.eval_every >= 0),
-            ("ckpt_every", self.ckpt_every >= 0),
-            ("patience", self.patience >= 0),
-            ("log_every", self.log_every >= 1),
-            ("keep_checkpoints", self.keep_checkpoints >= 1),
-        ]
-        for name, ok in checks:
-            if not ok:
-                raise TrainError(f"training option {name}: invalid value {getattr(self, name)!r}")
-        if self.max_steps is not None and self.max_steps < 1:
-            raise TrainError(f"training option max_steps: expected >= 1, got {self.max_steps!r}")
-        if self.precision not in ("fp32", "bf16", "fp16"):
-            raise TrainError(
-                f"training option precision: expected fp32, bf16 or fp16, got {self.precision!r}"
-            )
-        if self.device not in ("cpu", "cuda"):
-            raise TrainError(f"training option device: expected cpu or cuda, got {self.device!r}")
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-# ----------------------------------------------------------------------------- distributed
-
-
-@dataclass
-class DistInfo:
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
-
-    @property
-    def distributed(self) -> bool:
-        return self.world_size > 1
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-
-def setup_distributed(device: str = "cpu") -> DistInfo:
-    """Join the torchrun process group when launched by torchrun (gloo on CPU, NCCL on CUDA)."""
-    if device == "cuda" and not torch.cuda.is_available():
-        raise TrainError("device cuda requested but torch sees no CUDA GPU")
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return DistInfo(device=torch.device("cuda" if device == "cuda" else "cpu"))
-    rank = int(os.environ["RANK"])
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    if device == "cuda":
-        torch.cuda.set_device(local_rank)
-        dev = torch.device("cuda", local_rank)
-    else:
-        dev = torch.device("cpu")
-        # torchrun already sets OMP_NUM_THREADS=1; share the cores when it was overridden.
-        local_world = int(os.environ.get("LOCAL_WORLD_SIZE", str(world)))
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // local_world))
-    if not dist.is_initialized():
-        dist.init_process_group("nccl" if device == "cuda" else "gloo")
-    return DistInfo(rank=rank, world_size=world, local_rank=local_rank, device=dev)
-
-
-def _barrier(info: DistInfo) -> None:
-    if info.distributed:
-        dist.barrier()
-
-
-def _gather_objects(info: DistInfo, obj: Any) -> list[Any]:
-    if not info.distributed:
-        return [obj]
-    out: list[Any] = [None] * info.world_size
-    dist.all_gather_object(out, obj)
-    return out
-
-
-# ----------------------------------------------------------------------------- data order
-
-
-class EpochBatchSampler(Sampler[list[int]]):
-    """This rank's part of every global batch of an epoch; resumable at a global batch index.
-
-    ``order_fn(epoch)`` returns the epoch's global order of dataset indices. Global batch
-    ``b`` is ``order[b*B:(b+1)*B]``; rank ``r`` takes its contiguous ``np.array_split``
-    part. A last global batch smaller than the world size is dropped (a rank would get
-    nothing to step on). ``drop_last`` drops any partial last batch when there is at least
-    one full batch: under torch.compile a new batch shape costs a recompilation (measured
-    ~30 s for ECGFounder on an H200) and may leave dynamic-shape kernels behind; the order is
-    reshuffled every epoch, so every window is still used.
-    """
-
-    def __init__(
-        self,
-        order_fn: Callable[[int], np.ndarray],
-        n_items: int,
-        batch_size: int,
-        *,
-        rank: int = 0,
-        world_size: int = 1,
-        drop_last: bool = False,
-    ) -> None:
-        if batch_size < world_size:
-            raise TrainError(
-                f"batch_size {batch_size} is smaller than the number of processes {world_size}"
-            )
-        self.order_fn = order_fn
-        self.n_items = int(n_items)
-        self.batch_size = int(batch_size)
-        self.rank = rank
-        self.world_size = world_size
-        self.drop_last = drop_last
-        self.epoch = 0
-        self.start_batch = 0
-
-    @property
-    def num_batches(self) -> int:
-        full, rest = divmod(self.n_items, self.batch_size)
-        if self.drop_last and full:
-            return full
-        return full + (1 if rest >= self.world_size else 0)
-
-    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
-        self.epoch = int(epoch)
-        self.start_batch = int(start_batch)
-
-    def __len__(self) -> int:
-        return max(0, self.num_batches - self.start_batch)
-
-    def __iter__(self) -> Iterator[list[int]]:
-        order = np.asarray(self.order_fn(self.epoch), dtype=np.int64)
-        for b in range(self.start_batch, self.num_batches):
-            batch = order[b * self.batch_size : (b + 1) * self.batch_size]
-            yield np.array_split(batch, self.world_size)[self.rank].tolist()
-
-
-def shard_aware_order(dataset: Any, seed: int) -> Callable[[int], np.ndarray]:
-    """The corpus' shard-aware shuffle (shards in random order, rows shuffled within)."""
-    from anyecg_edge.training.data.dataset import ShardAwareSampler
-
-    base = getattr(dataset, "dataset", dataset)  # unwrap index-returning wrappers
-    sampler = ShardAwareSampler(base, shuffle=True, seed=seed)
-
-    def order(epoch: int) -> np.ndarray:
-        sampler.set_epoch(epoch)
-        return np.fromiter(iter(sampler), dtype=np.int64, count=len(sampler))
-
-    return order
-
-
-# ----------------------------------------------------------------------------- losses, metrics
-
-
-def pos_weight_from_targets(targets: np.ndarray, max_weight: float = 100.0) -> np.ndarray:
-    """Per-lab n_negative / n_positive over measured windows, clipped to [1/max, max]."""
-    t = np.asarray(targets)
-    pos = (t == 1).sum(0).astype(np.float64)
-    neg = (t == 0).sum(0).astype(np.float64)
-    w = np.where(pos > 0, neg / np.maximum(pos, 1.0), 1.0)
-    w = np.where(neg > 0, w, 1.0)
-    return np.clip(w, 1.0 / max_weight, max_weight).astype(np.float32)
-
-
-def masked_bce_terms(
-    logits: torch.Tensor,
-    y: torch.Tensor,
-    mask: torch.Tensor,
-    pos_weight: torch.Tensor | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """(sum of BCE over measured lab targets, number of measured targets)."""
-    bce = nn.functional.binary_cross_entropy_with_logits(
-        logits.float(), y, pos_weight=pos_weight, reduction="none"
-    )
-    return (bce * mask).sum(), mask.sum()
-
-
-def _auroc(y: np.ndarray, s: np.ndarray) -> float:
-    from anyecg_edge.training.evaluate import auroc
-
-    return auroc(y, s)
-
-
-def mean_auroc(logits: np.ndarray, targets: np.ndarray) -> tuple[float, list[float | None]]:
-    """Mean AUROC over labs with both classes measured, and the per-lab values (None: n/a).
-
-    The training-time selection metric: a lab counts with one window of each class. It has
-    no visit ids (evaluate's ``MIN_VISITS_PER_CLASS`` rule needs them), and it only ranks
-    the states of one run on one fixed val split, so noise in a small lab is shared by all
-    states. NaN when no lab qualifies (the Trainer then selects nothing).
-    """
-    per_lab: list[float | None] = []
-    for j in range(targets.shape[1]):
-        m = targets[:, j] >= 0
-        y = targets[m, j] == 1
-        if y.all() or not y.any():
-            per_lab.append(None)
-            continue
-        per_lab.append(_auroc(y, logits[m, j]))
-    vals = [v for v in per_lab if v is not None]
-    return (float(np.mean(vals)) if vals else float("nan")), per_lab
-
-
-def _autocast(device: torch.device, precision: str):
-    if precision == "fp32":
-        return nullcontext()
-    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
-    return torch.autocast(device_type=device.type, dtype=dtype)
-
-
-def slice_loader(
-    dataset: Any,
-    *,
-    batch_size: int,
-    info: DistInfo,
-    workers: int = 0,
-    persistent: bool = False,
-) -> DataLoader:
-    """In-order loader over this rank's contiguous slice of ``dataset`` (for inference)."""
-    n = len(dataset)
-    lo, hi = (n * info.rank) // info.world_size, (n * (info.rank + 1)) // info.world_size
-    idx = list(range(lo, hi))
-    batches = [idx[i : i + batch_size] for i in range(0, len(idx), batch_size)]
-    return DataLoader(
-        dataset,
-        batch_sampler=batches,
-        num_workers=workers,
-        pin_memory=info.device.type == "cuda",
-        persistent_workers=persistent and workers > 0,
-        generator=torch.Generator().manual_seed(0),  # keep the global RNG stream untouched
-    )
-
-
-@torch.no_grad()
-def predict_logits(
-    module: nn.Module,
-    dataset: Any,
-    *,
-    batch_size: int = 256,
-    device: torch.device | str = "cpu",
-    precision: str = "fp32",
-    info: DistInfo | None = None,
-    workers: int = 0,
-    loader: DataLoader | None = None,
-) -> np.ndarray:
-    """Logits (n, n_out) float32 for every item of ``dataset`` (items start with x).
-
-    Under DDP each rank runs a contiguous slice and every rank gets the whole array back.
-    ``loader`` is a ready loader from :func:`slice_loader` over the same dataset (a trainer
-    keeps one with persistent workers instead of starting workers at every evaluation).
-    """
-    info = info or DistInfo(device=torch.device(device))
-    device = torch.device(device)
-    if loader is None:
-        loader = slice_loader(dataset, batch_size=batch_size, info=info, workers=workers)
-    was_training = module.training
-    module.eval()
-    parts = []
-    try:
-        for batch in loader:
-            x = batch[0].to(device, non_blocking=True)
-            with _autocast(device, precision):
-                out = module(x)
-            parts.append(out.float().cpu())
-    finally:
-        module.train(was_training)
-    local = torch.cat(parts) if parts else None
-    if not info.distributed:
-        return local.numpy() if local is not None else np.zeros((0, 0), np.float32)
-    # each rank's (rows, width) as its loader produced them, so the slice bounds live only in
-    # slice_loader; a rank with an empty slice has no width to report
-    shapes = _gather_objects(info, None if local is None else tuple(local.shape))
-    n_out = next(s[1] for s in shapes if s is not None)
-    local = local if local is not None else torch.zeros((0, n_out))
-    sizes = [0 if s is None else int(s[0]) for s in shapes]
-    padded = torch.zeros((max(sizes), n_out))
-    padded[: local.shape[0]] = local
-    if info.device.type == "cuda":
-        padded = padded.to(info.device)
-    gathered = [torch.zeros_like(padded) for _ in range(info.world_size)]
-    dist.all_gather(gathered, padded)
-    return torch.cat([g[:s].cpu() for g, s in zip(gathered, sizes, strict=True)]).numpy()
 
 
 # ----------------------------------------------------------------------------- schedule
@@ -584,7 +273,7 @@ class Trainer:
         self.model.load_state_dict(state, strict=False)
 
     def _state_dict(self) -> dict[str, Any]:
-        rngs = _gather_objects(self.info, _rng_state(self.info.device))
+        rngs = gather_objects(self.info, _rng_state(self.info.device))
         return {
             "format": STATE_FORMAT,
             "config": self.cfg.to_dict(),
@@ -621,7 +310,7 @@ class Trainer:
             os.replace(tmp, path)  # a kill never leaves a half-written checkpoint
             for old in self.checkpoints()[: -self.cfg.keep_checkpoints]:
                 old.unlink(missing_ok=True)
-        _barrier(self.info)
+        barrier(self.info)
         return path
 
     def checkpoints(self) -> list[Path]:
@@ -704,7 +393,7 @@ class Trainer:
     # -- loop ---------------------------------------------------------------------------
 
     def _loss(self, batch: Sequence[torch.Tensor]) -> torch.Tensor:
-        with _autocast(self.info.device, self.cfg.precision):
+        with autocast(self.info.device, self.cfg.precision):
             terms = self.loss_fn(self.step_model, batch)
         counts = torch.stack([c.detach().float() for _, c, _ in terms.values()])
         if self.info.distributed:
@@ -928,49 +617,3 @@ class Trainer:
         if info.device.type == "cuda":
             summary["gpu_mem_max_mib"] = torch.cuda.max_memory_allocated(info.device) / 2**20
         return summary
-
-
-# ----------------------------------------------------------------------------- outputs
-
-
-def corpus_manifest(corpus: str | os.PathLike) -> dict[str, Any]:
-    path = Path(corpus) / "manifest.json"
-    if not path.is_file():
-        raise TrainError(f"{path}: not found (expected a corpus built by `anyecg-edge data build`)")
-    return json.loads(path.read_text())
-
-
-def model_metadata(
-    corpus: str | os.PathLike,
-    labs: Sequence[str],
-    val_logits: np.ndarray,
-    val_targets: np.ndarray,
-    *,
-    arch: str,
-    val_groups: Sequence[Any] | np.ndarray | None = None,
-    extra: dict[str, Any] | None = None,
-):
-    """The device manifest of a trained model: signal settings of the corpus, lab units,
-    and the calibration fitted on the val split (:mod:`~anyecg_edge.training.calibration`:
-    monotone, shrunk toward identity, thresholds and bootstrap intervals only for labs with
-    enough val visits; ``val_groups`` names each val window's visit)."""
-    from anyecg_edge.training.calibration import fit_lab_calibration, manifest_fields
-
-    from anyecg_edge.labs import load_catalog
-    from anyecg_edge.runtime.base import ModelMetadata
-
-    cfg = corpus_manifest(corpus)["config"]
-    catalog = load_catalog()
-    known = set(catalog.keys)
-    fields = manifest_fields(fit_lab_calibration(val_logits, val_targets, labs, groups=val_groups))
-    method = fields.pop("calibration_method")
-    return ModelMetadata(
-        labs=list(labs),
-        fs=float(cfg["target_fs"]),
-        window_s=float(cfg["window_s"]),
-        mains_hz=None if cfg.get("mains_hz") is None else float(cfg["mains_hz"]),
-        units={k: catalog.by_key(k).unit for k in labs if k in known},
-        arch=arch,
-        extra={"calibration_method": method, **(extra or {})},
-        **fields,
-    )
