@@ -304,7 +304,6 @@ def test_no_library_module_imports_the_cli():
 # --- cycles -----------------------------------------------------------------------------------
 # Cycles another engineer is breaking now (issue 17); each xfails strictly until it is gone.
 KNOWN_CYCLES = {
-    "runtime-base-manifest": {"anyecg_edge.runtime.base", "anyecg_edge.runtime.manifest"},
     "trainer-evaluate": {"anyecg_edge.training.trainer", "anyecg_edge.training.evaluate"},
 }  # fmt: skip
 
