@@ -456,10 +456,12 @@ def _set_base_path(adapter_dir: Path, base: str) -> None:
     # peft records the base model's hub id here; ours is a checkpoint file.
     import json
 
+    from anyecg_edge.fileio import write_json
+
     cfg_path = adapter_dir / "adapter_config.json"
     cfg = json.loads(cfg_path.read_text())
     cfg["base_model_name_or_path"] = base
-    cfg_path.write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
+    write_json(cfg_path, cfg, sort_keys=True)  # rewritten in place: a kill must not halve it
 
 
 def load_lora_model(run_dir: str | os.PathLike, base: str | os.PathLike | None = None) -> PeftModel:
