@@ -285,6 +285,14 @@ def _report(result: dict[str, Any], out: Path, json_out: Path | None = None) -> 
 _NOT_FROM_CONFIG = {"config_path", "out", "resume", "threads", "json_out", "no_progress"}
 
 
+# TrainConfig fields that are `train` options (the rest are set by the code).
+_TRAIN_OPTIONS = {
+    "epochs", "max_steps", "batch_size", "lr", "weight_decay", "warmup", "min_lr_ratio",
+    "grad_clip", "seed", "device", "precision", "compile", "workers", "pos_weight",
+    "eval_every", "ckpt_every", "patience", "log_every",
+}  # fmt: skip
+
+
 class TrainConfigError(ValueError):
     """A --config file that cannot be used (one line naming the file and the key)."""
 
@@ -307,8 +315,16 @@ def _options_from_legacy(data: dict[str, Any], command: str, path: Path) -> dict
     train_section = data.get("train")
     if not isinstance(train_section, dict):
         raise TrainConfigError(f"{path}: no 'cli' or 'train' section (not a train_config.json)")
+    import dataclasses
+
+    from anyecg_edge.training.trainer import TrainConfig
+
+    # TrainConfig fields without an option (set by the code, not the user) are not settings
+    # to carry over; any other key is unknown (and refused by _apply_config).
+    internal = {f.name for f in dataclasses.fields(TrainConfig)} - _TRAIN_OPTIONS
     for key, value in train_section.items():
-        opts["compile_" if key == "compile" else key] = value
+        if key not in internal:
+            opts["compile_" if key == "compile" else key] = value
     if command == "lora":
         opts["arch"] = data.get("arch")
         opts["corpus"] = data.get("corpus")
