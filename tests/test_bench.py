@@ -155,6 +155,21 @@ def test_stream_jsonl_is_read_back(smoke: dict) -> None:
     doc = load_stream_jsonl(jsonl)
     assert doc["summary"]["windows"] == len(doc["series"]["t"])
     assert any(e["event"] == "connected" for e in doc["events"])
+    # The session of `anyecg-edge stream` (stream.session): its start line, t_utc everywhere.
+    lines = [json.loads(line) for line in jsonl.read_text().splitlines()]
+    assert lines[0]["start"]["t_utc"].endswith("+00:00") and "end_utc" in lines[-1]["summary"]
+    assert all("t_utc" in x for x in lines[1:-1])
+
+
+def test_bench_tool_runs_the_stage_benchmarks(smoke: dict) -> None:
+    """The argparse benchmarks under benchmarks/ are reachable from the one CLI."""
+    code, text = run("bench-tool", "--help")
+    assert code == 0 and "runtime" in text and "gpu-lora" in text, text
+    bench_json = str(smoke["dir"] / "bench.json")
+    code, text = run("bench-tool", "compare", bench_json, bench_json)
+    assert code == 0 and "regression" in text.lower(), text
+    code, text = run("bench-tool", "nope")
+    assert code == 2 and "expected one of runtime" in text, text
 
 
 def test_model_specs_and_variants(tmp_path: Path) -> None:

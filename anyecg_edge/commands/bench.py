@@ -196,4 +196,45 @@ def bench(
         sys.exit(1)
 
 
-COMMANDS = [bench]
+# The single-stage benchmarks under benchmarks/ (each keeps its own argparse options; this
+# command is their entry point in the one CLI; `python -m anyecg_edge.benchmarks.X` works too).
+BENCH_TOOLS = {
+    "runtime": ("bench_runtime", "one model's latency: torch vs ONNX Runtime vs LiteRT, fp32/int8"),
+    "preprocess": ("bench_preprocess", "preprocessing per window: fast path vs the authors' chain"),
+    "stream": ("bench_stream", "streaming soak: hours of signal, memory sampled throughout"),
+    "corpus": ("bench_corpus", "corpus build throughput and peak memory"),
+    "compare": ("compare", "two bench JSON results: regressions, improvements"),
+    "report": ("report", "a bench JSON -> report.md, report.html and PNG plots"),
+    "gpu-lora": ("gpu_lora_throughput", "ECGFounder LoRA training throughput on one GPU"),
+}
+_TOOLS_HELP = "\b\nTools:\n" + "\n".join(
+    f"  {name:<11} {text}" for name, (_, text) in BENCH_TOOLS.items()
+)
+
+
+@click.command(
+    "bench-tool",
+    context_settings={"ignore_unknown_options": True, "help_option_names": []},
+    epilog=_TOOLS_HELP,
+)
+@click.argument("argv", nargs=-1, type=click.UNPROCESSED, metavar="TOOL [ARGS]...")
+@click.pass_context
+def bench_tool(ctx: click.Context, argv: tuple[str, ...]) -> None:
+    """One single-stage benchmark (`anyecg-edge bench-tool TOOL --help` for its options)."""
+    from importlib import import_module
+
+    if not argv or argv[0] in ("-h", "--help"):
+        click.echo(ctx.get_help())
+        return
+    tool, *args = argv
+    if tool not in BENCH_TOOLS:
+        raise click.BadParameter(
+            f"{tool!r}: expected one of {', '.join(BENCH_TOOLS)}", param_hint="'TOOL'"
+        )
+    module = import_module(f"anyecg_edge.benchmarks.{BENCH_TOOLS[tool][0]}")
+    status = module.main(args)
+    if isinstance(status, int) and status:  # (some mains return their result instead)
+        sys.exit(status)
+
+
+COMMANDS = [bench, bench_tool]
