@@ -257,7 +257,8 @@ def test_device_side_loads_without_torch_in_a_process():
 # Module-level imports a layer may not make (lazy imports are the front ends' business).
 LAYER_RULES = {
     # the core: data, signal processing, lab catalog, small helpers
-    ("anyecg_edge.signal", "anyecg_edge.io", "anyecg_edge.labs", "anyecg_edge.jsonsafe"): (
+    ("anyecg_edge.signal", "anyecg_edge.io", "anyecg_edge.labs", "anyecg_edge.jsonsafe",
+     "anyecg_edge.fileio"): (
         "anyecg_edge.runtime", "anyecg_edge.stream", "anyecg_edge.firmware_bridge",
         "anyecg_edge.predict", "anyecg_edge.estimates", "anyecg_edge.api",
     ),
