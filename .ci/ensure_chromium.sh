@@ -17,6 +17,8 @@ fi
 echo "installing chromium (headless browser for tests/test_dashboard_browser.py)..." >&2
 export DEBIAN_FRONTEND=noninteractive
 apt_install() { apt-get install -y -q --no-install-recommends chromium >/dev/null; }
-# A fresh machine may have no package lists yet: update once, then retry.
-apt_install || { apt-get update -q >/dev/null && apt_install; }
-command -v chromium >/dev/null
+# A fresh machine may have no package lists yet: update once, then retry. A failed install
+# (no network) does not stop the suite: the browser test then fails alone, saying why.
+if ! { apt_install || { apt-get update -q >/dev/null && apt_install; }; }; then
+    echo "warning: could not install chromium with apt-get; the dashboard browser test will fail" >&2
+fi

@@ -115,7 +115,7 @@ class ServedStream:
 
 def stream_args(model_path: Path, record_path: Path, jsonl: Path, serve: str) -> list[str]:
     return ["--source", f"sim-polar:{record_path}", "--model", str(model_path), "--speed", "5",
-            "--duration", "120", "--no-live", "--jsonl", str(jsonl), "--serve", serve,
+            "--duration", "600", "--no-live", "--jsonl", str(jsonl), "--serve", serve,
             "--threads", "1"]  # fmt: skip
 
 
