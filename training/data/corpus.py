@@ -302,242 +302,277 @@ def _classify(msg: str) -> str:
     return "unreadable record"
 
 
-def _process_unit(unit: int, visits: list[tuple]) -> dict[str, Any]:
-    """Cut, gate, preprocess and write one work unit; returns its done-marker dict."""
-    import pyarrow as pa
+_INDEX_LIST_COLUMNS = (
+    "csn", "mrn", "split", "start_ms", "quality", "quality_ok", "hr", "record", "sample_offset",
+)  # fmt: skip
 
-    from anyecg_edge.signal import SignalError, assess_quality_batch, preprocess
 
-    cfg: CorpusConfig = _WORKER["cfg"]
-    root = Path(_WORKER["mcmed_dir"])
-    out: Path = _WORKER["out_dir"]
-    t0 = time.perf_counter()
-    n_labs = len(cfg.lab_keys)
-    name = _unit_name(unit)
-    # Counters the summaries read are always in the manifest, zero included.
-    counts: Counter = Counter(windows_rejected=0, segments_read=0)
-    rejected: Counter = Counter()
-    skipped: Counter = Counter()
-    skipped_list: list[dict[str, str]] = []
-    cand = {"order": 0, "visit": 0}
-    cols: dict[str, list] = {
-        c: []
-        for c in (
-            "csn",
-            "mrn",
-            "split",
-            "start_ms",
-            "quality",
-            "quality_ok",
-            "hr",
-            "record",
-            "sample_offset",
-        )
-    }
-    abn_parts: list[np.ndarray] = []
-    val_parts: list[np.ndarray] = []
-    buf: list[np.ndarray] = []
-    buffered = 0
-    shard_files: list[str] = []
+class _Unit:
+    """One work unit being built: the windows queued for the quality gate, the kept ones
+    buffered into shards, their index columns, and the unit's counters. `_process_unit`
+    feeds it visit by visit; `finish` writes the part file and the done marker."""
 
-    def flush(final: bool) -> None:
-        nonlocal buf, buffered
-        while buffered >= cfg.shard_size or (final and buffered > 0):
-            arr = np.concatenate(buf, axis=0) if len(buf) > 1 else buf[0]
+    def __init__(self, unit: int, cfg: CorpusConfig, root: Path, out: Path) -> None:
+        self.unit = unit
+        self.cfg = cfg
+        self.root = root
+        self.out = out
+        self.name = _unit_name(unit)
+        self.n_labs = len(cfg.lab_keys)
+        self.t0 = time.perf_counter()
+        # Counters the summaries read are always in the manifest, zero included.
+        self.counts: Counter = Counter(windows_rejected=0, segments_read=0)
+        self.rejected: Counter = Counter()
+        self.skipped: Counter = Counter()
+        self.skipped_list: list[dict[str, str]] = []
+        self.cand = {"order": 0, "visit": 0}
+        self.cols: dict[str, list] = {c: [] for c in _INDEX_LIST_COLUMNS}
+        self.abn_parts: list[np.ndarray] = []
+        self.val_parts: list[np.ndarray] = []
+        self.buf: list[np.ndarray] = []
+        self.buffered = 0
+        self.shard_files: list[str] = []
+        self.pending: list[tuple] = []  # queued windows: (csn, mrn, split, record, raw, ...)
+        self.n_pending = 0
+        self.pending_fs = 0.0
+        self.visits_with_windows: set[str] = set()
+
+    # --- shards and skips -------------------------------------------------------------------
+    def flush(self, final: bool) -> None:
+        cfg = self.cfg
+        while self.buffered >= cfg.shard_size or (final and self.buffered > 0):
+            arr = np.concatenate(self.buf, axis=0) if len(self.buf) > 1 else self.buf[0]
             take = min(cfg.shard_size, arr.shape[0])
-            fname = f"{name}_{len(shard_files):03d}.npy"
-            _atomic_save_npy(out / "shards" / fname, np.ascontiguousarray(arr[:take]))
-            shard_files.append(fname)
+            fname = f"{self.name}_{len(self.shard_files):03d}.npy"
+            _atomic_save_npy(self.out / "shards" / fname, np.ascontiguousarray(arr[:take]))
+            self.shard_files.append(fname)
             rest = arr[take:]
-            buf = [rest] if rest.shape[0] else []
-            buffered = rest.shape[0]
+            self.buf = [rest] if rest.shape[0] else []
+            self.buffered = rest.shape[0]
 
-    def skip(record: str, reason_kind: str, message: str) -> None:
-        skipped[reason_kind] += 1
-        if len(skipped_list) < _MAX_LISTED_SKIPS:
-            skipped_list.append({"record": record, "reason": reason_kind, "detail": message})
+    def skip(self, record: str, reason_kind: str, message: str) -> None:
+        self.skipped[reason_kind] += 1
+        if len(self.skipped_list) < _MAX_LISTED_SKIPS:
+            self.skipped_list.append({"record": record, "reason": reason_kind, "detail": message})
 
-    pending: list[tuple] = []  # queued windows: (csn, mrn, split, record, raw, ...)
-    n_pending = 0
-    pending_fs = 0.0
-    visits_with_windows: set[str] = set()
+    # --- the quality gate and preprocessing, in batches ----------------------------------------
+    def _preprocess(self, w64: np.ndarray, take: np.ndarray, fs: float):
+        """(preprocessed windows or None, the rows of ``take`` they are)."""
+        from anyecg_edge.signal import SignalError, preprocess
 
-    def run_pending() -> None:
+        cfg = self.cfg
+        try:
+            return preprocess(w64[take], fs, mains_hz=cfg.mains_hz, target_fs=cfg.target_fs), take
+        except SignalError:
+            # Only reachable with keep_rejected (a long NaN gap passes no gate):
+            # keep the windows that can be preprocessed, count the others.
+            good, zs = [], []
+            for t in take.tolist():
+                try:
+                    zs.append(
+                        preprocess(w64[t], fs, mains_hz=cfg.mains_hz, target_fs=cfg.target_fs)
+                    )
+                    good.append(t)
+                except SignalError:
+                    self.counts["windows_unpreprocessable"] += 1
+            return (np.stack(zs) if zs else None), np.asarray(good, dtype=np.int64)
+
+    def run_pending(self) -> None:
         """Gate and preprocess the queued windows; append the kept ones in queue order."""
-        nonlocal pending, n_pending, buffered
-        if not pending:
+        from anyecg_edge.signal import assess_quality_batch
+
+        if not self.pending:
             return
-        fs = pending_fs
-        w64 = np.concatenate([item[4] for item in pending]).astype(np.float64)
+        fs = self.pending_fs
+        w64 = np.concatenate([item[4] for item in self.pending]).astype(np.float64)
         reports = assess_quality_batch(w64, fs)
         ok = np.fromiter((q.ok for q in reports), dtype=bool, count=len(reports))
         if not ok.all():
             for q in reports:
                 if not q.ok:
-                    rejected.update(q.reasons)
-            counts["windows_rejected"] += int(ok.size - ok.sum())
-        take = np.arange(ok.size) if cfg.keep_rejected else np.flatnonzero(ok)
+                    self.rejected.update(q.reasons)
+            self.counts["windows_rejected"] += int(ok.size - ok.sum())
+        take = np.arange(ok.size) if self.cfg.keep_rejected else np.flatnonzero(ok)
         z = None
         if take.size:
-            try:
-                z = preprocess(w64[take], fs, mains_hz=cfg.mains_hz, target_fs=cfg.target_fs)
-            except SignalError:
-                # Only reachable with keep_rejected (a long NaN gap passes no gate):
-                # keep the windows that can be preprocessed, count the others.
-                good, zs = [], []
-                for t in take.tolist():
-                    try:
-                        zs.append(
-                            preprocess(w64[t], fs, mains_hz=cfg.mains_hz, target_fs=cfg.target_fs)
-                        )
-                        good.append(t)
-                    except SignalError:
-                        counts["windows_unpreprocessable"] += 1
-                take = np.asarray(good, dtype=np.int64)
-                z = np.stack(zs) if zs else None
+            z, take = self._preprocess(w64, take, fs)
         if z is not None:
-            buf.append(z.astype(cfg.dtype))
-            buffered += take.size
-            bounds = np.cumsum([0] + [item[4].shape[0] for item in pending])
-            cut = np.searchsorted(take, bounds)  # each item's slice of take
-            for item, a0, a1, b0 in zip(pending, cut[:-1], cut[1:], bounds[:-1], strict=True):
-                if a1 == a0:
-                    continue
-                i_csn, i_mrn, i_split, i_rel, _, start_ms, offsets, abn, val = item
-                local = take[a0:a1] - b0
-                n_new = local.size
-                cols["csn"] += [i_csn] * n_new
-                cols["mrn"] += [i_mrn] * n_new
-                cols["split"] += [i_split] * n_new
-                cols["start_ms"].append(start_ms[local])
-                cols["record"] += [i_rel] * n_new
-                cols["sample_offset"].append(offsets[local])
-                abn_parts.append(abn[local])
-                val_parts.append(val[local])
-                visits_with_windows.add(i_csn)
-            kept_reports = [reports[t] for t in take.tolist()]
-            cols["quality"] += [q.metrics["beat_prominence"] for q in kept_reports]
-            cols["quality_ok"].append(ok[take])
-            cols["hr"] += [q.metrics["heart_rate_bpm"] for q in kept_reports]
-            flush(final=False)
-        pending, n_pending = [], 0
+            self._keep(z, take, reports, ok)
+        self.pending, self.n_pending = [], 0
 
-    for csn, mrn, split, labs in visits:
-        counts["visits"] += 1
-        segs, errs = list_segments(root, csn)
+    def _keep(self, z: np.ndarray, take: np.ndarray, reports: list, ok: np.ndarray) -> None:
+        """Buffer the kept windows ``z`` (rows ``take`` of the queue) and their index rows."""
+        cols = self.cols
+        self.buf.append(z.astype(self.cfg.dtype))
+        self.buffered += take.size
+        bounds = np.cumsum([0] + [item[4].shape[0] for item in self.pending])
+        cut = np.searchsorted(take, bounds)  # each item's slice of take
+        for item, a0, a1, b0 in zip(self.pending, cut[:-1], cut[1:], bounds[:-1], strict=True):
+            if a1 == a0:
+                continue
+            i_csn, i_mrn, i_split, i_rel, _, start_ms, offsets, abn, val = item
+            local = take[a0:a1] - b0
+            n_new = local.size
+            cols["csn"] += [i_csn] * n_new
+            cols["mrn"] += [i_mrn] * n_new
+            cols["split"] += [i_split] * n_new
+            cols["start_ms"].append(start_ms[local])
+            cols["record"] += [i_rel] * n_new
+            cols["sample_offset"].append(offsets[local])
+            self.abn_parts.append(abn[local])
+            self.val_parts.append(val[local])
+            self.visits_with_windows.add(i_csn)
+        kept_reports = [reports[t] for t in take.tolist()]
+        cols["quality"] += [q.metrics["beat_prominence"] for q in kept_reports]
+        cols["quality_ok"].append(ok[take])
+        cols["hr"] += [q.metrics["heart_rate_bpm"] for q in kept_reports]
+        self.flush(final=False)
+
+    # --- visits and segments -----------------------------------------------------------------
+    def visit(self, csn: str, mrn: str, split: str, labs: Any) -> None:
+        self.counts["visits"] += 1
+        segs, errs = list_segments(self.root, csn)
         for rec, msg in errs:
-            skip(os.path.relpath(rec, root), _classify(msg), msg)
+            self.skip(os.path.relpath(rec, self.root), _classify(msg), msg)
         if not segs and not errs:
-            counts["visits_without_waveforms"] += 1
-            continue
-        counts["visits_with_waveforms"] += 1
+            self.counts["visits_without_waveforms"] += 1
+            return
+        self.counts["visits_with_waveforms"] += 1
         for seg in segs:
-            counts["segments"] += 1
-            rel = os.path.relpath(seg.record, root)
-            problem = check_segment(seg, expected_fs=cfg.expected_fs)
-            if problem is not None:  # reported even when no window would come from it
-                skip(rel, _classify(problem), problem)
-                continue
-            n_win, win, hop = _candidates(seg.n_samples, seg.fs, cfg)
-            start_ms = seg.start.astype("datetime64[ms]").astype(np.int64)
-            k = np.arange(n_win, dtype=np.int64)
-            t_ms = start_ms + np.round(k * hop * 1000.0 / seg.fs).astype(np.int64)
-            keep, abn, val = _select_labels(t_ms, labs, n_labs, cfg)
-            if cfg.policy == "order":
-                cand["order"] += int(keep.sum())
-                cand["visit"] += n_win if labs["lab"].size else 0
-            else:
-                cand["visit"] += int(keep.sum())
-                ocfg = _WORKER["order_cfg"]
-                cand["order"] += int(_select_labels(t_ms, labs, n_labs, ocfg)[0].sum())
-            sel = np.flatnonzero(keep)
-            if sel.size == 0:
-                continue  # nothing to cut here: do not even read the samples
-            try:
-                x = read_segment(seg, checked=True)  # check_segment passed above
-            except MCMEDError as e:
-                skip(rel, _classify(str(e)), str(e))
-                continue
-            counts["segments_read"] += 1
-            # Queue the selected windows; they are gated and preprocessed in batches
-            # that span segments and visits (fuller blocks, fewer calls), in order.
-            view = sliding_window_view(x, win)
-            for c0 in range(0, sel.size, _WINDOWS_PER_BATCH):
-                rows = sel[c0 : c0 + _WINDOWS_PER_BATCH]
-                if pending and (pending_fs != seg.fs or n_pending + rows.size > _WINDOWS_PER_BATCH):
-                    run_pending()
-                pending_fs = seg.fs
-                pending.append(
-                    (
-                        csn,
-                        mrn,
-                        split,
-                        rel,
-                        view[rows * hop],
-                        t_ms[rows],
-                        rows * hop,
-                        abn[rows],
-                        val[rows],
-                    )
+            self.segment(seg, csn, mrn, split, labs)
+
+    def segment(self, seg: Any, csn: str, mrn: str, split: str, labs: Any) -> None:
+        cfg = self.cfg
+        self.counts["segments"] += 1
+        rel = os.path.relpath(seg.record, self.root)
+        problem = check_segment(seg, expected_fs=cfg.expected_fs)
+        if problem is not None:  # reported even when no window would come from it
+            self.skip(rel, _classify(problem), problem)
+            return
+        n_win, win, hop = _candidates(seg.n_samples, seg.fs, cfg)
+        start_ms = seg.start.astype("datetime64[ms]").astype(np.int64)
+        k = np.arange(n_win, dtype=np.int64)
+        t_ms = start_ms + np.round(k * hop * 1000.0 / seg.fs).astype(np.int64)
+        keep, abn, val = _select_labels(t_ms, labs, self.n_labs, cfg)
+        if cfg.policy == "order":
+            self.cand["order"] += int(keep.sum())
+            self.cand["visit"] += n_win if labs["lab"].size else 0
+        else:
+            self.cand["visit"] += int(keep.sum())
+            ocfg = _WORKER["order_cfg"]
+            self.cand["order"] += int(_select_labels(t_ms, labs, self.n_labs, ocfg)[0].sum())
+        sel = np.flatnonzero(keep)
+        if sel.size == 0:
+            return  # nothing to cut here: do not even read the samples
+        try:
+            x = read_segment(seg, checked=True)  # check_segment passed above
+        except MCMEDError as e:
+            self.skip(rel, _classify(str(e)), str(e))
+            return
+        self.counts["segments_read"] += 1
+        # Queue the selected windows; they are gated and preprocessed in batches
+        # that span segments and visits (fuller blocks, fewer calls), in order.
+        view = sliding_window_view(x, win)
+        for c0 in range(0, sel.size, _WINDOWS_PER_BATCH):
+            rows = sel[c0 : c0 + _WINDOWS_PER_BATCH]
+            if self.pending and (
+                self.pending_fs != seg.fs or self.n_pending + rows.size > _WINDOWS_PER_BATCH
+            ):
+                self.run_pending()
+            self.pending_fs = seg.fs
+            self.pending.append(
+                (
+                    csn,
+                    mrn,
+                    split,
+                    rel,
+                    view[rows * hop],
+                    t_ms[rows],
+                    rows * hop,
+                    abn[rows],
+                    val[rows],
                 )
-                n_pending += rows.size
-    run_pending()
-    counts["visits_with_windows"] = len(visits_with_windows)
-    flush(final=True)
-    n = len(cols["csn"])
-    counts["windows"] = n
-    pos = np.arange(n, dtype=np.int64)  # window order = shard order
-    arrays = {
-        "csn": pa.array(cols["csn"], type=pa.string()),
-        "mrn": pa.array(cols["mrn"], type=pa.string()),
-        "split": pa.array(cols["split"], type=pa.string()),
-        "shard": pa.array(
-            [f"{name}_{k:03d}.npy" for k in (pos // cfg.shard_size).tolist()], type=pa.string()
-        ),
-        "offset": pa.array((pos % cfg.shard_size).astype(np.int32)),
-        "start_time": pa.array(
-            (np.concatenate(cols["start_ms"]) if n else np.zeros(0, np.int64)).astype(
-                "datetime64[ms]"
+            )
+            self.n_pending += rows.size
+
+    # --- the unit's outputs ----------------------------------------------------------------------
+    def _table(self) -> Any:
+        import pyarrow as pa
+
+        cfg, cols, name = self.cfg, self.cols, self.name
+        n = len(cols["csn"])
+        pos = np.arange(n, dtype=np.int64)  # window order = shard order
+        arrays = {
+            "csn": pa.array(cols["csn"], type=pa.string()),
+            "mrn": pa.array(cols["mrn"], type=pa.string()),
+            "split": pa.array(cols["split"], type=pa.string()),
+            "shard": pa.array(
+                [f"{name}_{k:03d}.npy" for k in (pos // cfg.shard_size).tolist()], type=pa.string()
             ),
-            type=pa.timestamp("ms"),
-        ),
-        "quality": pa.array(np.asarray(cols["quality"], dtype=np.float32)),
-        "quality_ok": pa.array(
-            np.concatenate(cols["quality_ok"]) if n else np.zeros(0, dtype=bool)
-        ),
-        "heart_rate_bpm": pa.array(np.asarray(cols["hr"], dtype=np.float32)),
-        "record": pa.array(cols["record"], type=pa.string()),
-        "sample_offset": pa.array(
-            np.concatenate(cols["sample_offset"]) if n else np.zeros(0, np.int64)
-        ),
-    }
-    abn_all = np.concatenate(abn_parts) if n else np.zeros((0, n_labs), np.float32)
-    val_all = np.concatenate(val_parts) if n else np.zeros((0, n_labs), np.float32)
-    for j, key in enumerate(cfg.lab_keys):
-        arrays[key] = pa.array(abn_all[:, j])
-        arrays[f"{key}_value"] = pa.array(val_all[:, j])
-    table = pa.table(arrays)
-    # Arrow IPC, uncompressed: a scratch file that finalize reads once; ~10x cheaper to
-    # write and read than a zstd parquet of ~230 columns.
-    part = out / "parts" / f"{name}.arrow"
-    tmp = part.with_name(part.name + ".tmp")
-    with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
-        writer.write_table(table)
-    os.replace(tmp, part)
-    marker = {
-        "unit": unit,
-        "windows": n,
-        "shards": shard_files,
-        "part": f"parts/{name}.arrow",
-        "counts": dict(sorted(counts.items())),
-        "candidate_windows": cand,
-        "rejected_by_reason": dict(sorted(rejected.items())),
-        "skipped_records_by_reason": dict(sorted(skipped.items())),
-        "skipped_records": skipped_list,
-        "seconds": round(time.perf_counter() - t0, 4),
-    }
-    _atomic_write_json(out / "done" / f"{name}.json", marker)
-    return marker
+            "offset": pa.array((pos % cfg.shard_size).astype(np.int32)),
+            "start_time": pa.array(
+                (np.concatenate(cols["start_ms"]) if n else np.zeros(0, np.int64)).astype(
+                    "datetime64[ms]"
+                ),
+                type=pa.timestamp("ms"),
+            ),
+            "quality": pa.array(np.asarray(cols["quality"], dtype=np.float32)),
+            "quality_ok": pa.array(
+                np.concatenate(cols["quality_ok"]) if n else np.zeros(0, dtype=bool)
+            ),
+            "heart_rate_bpm": pa.array(np.asarray(cols["hr"], dtype=np.float32)),
+            "record": pa.array(cols["record"], type=pa.string()),
+            "sample_offset": pa.array(
+                np.concatenate(cols["sample_offset"]) if n else np.zeros(0, np.int64)
+            ),
+        }
+        abn_all = np.concatenate(self.abn_parts) if n else np.zeros((0, self.n_labs), np.float32)
+        val_all = np.concatenate(self.val_parts) if n else np.zeros((0, self.n_labs), np.float32)
+        for j, key in enumerate(cfg.lab_keys):
+            arrays[key] = pa.array(abn_all[:, j])
+            arrays[f"{key}_value"] = pa.array(val_all[:, j])
+        return pa.table(arrays)
+
+    def finish(self) -> dict[str, Any]:
+        """Process what is queued, write the last shard, the part file and the done marker."""
+        import pyarrow as pa
+
+        self.run_pending()
+        self.counts["visits_with_windows"] = len(self.visits_with_windows)
+        self.flush(final=True)
+        n = len(self.cols["csn"])
+        self.counts["windows"] = n
+        table = self._table()
+        # Arrow IPC, uncompressed: a scratch file that finalize reads once; ~10x cheaper to
+        # write and read than a zstd parquet of ~230 columns.
+        part = self.out / "parts" / f"{self.name}.arrow"
+        tmp = part.with_name(part.name + ".tmp")
+        with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
+            writer.write_table(table)
+        os.replace(tmp, part)
+        marker = {
+            "unit": self.unit,
+            "windows": n,
+            "shards": self.shard_files,
+            "part": f"parts/{self.name}.arrow",
+            "counts": dict(sorted(self.counts.items())),
+            "candidate_windows": self.cand,
+            "rejected_by_reason": dict(sorted(self.rejected.items())),
+            "skipped_records_by_reason": dict(sorted(self.skipped.items())),
+            "skipped_records": self.skipped_list,
+            "seconds": round(time.perf_counter() - self.t0, 4),
+        }
+        _atomic_write_json(self.out / "done" / f"{self.name}.json", marker)
+        return marker
+
+
+def _process_unit(unit: int, visits: list[tuple]) -> dict[str, Any]:
+    """Cut, gate, preprocess and write one work unit; returns its done-marker dict."""
+    cfg: CorpusConfig = _WORKER["cfg"]
+    built = _Unit(unit, cfg, Path(_WORKER["mcmed_dir"]), _WORKER["out_dir"])
+    for csn, mrn, split, labs in visits:
+        built.visit(csn, mrn, split, labs)
+    return built.finish()
 
 
 # ----------------------------------------------------------------------------- main side
