@@ -504,8 +504,10 @@ def evaluate_model(
     """
     import torch
     from anyecg_edge.training.data.dataset import CorpusDataset, corpus_lab_keys
+
+    # inference, not trainer: trainer -> metrics -> this module was an import cycle.
+    from anyecg_edge.training.inference import predict_logits
     from anyecg_edge.training.torch_model import load_model_checkpoint
-    from anyecg_edge.training.trainer import predict_logits
 
     path = _model_path(model)
     module, meta = load_model_checkpoint(path)
