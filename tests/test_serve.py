@@ -380,3 +380,42 @@ def test_dashboard_keeps_10_s_decimates_and_never_raises():
     # Sent once: a page that connects now gets the events in its snapshot, not again live.
     assert [m["type"] for m in d.snapshot()] == ["hello", "ecg", "events", "status"]
     assert d._take_pending() == []
+
+
+def _stalled_page(port: int) -> socket.socket:
+    """A page that opens the feed and then never reads (a phone gone to sleep): the
+    WebSocket handshake by hand on a socket with a small receive buffer."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(("127.0.0.1", port))
+    sock.sendall(
+        f"GET /ws HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
+        "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+        "Sec-WebSocket-Version: 13\r\n\r\n".encode()
+    )
+    head = b""
+    while b"\r\n\r\n" not in head:
+        head += sock.recv(1)
+    assert head.startswith(b"HTTP/1.1 101"), head
+    return sock
+
+
+def test_a_stalled_page_is_dropped_and_never_slows_the_stream():
+    d = Dashboard(ServeAddress("127.0.0.1", 0), source="x")
+    d.start()
+    try:
+        sock = _stalled_page(d.port)
+        deadline = time.monotonic() + 30
+        slowest_s = 0.0
+        payload = "x" * 1000
+        while d.pages_dropped == 0 and time.monotonic() < deadline:
+            for i in range(500):  # ~0.5 MB of events per round, faster than any page reads
+                t0 = time.perf_counter()
+                d.update({"event": "drop", "t": float(i), "note": payload})
+                slowest_s = max(slowest_s, time.perf_counter() - t0)
+            time.sleep(0.05)
+        assert d.pages_dropped == 1 and d.pages_open == 0
+        assert slowest_s < 0.05  # the stream's side only appends under a lock
+        sock.close()
+    finally:
+        d.close()

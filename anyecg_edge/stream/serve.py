@@ -252,7 +252,9 @@ class Dashboard:
         self._start_error: BaseException | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None
-        self.clients_served = 0
+        self.pages_served = 0
+        self.pages_open = 0
+        self.pages_dropped = 0  # pages that fell behind (their queue full) and were closed
 
     # --- observer side (stream threads) ---------------------------------------------------
     def attach(self, engine: Any) -> Dashboard:
@@ -372,6 +374,7 @@ class Dashboard:
             "latency_ms": latency,
             "stream_s": stream_s,
             "uptime_s": round(time.monotonic() - self._started_at, 1),
+            "pages": {"open": self.pages_open, "dropped": self.pages_dropped},
             "hr_device": self._hr_device,
         }
 
@@ -493,9 +496,10 @@ class Dashboard:
             await ws.prepare(request)
             client = _Client(ws)
             for msg in self.snapshot():
-                client.offer(msg)
+                client.offer(_encode(msg))
             clients.add(client)
-            self.clients_served += 1
+            self.pages_open = len(clients)
+            self.pages_served += 1
             sender = asyncio.create_task(client.run())
             try:
                 async for _ in ws:  # the page sends nothing we act on; this sees the close
@@ -535,11 +539,14 @@ class Dashboard:
                 if now >= next_status or self._stop.is_set():
                     msgs.append(self.status())
                     next_status = now + STATUS_S
+                texts = [_encode(m) for m in msgs]  # once, whatever the number of pages
                 for client in list(clients):
-                    for msg in msgs:
-                        if not client.offer(msg):
+                    for text in texts:
+                        if not client.offer(text):
                             clients.discard(client)  # too slow: dropped, its page reconnects
+                            self.pages_dropped += 1
                             break
+                self.pages_open = len(clients)
             # Let the senders deliver the last items (the summary) before the sockets close.
             await asyncio.gather(*(c.drain(1.0) for c in clients), return_exceptions=True)
             for client in list(clients):
@@ -556,13 +563,11 @@ class _Client:
         self.queue: asyncio.Queue[str] = asyncio.Queue(maxsize=_CLIENT_QUEUE)
         self.dropped = False
 
-    def offer(self, msg: dict[str, Any]) -> bool:
-        from anyecg_edge.jsonsafe import dumps
-
+    def offer(self, text: str) -> bool:
         if self.dropped:
             return False
         try:
-            self.queue.put_nowait(dumps(msg, separators=(",", ":"), default=str))
+            self.queue.put_nowait(text)
             return True
         except asyncio.QueueFull:
             self.dropped = True
@@ -615,6 +620,12 @@ _LINK_STATE = {
 }
 # Heart-rate events from the standard Heart Rate service (device-side HR, RR intervals).
 _HR_EVENTS = {"heart_rate"}
+
+
+def _encode(msg: dict[str, Any]) -> str:
+    from anyecg_edge.jsonsafe import dumps
+
+    return dumps(msg, separators=(",", ":"), default=str)
 
 
 _LOCAL_NAMES = {"localhost", "127.0.0.1", "::1"}
