@@ -304,4 +304,6 @@ def test_data_synth_then_build(tmp_path: Path) -> None:
         "--before",
         "soon",
     )
-    assert code == 1 and "not understood" in out and "Traceback" not in out
+    # A usage error, found when the line is parsed (issue 14): exit 2, the option named.
+    assert code == 2 and "Invalid value for '--before'" in out and "not understood" in out
+    assert "Traceback" not in out
