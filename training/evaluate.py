@@ -341,7 +341,11 @@ def evaluate_predictions(
 
     catalog = load_catalog()
     known = set(catalog.keys)
+    from anyecg_edge.progress import report as progress_report
+
     for j, lab in enumerate(labs):
+        # a bar with ETA over the labs' bootstrap CIs when the CLI opened one (a terminal)
+        progress_report("evaluate: labs (bootstrap CIs)", j, len(labs))
         cal = calibration.get(lab)
         a, b = (float(cal[0]), float(cal[1])) if cal is not None else (1.0, 0.0)
         thr = thresholds.get(lab)
