@@ -133,3 +133,45 @@ def test_distill_resume_with_dropout_is_bit_exact(tmp_path_factory, tmp_path, mo
     sa = torch.load(full / "model.pt", weights_only=True)["state_dict"]
     sb = torch.load(part / "model.pt", weights_only=True)["state_dict"]
     assert all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+@pytest.mark.slow
+def test_qat_phase_resumes_from_its_own_checkpoint(tmp_path_factory, tmp_path, monkeypatch):
+    """The QAT phase (--qat-steps) has its own Trainer under out/qat: a run stopped in the
+    middle of QAT resumes from QAT's newest checkpoint, says so in metrics["qat"], takes only
+    the QAT steps left, and ends in the same weights as the uninterrupted run."""
+    teacher, _, _ = teacher_run(tmp_path_factory)
+    _, corpus = target_corpus(tmp_path_factory)
+    post_init = TrainConfig.__post_init__
+
+    def keep_three(self: TrainConfig) -> None:  # three kept: an older one to choose wrongly
+        self.keep_checkpoints = 3
+        post_init(self)
+
+    monkeypatch.setattr(TrainConfig, "__post_init__", keep_three)
+    args = ["train", "distill", "--teacher", teacher, "--corpus", corpus, "--student", "student-xs"]
+    args += ["--max-steps", "2", "--qat-steps", "6", "--ckpt-every", "2", "--eval-every", "2"]
+    args += ["--batch-size", "32"]
+    full, part = tmp_path / "full", tmp_path / "part"
+    run_cli(*args, "--out", full)
+    shutil.copytree(full, part)
+    qat_ckpts = part / "qat" / "checkpoints"
+    kept = sorted(p.name for p in qat_ckpts.glob("step_*.pt"))
+    assert kept == ["step_000000002.pt", "step_000000004.pt", "step_000000006.pt"]
+    (qat_ckpts / kept[-1]).unlink()  # stopped after QAT step 4; step 2 is older
+    for name in ("model.pt", "metrics.json"):
+        (part / name).unlink()
+    run_cli(*args, "--out", part, "--resume")
+    a = json.loads((full / "metrics.json").read_text())
+    b = json.loads((part / "metrics.json").read_text())
+    assert (a["qat"]["resumed_from_step"], a["qat"]["steps_this_run"]) == (None, 6)
+    assert (b["qat"]["resumed_from_step"], b["qat"]["resumed_from_checkpoint"]) == (
+        4,
+        "step_000000004.pt",
+    )
+    assert b["qat"]["steps_this_run"] == 2 and b["qat"]["steps"] == 6
+    # the distillation phase had finished: resumed at its end, nothing redone
+    assert (b["resumed_from_step"], b["steps_this_run"]) == (2, 0)
+    sa = torch.load(full / "model.pt", weights_only=True)["state_dict"]
+    sb = torch.load(part / "model.pt", weights_only=True)["state_dict"]
+    assert set(sa) == set(sb) and all(torch.equal(sa[k], sb[k]) for k in sa)

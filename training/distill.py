@@ -234,6 +234,11 @@ def _qat_phase(
     )
     return {
         "steps": summary["steps"],
+        # Where the QAT phase started: its own checkpoint under out/qat (None: from the
+        # distilled weights), and how many QAT steps this run took.
+        "resumed_from_step": summary["resumed_from_step"],
+        "resumed_from_checkpoint": summary["resumed_from_checkpoint"],
+        "steps_this_run": summary["steps_this_run"],
         "lr": qat_config.lr,
         "val_mean_auroc_fake_int8": summary["best_val_mean_auroc"],
         "selection": summary.get("selection"),
