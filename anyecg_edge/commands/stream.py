@@ -114,6 +114,12 @@ SOURCE_HELP = (
     help="Allow --serve on a host other machines reach (0.0.0.0 when only PORT is given); "
     "the page has no password.",
 )  # fmt: skip
+@click.option(
+    "--record", "record_dir", type=OutputPath(folder=True), default=None, metavar="DIR",
+    help="BLE sources: record the session into DIR - the raw notifications with their host "
+    "arrival times and the link events (framed, crash-safe: replay with --source replay:DIR) "
+    "and the sequenced signal as WFDB with gap annotations.",
+)  # fmt: skip
 @json_option("the final summary")
 def stream(
     source: str,
@@ -137,6 +143,7 @@ def stream(
     max_reconnects: int | None,
     serve_at: str | None,
     serve_public: bool,
+    record_dir: Path | None,
     json_out: Path | None,
 ) -> None:
     """Rolling-window lab estimates on a live or replayed single-lead stream.
@@ -163,19 +170,34 @@ def stream(
         raise SourceError("--faults applies to simulated sources (sim-polar:..., sim-anyecg:...)")
     if spec.kind != "device" and hci:
         raise SourceError("--hci applies to real-device sources (polar:ADDR, ...)")
-    if spec.kind != "device":
+    if spec.kind in ("file", "sim"):
         refuse_clobber(jsonl_path, record_files(spec.target), "--jsonl")
     refuse_clobber(jsonl_path, [model_path, manifest_path(model_path)], "--jsonl")
-    if spec.kind != "device":
+    if spec.kind in ("file", "sim"):
         refuse_clobber(json_out, record_files(spec.target), "--json")
     refuse_clobber(json_out, [model_path, manifest_path(model_path), jsonl_path], "--json")
+    if spec.kind == "replay":
+        from anyecg_edge.stream.recording import recording_files
+
+        replayed = recording_files(spec.target)  # (checks the folder first: one-line error)
+        for path, what in ((jsonl_path, "--jsonl"), (json_out, "--json"), (record_dir, "--record")):
+            refuse_clobber(path, replayed, what)
+    if record_dir is not None:
+        if spec.kind not in ("sim", "device"):
+            raise SourceError(
+                "--record applies to BLE sources (sim-polar:PATH, polar:ADDR, ...); a file: or "
+                "replay: source is a recording already"
+            )
+        from anyecg_edge.stream.recording import check_record_dir
+
+        check_record_dir(record_dir)
     if units is not None and spec.kind != "file":
         raise SourceError("--units applies to file: sources (a wearable states its unit)")
     from anyecg_edge.stream.serve import serve_option
 
     serve = serve_option(serve_at, serve_public)
     record = None
-    if spec.kind != "device":
+    if spec.kind in ("file", "sim"):
         # (a sim source reads it again itself; read here, its errors come before any setup)
         record = load_record(
             spec.target, lead=lead, fs=fs if spec.kind == "file" else None, units=units
@@ -213,9 +235,11 @@ def stream(
 
     session = StreamSession(
         model, spec, str(model_path), hop_s=hop_s, smooth_s=smooth_s, queue_size=queue_size,
-        lossless=spec.kind == "file" and speed == 0, jsonl=jsonl,
+        # A replay waits for inference at any speed (its sequencer works on the recorded
+        # arrival times, so waiting changes nothing): every window of the session is scored.
+        lossless=spec.kind == "replay" or (spec.kind == "file" and speed == 0), jsonl=jsonl,
         jsonl_name="-" if to_stdout else str(jsonl_path), close_jsonl=not to_stdout,
-        live=use_live, serve=serve,
+        live=use_live, serve=serve, record_dir=record_dir,
     )  # fmt: skip
     ble = {} if record is not None else {
         "faults": fault_spec, "lead": lead, "fs": fs, "hci": hci, "silence_timeout_s": silence_s,

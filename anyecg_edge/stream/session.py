@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import logging
 import signal
 import sys
 import threading
@@ -38,6 +39,8 @@ from typing import IO, Any
 from anyecg_edge.runtime import Model
 from anyecg_edge.stream.engine import SinkFailedError, StreamEngine, utc_iso
 from anyecg_edge.stream.sources import SourceSpec
+
+log = logging.getLogger(__name__)
 
 __all__ = ["SessionResult", "StreamOutputError", "StreamSession", "open_jsonl", "reason"]
 
@@ -157,6 +160,8 @@ class StreamSession:
     stopper: Stopper = field(default_factory=Stopper)
     #: A `serve.ServeAddress`: serve the live browser dashboard there while streaming.
     serve: Any = None
+    #: `stream --record DIR` (BLE sources): the raw notifications, events and WFDB signal.
+    record_dir: Path | None = None
 
     def run(
         self,
@@ -224,6 +229,13 @@ class StreamSession:
         info: dict[str, Any] = {}
         failure: BaseException | None = None
         live_ctx = None
+        recorder = None
+        if self.record_dir is not None:
+            from anyecg_edge.stream.recording import Recorder
+
+            recorder = Recorder(
+                self.record_dir, {"source": self.spec.label, "model": self.model_label}
+            )
         with stopper.installed(self.handle_signals):
             engine.start()
             try:
@@ -233,7 +245,14 @@ class StreamSession:
                     # log records print above it, no stale panel
                     live_ctx = live_display(view, console=self.console)
                     live_ctx.__enter__()
-                if record is not None:
+                if self.spec.kind == "replay":
+                    from anyecg_edge.stream.recording import run_replay
+
+                    info = run_replay(
+                        self.spec.target, engine, speed=speed, duration_s=duration_s,
+                        should_stop=stopper.event.is_set, wait=stopper.event.wait,
+                    )  # fmt: skip
+                elif record is not None:
                     from anyecg_edge.stream.sources import run_file
 
                     info = run_file(
@@ -243,7 +262,7 @@ class StreamSession:
                 else:
                     info = _run_ble_until_stopped(
                         self.spec, engine, stopper, speed=speed, duration_s=duration_s,
-                        loop=loop, **ble,
+                        loop=loop, recorder=recorder, **ble,
                     )  # fmt: skip
             except SinkFailedError:
                 pass  # reported below from engine.sink_error
@@ -252,6 +271,8 @@ class StreamSession:
                 if not self.handle_signals:
                     raise  # (the summary is written on the way out)
             finally:
+                if recorder is not None:
+                    info["recording"] = _close_recording(recorder, info)
                 summary, failure = self._finish(
                     engine, live_ctx, info, interrupted or stopper.signum is not None,
                     start_epoch, output,
@@ -305,6 +326,18 @@ class StreamSession:
         except OSError as exc:  # the last buffered line did not fit
             return exc
         return None
+
+
+def _close_recording(recorder: Any, info: dict[str, Any]) -> dict[str, Any]:
+    """Finish a recording (WFDB header, annotations, session.json); a failure there is
+    reported in the summary, not raised over the session's own result."""
+    try:
+        recorder.close(info)
+    except Exception as exc:  # a full disk at the end: the raw log is still replayable
+        log.warning("--record %s: not completed (%s)", recorder.folder, reason(exc))
+        return {"dir": str(recorder.folder), "error": reason(exc)}
+    return {"dir": str(recorder.folder), "records": recorder.records,
+            "wfdb": recorder.meta.get("wfdb")}  # fmt: skip
 
 
 def _run_ble_until_stopped(

@@ -55,7 +55,7 @@ class SourceError(StreamError):
 
 @dataclass(frozen=True)
 class SourceSpec:
-    kind: str  # "file" | "sim" | "device"
+    kind: str  # "file" | "sim" | "device" | "replay"
     target: str
     profile: str | None = None
 
@@ -64,23 +64,24 @@ class SourceSpec:
         head, sep, rest = spec.partition(":")
         if not sep or not rest:
             raise SourceError(
-                f"--source {spec!r}: expected file:PATH, sim-polar|sim-movesense|sim-anyecg:PATH "
-                "or polar|movesense|anyecg:ADDRESS"
+                f"--source {spec!r}: expected file:PATH, sim-polar|sim-movesense|sim-anyecg:PATH, "
+                "polar|movesense|anyecg:ADDRESS or replay:DIR"
             )
-        if head == "file":
-            return cls("file", rest)
+        if head in ("file", "replay"):
+            return cls(head, rest)
         if head.startswith("sim-") and head[4:] in PROFILE_NAMES:
             return cls("sim", rest, head[4:])
         if head in PROFILE_NAMES:
             return cls("device", rest, head)
         raise SourceError(
             f"--source {spec!r}: unknown kind {head!r}; expected file, sim-polar, sim-movesense, "
-            "sim-anyecg, polar, movesense or anyecg"
+            "sim-anyecg, polar, movesense, anyecg or replay"
         )
 
     @property
     def label(self) -> str:
-        return f"{'sim-' if self.kind == 'sim' else ''}{self.profile or 'file'}:{self.target}"
+        kind = self.profile or self.kind  # file, replay
+        return f"{'sim-' if self.kind == 'sim' else ''}{kind}:{self.target}"
 
 
 def load_record(
@@ -175,11 +176,23 @@ class BlePipeline:
     # The link is down since the last frame (disconnect or silence, already reported): the
     # device's silence at the end is then no unreported stall.
     link_is_down: bool = field(init=False, default=False)
+    # `stream --record`: a recording.Recorder that logs what arrives (and the blocks).
+    recorder: Any = None
 
     def __post_init__(self) -> None:
         self.decoder = FrameDecoder(self.profile)
+        if self.recorder is not None:
+            self.recorder.attach(self.profile, self.time_scale)
+
+    def on_event(self, ev: dict[str, Any]) -> None:
+        """A client event (connect, disconnect, heart rate...) to the engine (and the log)."""
+        if self.recorder is not None:
+            self.recorder.event(ev)
+        self.engine.event(ev)
 
     def on_data(self, data: bytes, arrival_ns: int) -> None:
+        if self.recorder is not None:
+            self.recorder.notification(data, arrival_ns)
         self.link_is_down = False
         frame = self.decoder.feed(data)
         if frame is None:
@@ -195,6 +208,8 @@ class BlePipeline:
         self._forward(self.sequencer.push(frame, arrival_ns))
 
     def link_down(self, reason: str) -> None:
+        if self.recorder is not None:
+            self.recorder.link_down(reason)
         self.link_is_down = True
         if self.sequencer is not None:
             self._forward(
@@ -212,13 +227,12 @@ class BlePipeline:
         return asyncio.create_task(mark())
 
     def flush(self) -> None:
+        end_ns = self.end_ns or time.perf_counter_ns()
+        if self.recorder is not None:
+            self.recorder.end(end_ns)
         if self.sequencer is not None:
             self._forward(self.sequencer.flush())
-            stall = (
-                None
-                if self.link_is_down
-                else self.sequencer.trailing_stall(self.end_ns or time.perf_counter_ns())
-            )
+            stall = None if self.link_is_down else self.sequencer.trailing_stall(end_ns)
             if stall is not None:
                 self._forward([stall])
 
@@ -227,6 +241,8 @@ class BlePipeline:
             if isinstance(item, Block):
                 if self.keep_blocks:
                     self.blocks.append(item)
+                if self.recorder is not None:
+                    self.recorder.block(item)
                 self.engine.push(item)
             elif isinstance(item, SeqEvent):
                 self.engine.event(item.to_dict())
@@ -265,6 +281,7 @@ async def run_ble(
     find_timeout_s: float = 20.0,
     max_reconnects: int | None = None,
     loop: bool = True,
+    recorder: Any = None,
 ) -> dict[str, Any]:
     """Stream a simulated (``spec.kind == 'sim'``) or real wearable into the engine until
     ``duration_s`` of stream time, or ``stop``. Returns transport/codec statistics.
@@ -286,14 +303,14 @@ async def run_ble(
             spec, engine, speed=speed, duration_s=duration_s, faults=faults, lead=lead,
             silence_timeout_s=silence_timeout_s, stop=stop, keep_blocks=keep_blocks,
             on_ready=on_ready, max_reconnects=max_reconnects, find_timeout_s=find_timeout_s,
-            loop=loop,
+            loop=loop, recorder=recorder,
         )  # fmt: skip
     if faults.any:
         raise SourceError("--faults applies to simulated sources (sim-polar:..., sim-anyecg:...)")
     if speed != 1.0:
         raise SourceError("--speed applies to replayed sources; a real device streams in real time")
     profile = make_profile(spec.profile, fs=fs, lead=lead)
-    pipe = BlePipeline(profile, engine, keep_blocks=keep_blocks)
+    pipe = BlePipeline(profile, engine, keep_blocks=keep_blocks, recorder=recorder)
     backend, backend_kwargs, transport = None, {}, None
     if hci:
         from anyecg_edge.firmware_bridge.bumble_backend import BumbleClientBackend, open_central
@@ -301,7 +318,7 @@ async def run_ble(
         central, transport = await open_central(hci)  # one-line error if it cannot open
         backend, backend_kwargs = BumbleClientBackend, {"bumble_device": central}
     client = WearableClient(
-        spec.target, profile, on_data=pipe.on_data, on_event=engine.event,
+        spec.target, profile, on_data=pipe.on_data, on_event=pipe.on_event,
         link_down=pipe.link_down, backend=backend, backend_kwargs=backend_kwargs,
         silence_timeout_s=silence_timeout_s, find_timeout_s=find_timeout_s,
         connect_timeout_s=find_timeout_s, max_reconnects=max_reconnects,
@@ -364,6 +381,7 @@ async def _run_sim(
     max_reconnects: int | None,
     find_timeout_s: float,
     loop: bool = True,
+    recorder: Any = None,
 ) -> dict[str, Any]:
     from anyecg_edge.firmware_bridge import anyecg
     from anyecg_edge.firmware_bridge.bumble_backend import BumbleClientBackend
@@ -385,11 +403,13 @@ async def _run_sim(
         end_s = wearable.codes.size / wearable.fs_true
         duration_s = end_s if duration_s is None else min(duration_s, end_s)
     profile = make_profile(spec.profile, fs=wearable.fs_nominal)
-    pipe = BlePipeline(profile, engine, keep_blocks=keep_blocks, time_scale=speed)
+    pipe = BlePipeline(
+        profile, engine, keep_blocks=keep_blocks, time_scale=speed, recorder=recorder
+    )
     sim_stop = asyncio.Event()
     async with SimLink(wearable) as link:
         client = WearableClient(
-            link.address, profile, on_data=pipe.on_data, on_event=engine.event,
+            link.address, profile, on_data=pipe.on_data, on_event=pipe.on_event,
             link_down=pipe.link_down, backend=BumbleClientBackend,
             backend_kwargs={"bumble_device": link.central},
             silence_timeout_s=silence_timeout_s, time_scale=1.0 / speed,

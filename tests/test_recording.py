@@ -1,0 +1,157 @@
+"""`stream --record DIR` and `stream --source replay:DIR` (issue 16 items 1-2): a simulated
+Polar H10 session with faults recorded and replayed gives the same windows and estimates;
+the WFDB signal reads back with its gap annotations; a recording killed mid-write (SIGKILL)
+still replays up to the kill; the log format's torn tail and bad input are one-line errors.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from anyecg_edge.benchmarks.bench_stream import write_tiny_onnx
+from click.testing import CliRunner
+
+from anyecg_edge.cli import cli
+from anyecg_edge.stream.recording import LOG_NAME, LogReader
+
+pytestmark = pytest.mark.device  # no torch
+
+REPO = Path(__file__).resolve().parents[1]
+LABS = ["potassium", "sodium", "hemoglobin", "glucose"]
+# Timing fields: the only ones a replay may change.
+TIMING = ("latency_ms", "t_utc")
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory) -> Path:
+    return write_tiny_onnx(
+        tmp_path_factory.mktemp("model") / "tiny.onnx", LABS, 0, thresholds={"glucose": 0.6}
+    )
+
+
+def _stream(*args: object) -> tuple[int, str]:
+    res = CliRunner().invoke(cli, ["stream", "--no-live", *map(str, args)])
+    return res.exit_code, res.output
+
+
+def _lines(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def _split(lines: list[dict]) -> tuple[list[dict], list[dict]]:
+    """(windows, events) without their timing fields; windows come from the inference
+    thread, so their order among the events may differ: each list is compared on its own."""
+    body = [{k: v for k, v in x.items() if k not in TIMING} for x in lines[1:-1]]
+    return [x for x in body if "event" not in x], [x for x in body if "event" in x]
+
+
+@pytest.fixture(scope="module")
+def recorded(tmp_path_factory, shared_data: Path, model: Path) -> dict:
+    out = tmp_path_factory.mktemp("rec")
+    rec = out / "session"
+    code, text = _stream(
+        "--source", f"sim-polar:{shared_data / 'mitdb' / '100'}", "--model", model,
+        "--duration", "60", "--speed", "20", "--faults", "drop=0.03,disconnect=20,seed=2",
+        "--jsonl", out / "live.jsonl", "--record", rec, "--queue", "100",  # (no drops)
+    )  # fmt: skip
+    assert code == 0, text
+    return {"dir": rec, "live": _lines(out / "live.jsonl"), "out": out}
+
+
+@pytest.mark.parametrize("speed", ["0", "40"])
+def test_replay_gives_the_same_windows_and_estimates(recorded: dict, model: Path, speed) -> None:
+    out = recorded["out"] / f"replay_{speed}.jsonl"
+    code, text = _stream(
+        "--source", f"replay:{recorded['dir']}", "--model", model, "--speed", speed,
+        "--jsonl", out,
+    )  # fmt: skip
+    assert code == 0, text
+    live_w, live_e = _split(recorded["live"])
+    replay = _lines(out)
+    rep_w, rep_e = _split(replay)
+    assert len(live_w) >= 10 and any(w["segment"] > 0 for w in live_w)  # gaps were there
+    assert {e["event"] for e in live_e} >= {"gap", "disconnect", "reconnect"}
+    assert rep_w == live_w
+    assert rep_e == live_e
+    summary = replay[-1]["summary"]
+    assert summary["source_info"]["torn_bytes"] == 0 and summary["source_info"]["complete"]
+    for key in ("windows", "accepted", "rejected", "skipped_gap", "events"):
+        assert summary[key] == recorded["live"][-1]["summary"][key], key
+    # t_utc: the recorded session's clock, not the replay's.
+    assert replay[1]["t_utc"][:16] == recorded["live"][1]["t_utc"][:16]
+
+
+def test_wfdb_signal_reads_back_with_gap_annotations(recorded: dict) -> None:
+    import wfdb
+
+    base = str(recorded["dir"] / "signal")
+    r = wfdb.rdrecord(base)
+    ann = wfdb.rdann(base, "gap")
+    assert r.sig_name == ["chest"] and r.units == ["mV"] and abs(r.fs - 130.0) < 0.5
+    x = r.p_signal[:, 0]
+    live = recorded["live"][-1]["summary"]
+    gaps = live["events"]["gap"]
+    assert len(ann.sample) == gaps and all(n.startswith("gap ") for n in ann.aux_note)
+    for s in ann.sample:  # each annotation opens a run of invalid (NaN) samples
+        assert np.isfinite(x[s - 1]) and np.isnan(x[s])
+    valid = np.isfinite(x)
+    assert valid.mean() > 0.9 and np.nanstd(x) > 0.05  # an ECG in mV, not zeros
+    # The device-time length of the session (the gaps included) in samples.
+    assert abs(len(x) / r.fs - live["stream_s"]) < 1.0
+
+
+def test_sigkill_mid_recording_still_replays(shared_data: Path, model: Path, tmp_path) -> None:
+    rec = tmp_path / "killed"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "anyecg_edge", "-q", "stream", "--no-live", "--source",
+         f"sim-polar:{shared_data / 'mitdb' / '100'}", "--model", str(model), "--speed", "10",
+         "--record", str(rec), "--duration", "600"],
+        cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    log = rec / LOG_NAME
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and (not log.exists() or log.stat().st_size < 20_000):
+        time.sleep(0.2)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
+    assert log.stat().st_size >= 20_000, proc.stderr.read().decode()[-2000:]
+    # A torn tail as a kill mid-write leaves it: half a record more.
+    whole = list(LogReader(log))
+    with open(log, "ab") as fh:
+        fh.write(b"\x40\x00\x00\x00\x12\x34")
+    reader = LogReader(log)
+    assert len(list(reader)) == len(whole) and reader.torn_bytes == 6
+    out = tmp_path / "replay.jsonl"
+    code, text = _stream(
+        "--source", f"replay:{rec}", "--model", model, "--speed", "0", "--jsonl", out
+    )
+    assert code == 0, text
+    summary = _lines(out)[-1]["summary"]
+    assert summary["windows"] >= 10 and summary["source_info"]["torn_bytes"] == 6
+    assert summary["source_info"]["complete"] is False
+
+
+def test_record_and_replay_errors_are_one_line(recorded: dict, model: Path, tmp_path) -> None:
+    rec = recorded["dir"]
+    for args, needle in [
+        (["--source", f"replay:{tmp_path}"], "no session.json"),
+        (["--source", f"replay:{rec}", "--record", tmp_path / "r"], "--record applies to BLE"),
+        (["--source", f"sim-polar:{rec}", "--record", rec], "already holds a recording"),
+        (["--source", f"replay:{rec}", "--jsonl", rec / LOG_NAME], "--jsonl"),
+    ]:
+        code, text = _stream(*args, "--model", model)
+        assert code in (1, 2) and text.startswith("Error: ") and needle in text, (args, text)
+        assert len(text.strip().splitlines()) == 1, text
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "session.json").write_text(json.dumps({"format": "anyecg-edge-recording/1"}))
+    code, text = _stream("--source", f"replay:{bad}", "--model", model)
+    assert code == 1 and "profile" in text, text
