@@ -329,6 +329,9 @@ def test_usage_and_value_errors_of_other_commands(world, tmp_path) -> None:
             "'--segments-per-visit'",
         ),
         (["data", "synth", "--out", world["rec"], "--visits", "2"], 2, "not a folder"),
+        # A folder of other files (here the recordings and the model) is not a cohort to
+        # replace: refused before anything is written, the folder untouched.
+        (["data", "synth", "--out", d, "--visits", "2"], 1, "not part of a synthetic cohort"),
         (["data", "build", "--mcmed", d, "--out", d], 2, "is also an input"),
         (
             ["data", "build", "--mcmed", d, "--out", tmp_path / "k", "--window", "nan"],
