@@ -299,3 +299,26 @@ def test_synth_refuses_a_folder_holding_other_files(tmp_path: Path) -> None:
     with pytest.raises(SynthError, match=r"notes\.txt.*new or empty folder"):
         synth_cohort(tmp_path, 3, seed=0)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
+
+
+def test_sigterm_during_synth_leaves_nothing_behind(tmp_path: Path) -> None:
+    """SIGTERM (the CLI's boundary turns it into one line, exit 143) removes the staging
+    folder as well: no cohort, no leftover to sweep."""
+    out = tmp_path / "cohort"
+    args = ["data", "synth", "--out", out, "--visits", "400", "--segments-per-visit", "1", "1",
+            "--segment-s", "20", "20", "--no-defects"]  # fmt: skip
+    proc = subprocess.Popen([sys.executable, "-m", "anyecg_edge", "-q", *map(str, args)],
+                            cwd=REPO, text=True, stderr=subprocess.PIPE)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        while not any(tmp_path.glob(".cohort.synth-*/waveforms/*/*/II/*.dat")):
+            assert proc.poll() is None and time.monotonic() < deadline, proc.returncode
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 143 and err.strip() == "Error: stopped by SIGTERM", err
+    assert list(tmp_path.iterdir()) == []
