@@ -8,9 +8,9 @@
   imports nothing above it; the stream engine nothing from the BLE bridge; no library
   module imports the CLI.
 * No import cycles among project modules (any import, lazy ones included: a lazy cycle
-  is still two modules that cannot be understood one without the other). The cycles
-  being broken now are listed in ``KNOWN_CYCLES`` and xfail strictly: the day one is
-  gone its test fails until it is taken off the list.
+  is still two modules that cannot be understood one without the other). The three
+  the issue found (cli <-> commands/bench|demo, runtime/base <-> manifest,
+  training/trainer <-> evaluate) are gone.
 
 The graph is built from the source, not from an installed package: ``package-dir`` in
 pyproject.toml maps the top-level folders into ``anyecg_edge``.
@@ -25,8 +25,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
-
-import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 # Installed name -> folder (pyproject's package-dir).
@@ -303,38 +301,6 @@ def test_no_library_module_imports_the_cli():
 
 
 # --- cycles -----------------------------------------------------------------------------------
-# Cycles another engineer is breaking now (issue 17); each xfails strictly until it is gone.
-KNOWN_CYCLES = {
-    "trainer-evaluate": {"anyecg_edge.training.trainer", "anyecg_edge.training.evaluate"},
-}  # fmt: skip
-
-
-def _cycles() -> list[set[str]]:
-    return strongly_connected(internal_graph(lazy=True))
-
-
-def _overlaps(comp: set[str], known: set[str]) -> bool:
-    return len(comp & known) >= 2
-
-
-def test_no_other_import_cycles():
-    unknown = [
-        sorted(c) for c in _cycles() if not any(_overlaps(c, k) for k in KNOWN_CYCLES.values())
-    ]
-    assert not unknown, f"import cycles: {unknown}"
-
-
-@pytest.mark.parametrize(
-    "name",
-    [
-        pytest.param(
-            name,
-            marks=pytest.mark.xfail(strict=True, reason=f"cycle {name} is being broken (issue 17)"),
-        )
-        for name in KNOWN_CYCLES
-    ],
-)
-def test_known_cycle_is_gone(name):
-    known = KNOWN_CYCLES[name]
-    still = [sorted(c) for c in _cycles() if _overlaps(c, known)]
-    assert not still, f"{name}: {still}"
+def test_no_import_cycles():
+    cycles = [sorted(c) for c in strongly_connected(internal_graph(lazy=True))]
+    assert not cycles, f"import cycles: {cycles}"

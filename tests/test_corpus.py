@@ -359,7 +359,7 @@ def test_batching_does_not_change_the_corpus(small, tmp_path, monkeypatch):
     # Windows are gated/preprocessed in batches spanning segments and visits; the corpus
     # must not depend on where the batches cut (incl. the keep_rejected fallback for a
     # window that cannot be preprocessed, and overlapping windows).
-    from anyecg_edge.training.data import corpus
+    from anyecg_edge.training.data import corpus_unit
 
     root = tmp_path / "m"
     shutil.copytree(small, root, symlinks=True)
@@ -371,7 +371,7 @@ def test_batching_does_not_change_the_corpus(small, tmp_path, monkeypatch):
     ref = build_corpus(root, tmp_path / "ref", **kw)
     assert ref["counts"]["windows_unpreprocessable"] >= 1
     for size in (1, 7):
-        monkeypatch.setattr(corpus, "_WINDOWS_PER_BATCH", size)
+        monkeypatch.setattr(corpus_unit, "_WINDOWS_PER_BATCH", size)
         got = build_corpus(root, tmp_path / f"b{size}", **kw)
         assert got["counts"] == ref["counts"]
         assert _corpus_bytes(tmp_path / f"b{size}") == _corpus_bytes(tmp_path / "ref")

@@ -36,39 +36,49 @@ Resumability: visits (sorted by CSN) are cut into fixed work units of
 ``visits_per_unit``; a unit writes its shards and its index part atomically (tmp file +
 ``os.replace``) and then its done marker. Re-running skips units with a marker and
 produces the identical corpus (index + shard bytes), whatever ``workers`` is.
+
+Modules: `corpus_spec` (format, config, label alignment), `corpus_unit` (the workers'
+side: one work unit), this one (splits, labs, the pool, resume, the final index).
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
-import math
 import os
-import re
 import subprocess
 import time
 from collections import Counter
-from collections.abc import Iterable
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from anyecg_edge.training.data.corpus_spec import (
+    _INDEX_ROW_GROUP,
+    _MAX_LISTED_SKIPS,
+    _MISSING,
+    _SPLIT_PRIORITY,
+    FORMAT,
+    INDEX_COLUMNS,
+    SPLIT_ORDER,
+    CorpusConfig,
+    CorpusError,
+    _atomic_write_json,
+    _unit_name,
+    lab_columns,
+    parse_duration_s,
+)
+from anyecg_edge.training.data.corpus_unit import _process_unit, _worker_init
 from anyecg_edge.training.data.mcmed import (
-    ECG_FS_HZ,
-    MCMEDError,
-    check_segment,
     iter_lab_chunks,
-    list_segments,
-    read_segment,
     read_splits,
     read_visits,
 )
-from numpy.lib.stride_tricks import sliding_window_view
 
-from anyecg_edge.fileio import atomic_open, file_sha256, write_json
+from anyecg_edge.fileio import file_sha256
 
 __all__ = [
     "CorpusError",
@@ -78,88 +88,6 @@ __all__ = [
     "parse_duration_s",
     "lab_columns",
 ]
-
-FORMAT = "anyecg-edge-corpus/1"
-INDEX_COLUMNS = (
-    "segment_id",
-    "csn",
-    "mrn",
-    "split",
-    "shard",
-    "offset",
-    "start_time",
-    "quality",
-    "quality_ok",
-    "heart_rate_bpm",
-    "record",
-    "sample_offset",
-)
-SPLIT_ORDER = ("train", "val", "test")
-_SPLIT_PRIORITY = {"train": 0, "val": 1, "test": 2}
-_MAX_LISTED_SKIPS = 1000  # per unit and in the manifest; counts are always complete
-_MISSING = np.iinfo(np.int64).min
-# Windows gated and preprocessed together (across segments and visits, in order): full
-# gate blocks and few calls, while the chain's float64 temporaries stay small
-# (64 x 5000 x 8 B = 2.6 MB each) whatever the segment length.
-_WINDOWS_PER_BATCH = 64
-# Rows per row group of index.parquet (~2 MB with the ~230 lab columns): far fewer
-# column chunks to write than a group per unit, small enough that the build (holding one
-# group before writing it) and a reader (CorpusDataset, a group at a time) stay flat.
-_INDEX_ROW_GROUP = 2048
-
-
-class CorpusError(MCMEDError):
-    """The corpus cannot be built as asked (bad option, incompatible existing out_dir)."""
-
-
-@dataclass(frozen=True)
-class CorpusConfig:
-    """Everything that decides the corpus content (the resume check compares it)."""
-
-    window_s: float = 10.0
-    stride_s: float = 10.0
-    before_s: float = 1800.0
-    after_s: float = 900.0
-    policy: str = "order"
-    split_scheme: str = "random"
-    mains_hz: float | None = 50.0
-    target_fs: float = 500.0
-    expected_fs: float = ECG_FS_HZ
-    shard_size: int = 4096
-    visits_per_unit: int = 16
-    seed: int = 0
-    keep_rejected: bool = False
-    dtype: str = "float16"
-    lab_keys: tuple[str, ...] = ()
-
-    @property
-    def window_samples(self) -> int:
-        return int(round(self.window_s * self.target_fs))
-
-
-def parse_duration_s(text: str | float | int) -> float:
-    """'30m' / '15min' / '1h' / '90s' / '1800' -> seconds (for the CLI's --before/--after)."""
-    if isinstance(text, (int, float)):
-        v = float(text)
-    else:
-        m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*(s|sec|m|min|h|hr)?\s*", str(text).lower())
-        if m is None:
-            raise CorpusError(f"duration {text!r} not understood (expected e.g. 90s, 30m, 1h)")
-        v = (
-            float(m.group(1))
-            * {None: 1, "s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "hr": 3600}[m.group(2)]
-        )
-    if not math.isfinite(v) or v < 0:
-        raise CorpusError(f"duration must be >= 0 seconds, got {text!r}")
-    return v
-
-
-def lab_columns(lab_keys: Iterable[str]) -> list[str]:
-    """Index columns of the labs: ``<key>`` (abnormal 1/0/NaN) then ``<key>_value`` each."""
-    cols = []
-    for k in lab_keys:
-        cols += [k, f"{k}_value"]
-    return cols
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -179,15 +107,6 @@ def _stop_workers(ex: ProcessPoolExecutor) -> None:
 
 def _csn_sort_key(csn: str) -> tuple[int, int, str]:
     return (0, int(csn), "") if csn.isdigit() else (1, 0, csn)
-
-
-def _atomic_write_json(path: Path, obj: Any) -> None:
-    write_json(path, obj, sort_keys=False)
-
-
-def _atomic_save_npy(path: Path, arr: np.ndarray) -> None:
-    with atomic_open(path, "wb") as f:
-        np.save(f, arr, allow_pickle=False)
 
 
 def _git_hash() -> str | None:
@@ -212,367 +131,6 @@ def _input_fingerprint(root: Path) -> dict[str, list[int]]:
         st = p.stat()
         fp[p.name] = [st.st_size, int(st.st_mtime)]
     return fp
-
-
-def _unit_name(unit: int) -> str:
-    return f"u{unit:06d}"
-
-
-# ----------------------------------------------------------------------------- labels
-
-
-def _select_labels(
-    t_ms: np.ndarray,
-    labs: dict[str, np.ndarray],
-    n_labs: int,
-    cfg: CorpusConfig,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per window: keep mask, chosen abnormal flags (W, L) and values (W, L), NaN if none.
-
-    ``t_ms`` are window starts (ms since epoch); ``labs`` holds a visit's result rows
-    sorted by (lab, order time): lab (int), order_ms, result_ms (_MISSING if none),
-    value, abnormal.
-    """
-    w = t_ms.size
-    abn = np.full((w, n_labs), np.nan, dtype=np.float32)
-    val = np.full((w, n_labs), np.nan, dtype=np.float32)
-    if w == 0 or labs["lab"].size == 0:
-        return np.zeros(w, dtype=bool), abn, val
-    order = labs["order_ms"].astype(np.float64)
-    dist = np.abs(t_ms[:, None].astype(np.float64) - order[None, :])  # (W, R)
-    if cfg.policy == "order":
-        win_ms = cfg.window_s * 1000.0
-        lo = order - cfg.before_s * 1000.0
-        hi = order + cfg.after_s * 1000.0
-        res = labs["result_ms"]
-        hi = np.where(res != _MISSING, np.minimum(hi, res.astype(np.float64)), -np.inf)
-        ok = (t_ms[:, None] >= lo[None, :]) & (t_ms[:, None] + win_ms <= hi[None, :])
-        dist = np.where(ok, dist, np.inf)
-    lab = labs["lab"]
-    starts = np.flatnonzero(np.diff(lab, prepend=-1))  # a run per lab (sorted by lab)
-    # Per window and lab: the nearest result, the first one on ties (= earliest order),
-    # for all labs at once: group minima, then the first column reaching its minimum.
-    best = np.minimum.reduceat(dist, starts, axis=1)  # (W, labs present)
-    group = np.repeat(np.arange(starts.size), np.diff(starts, append=lab.size))
-    col = np.where(dist == best[:, group], np.arange(lab.size), lab.size)
-    first = np.minimum.reduceat(col, starts, axis=1)
-    has = np.isfinite(best)  # no usable result for that lab: stays NaN
-    first[~has] = 0
-    keys = lab[starts].astype(np.int64)
-    abn[:, keys] = np.where(has, labs["abnormal"][first], np.nan)
-    val[:, keys] = np.where(has, labs["value"][first], np.nan)
-    keep = np.isfinite(abn).any(axis=1)
-    return keep, abn, val
-
-
-def _candidates(n_samples: int, fs: float, cfg: CorpusConfig) -> tuple[int, int, int]:
-    """(number of windows, window samples, hop samples) of a segment at its own rate."""
-    win = int(round(cfg.window_s * fs))
-    hop = max(1, int(round(cfg.stride_s * fs)))
-    n = 0 if n_samples < win else (n_samples - win) // hop + 1
-    return n, win, hop
-
-
-# ----------------------------------------------------------------------------- worker
-
-_WORKER: dict[str, Any] = {}
-
-
-def _worker_init(cfg_dict: dict, mcmed_dir: str, out_dir: str) -> None:
-    cfg = dict(cfg_dict)
-    cfg["lab_keys"] = tuple(cfg["lab_keys"])
-    _WORKER.update(
-        cfg=CorpusConfig(**cfg),
-        mcmed_dir=mcmed_dir,
-        out_dir=Path(out_dir),
-        order_cfg=CorpusConfig(**{**cfg, "policy": "order"}),
-    )
-
-
-def _classify(msg: str) -> str:
-    low = msg.lower()
-    if "expected" in low and " fs " in f" {low}" and "hz" in low:
-        return "wrong fs"
-    if "truncat" in low or "samples were not loaded" in low or "header says" in low:
-        return "truncated or short data file"
-    if "not found" in low or "no such file" in low:
-        return "missing file"
-    if "header" in low or "record line" in low or "base" in low:
-        return "bad header"
-    return "unreadable record"
-
-
-_INDEX_LIST_COLUMNS = (
-    "csn", "mrn", "split", "start_ms", "quality", "quality_ok", "hr", "record", "sample_offset",
-)  # fmt: skip
-
-
-class _Unit:
-    """One work unit being built: the windows queued for the quality gate, the kept ones
-    buffered into shards, their index columns, and the unit's counters. `_process_unit`
-    feeds it visit by visit; `finish` writes the part file and the done marker."""
-
-    def __init__(self, unit: int, cfg: CorpusConfig, root: Path, out: Path) -> None:
-        self.unit = unit
-        self.cfg = cfg
-        self.root = root
-        self.out = out
-        self.name = _unit_name(unit)
-        self.n_labs = len(cfg.lab_keys)
-        self.t0 = time.perf_counter()
-        # Counters the summaries read are always in the manifest, zero included.
-        self.counts: Counter = Counter(windows_rejected=0, segments_read=0)
-        self.rejected: Counter = Counter()
-        self.skipped: Counter = Counter()
-        self.skipped_list: list[dict[str, str]] = []
-        self.cand = {"order": 0, "visit": 0}
-        self.cols: dict[str, list] = {c: [] for c in _INDEX_LIST_COLUMNS}
-        self.abn_parts: list[np.ndarray] = []
-        self.val_parts: list[np.ndarray] = []
-        self.buf: list[np.ndarray] = []
-        self.buffered = 0
-        self.shard_files: list[str] = []
-        self.pending: list[tuple] = []  # queued windows: (csn, mrn, split, record, raw, ...)
-        self.n_pending = 0
-        self.pending_fs = 0.0
-        self.visits_with_windows: set[str] = set()
-
-    # --- shards and skips -------------------------------------------------------------------
-    def flush(self, final: bool) -> None:
-        cfg = self.cfg
-        while self.buffered >= cfg.shard_size or (final and self.buffered > 0):
-            arr = np.concatenate(self.buf, axis=0) if len(self.buf) > 1 else self.buf[0]
-            take = min(cfg.shard_size, arr.shape[0])
-            fname = f"{self.name}_{len(self.shard_files):03d}.npy"
-            _atomic_save_npy(self.out / "shards" / fname, np.ascontiguousarray(arr[:take]))
-            self.shard_files.append(fname)
-            rest = arr[take:]
-            self.buf = [rest] if rest.shape[0] else []
-            self.buffered = rest.shape[0]
-
-    def skip(self, record: str, reason_kind: str, message: str) -> None:
-        self.skipped[reason_kind] += 1
-        if len(self.skipped_list) < _MAX_LISTED_SKIPS:
-            self.skipped_list.append({"record": record, "reason": reason_kind, "detail": message})
-
-    # --- the quality gate and preprocessing, in batches ----------------------------------------
-    def _preprocess(self, w64: np.ndarray, take: np.ndarray, fs: float):
-        """(preprocessed windows or None, the rows of ``take`` they are)."""
-        from anyecg_edge.signal import SignalError, preprocess
-
-        cfg = self.cfg
-        try:
-            return preprocess(w64[take], fs, mains_hz=cfg.mains_hz, target_fs=cfg.target_fs), take
-        except SignalError:
-            # Only reachable with keep_rejected (a long NaN gap passes no gate):
-            # keep the windows that can be preprocessed, count the others.
-            good, zs = [], []
-            for t in take.tolist():
-                try:
-                    zs.append(
-                        preprocess(w64[t], fs, mains_hz=cfg.mains_hz, target_fs=cfg.target_fs)
-                    )
-                    good.append(t)
-                except SignalError:
-                    self.counts["windows_unpreprocessable"] += 1
-            return (np.stack(zs) if zs else None), np.asarray(good, dtype=np.int64)
-
-    def run_pending(self) -> None:
-        """Gate and preprocess the queued windows; append the kept ones in queue order."""
-        from anyecg_edge.signal import assess_quality_batch
-
-        if not self.pending:
-            return
-        fs = self.pending_fs
-        w64 = np.concatenate([item[4] for item in self.pending]).astype(np.float64)
-        reports = assess_quality_batch(w64, fs)
-        ok = np.fromiter((q.ok for q in reports), dtype=bool, count=len(reports))
-        if not ok.all():
-            for q in reports:
-                if not q.ok:
-                    self.rejected.update(q.reasons)
-            self.counts["windows_rejected"] += int(ok.size - ok.sum())
-        take = np.arange(ok.size) if self.cfg.keep_rejected else np.flatnonzero(ok)
-        z = None
-        if take.size:
-            z, take = self._preprocess(w64, take, fs)
-        if z is not None:
-            self._keep(z, take, reports, ok)
-        self.pending, self.n_pending = [], 0
-
-    def _keep(self, z: np.ndarray, take: np.ndarray, reports: list, ok: np.ndarray) -> None:
-        """Buffer the kept windows ``z`` (rows ``take`` of the queue) and their index rows."""
-        cols = self.cols
-        self.buf.append(z.astype(self.cfg.dtype))
-        self.buffered += take.size
-        bounds = np.cumsum([0] + [item[4].shape[0] for item in self.pending])
-        cut = np.searchsorted(take, bounds)  # each item's slice of take
-        for item, a0, a1, b0 in zip(self.pending, cut[:-1], cut[1:], bounds[:-1], strict=True):
-            if a1 == a0:
-                continue
-            i_csn, i_mrn, i_split, i_rel, _, start_ms, offsets, abn, val = item
-            local = take[a0:a1] - b0
-            n_new = local.size
-            cols["csn"] += [i_csn] * n_new
-            cols["mrn"] += [i_mrn] * n_new
-            cols["split"] += [i_split] * n_new
-            cols["start_ms"].append(start_ms[local])
-            cols["record"] += [i_rel] * n_new
-            cols["sample_offset"].append(offsets[local])
-            self.abn_parts.append(abn[local])
-            self.val_parts.append(val[local])
-            self.visits_with_windows.add(i_csn)
-        kept_reports = [reports[t] for t in take.tolist()]
-        cols["quality"] += [q.metrics["beat_prominence"] for q in kept_reports]
-        cols["quality_ok"].append(ok[take])
-        cols["hr"] += [q.metrics["heart_rate_bpm"] for q in kept_reports]
-        self.flush(final=False)
-
-    # --- visits and segments -----------------------------------------------------------------
-    def visit(self, csn: str, mrn: str, split: str, labs: Any) -> None:
-        self.counts["visits"] += 1
-        segs, errs = list_segments(self.root, csn)
-        for rec, msg in errs:
-            self.skip(os.path.relpath(rec, self.root), _classify(msg), msg)
-        if not segs and not errs:
-            self.counts["visits_without_waveforms"] += 1
-            return
-        self.counts["visits_with_waveforms"] += 1
-        for seg in segs:
-            self.segment(seg, csn, mrn, split, labs)
-
-    def segment(self, seg: Any, csn: str, mrn: str, split: str, labs: Any) -> None:
-        cfg = self.cfg
-        self.counts["segments"] += 1
-        rel = os.path.relpath(seg.record, self.root)
-        problem = check_segment(seg, expected_fs=cfg.expected_fs)
-        if problem is not None:  # reported even when no window would come from it
-            self.skip(rel, _classify(problem), problem)
-            return
-        n_win, win, hop = _candidates(seg.n_samples, seg.fs, cfg)
-        start_ms = seg.start.astype("datetime64[ms]").astype(np.int64)
-        k = np.arange(n_win, dtype=np.int64)
-        t_ms = start_ms + np.round(k * hop * 1000.0 / seg.fs).astype(np.int64)
-        keep, abn, val = _select_labels(t_ms, labs, self.n_labs, cfg)
-        if cfg.policy == "order":
-            self.cand["order"] += int(keep.sum())
-            self.cand["visit"] += n_win if labs["lab"].size else 0
-        else:
-            self.cand["visit"] += int(keep.sum())
-            ocfg = _WORKER["order_cfg"]
-            self.cand["order"] += int(_select_labels(t_ms, labs, self.n_labs, ocfg)[0].sum())
-        sel = np.flatnonzero(keep)
-        if sel.size == 0:
-            return  # nothing to cut here: do not even read the samples
-        try:
-            x = read_segment(seg, checked=True)  # check_segment passed above
-        except MCMEDError as e:
-            self.skip(rel, _classify(str(e)), str(e))
-            return
-        self.counts["segments_read"] += 1
-        # Queue the selected windows; they are gated and preprocessed in batches
-        # that span segments and visits (fuller blocks, fewer calls), in order.
-        view = sliding_window_view(x, win)
-        for c0 in range(0, sel.size, _WINDOWS_PER_BATCH):
-            rows = sel[c0 : c0 + _WINDOWS_PER_BATCH]
-            if self.pending and (
-                self.pending_fs != seg.fs or self.n_pending + rows.size > _WINDOWS_PER_BATCH
-            ):
-                self.run_pending()
-            self.pending_fs = seg.fs
-            self.pending.append(
-                (
-                    csn,
-                    mrn,
-                    split,
-                    rel,
-                    view[rows * hop],
-                    t_ms[rows],
-                    rows * hop,
-                    abn[rows],
-                    val[rows],
-                )
-            )
-            self.n_pending += rows.size
-
-    # --- the unit's outputs ----------------------------------------------------------------------
-    def _table(self) -> Any:
-        import pyarrow as pa
-
-        cfg, cols, name = self.cfg, self.cols, self.name
-        n = len(cols["csn"])
-        pos = np.arange(n, dtype=np.int64)  # window order = shard order
-        arrays = {
-            "csn": pa.array(cols["csn"], type=pa.string()),
-            "mrn": pa.array(cols["mrn"], type=pa.string()),
-            "split": pa.array(cols["split"], type=pa.string()),
-            "shard": pa.array(
-                [f"{name}_{k:03d}.npy" for k in (pos // cfg.shard_size).tolist()], type=pa.string()
-            ),
-            "offset": pa.array((pos % cfg.shard_size).astype(np.int32)),
-            "start_time": pa.array(
-                (np.concatenate(cols["start_ms"]) if n else np.zeros(0, np.int64)).astype(
-                    "datetime64[ms]"
-                ),
-                type=pa.timestamp("ms"),
-            ),
-            "quality": pa.array(np.asarray(cols["quality"], dtype=np.float32)),
-            "quality_ok": pa.array(
-                np.concatenate(cols["quality_ok"]) if n else np.zeros(0, dtype=bool)
-            ),
-            "heart_rate_bpm": pa.array(np.asarray(cols["hr"], dtype=np.float32)),
-            "record": pa.array(cols["record"], type=pa.string()),
-            "sample_offset": pa.array(
-                np.concatenate(cols["sample_offset"]) if n else np.zeros(0, np.int64)
-            ),
-        }
-        abn_all = np.concatenate(self.abn_parts) if n else np.zeros((0, self.n_labs), np.float32)
-        val_all = np.concatenate(self.val_parts) if n else np.zeros((0, self.n_labs), np.float32)
-        for j, key in enumerate(cfg.lab_keys):
-            arrays[key] = pa.array(abn_all[:, j])
-            arrays[f"{key}_value"] = pa.array(val_all[:, j])
-        return pa.table(arrays)
-
-    def finish(self) -> dict[str, Any]:
-        """Process what is queued, write the last shard, the part file and the done marker."""
-        import pyarrow as pa
-
-        self.run_pending()
-        self.counts["visits_with_windows"] = len(self.visits_with_windows)
-        self.flush(final=True)
-        n = len(self.cols["csn"])
-        self.counts["windows"] = n
-        table = self._table()
-        # Arrow IPC, uncompressed: a scratch file that finalize reads once; ~10x cheaper to
-        # write and read than a zstd parquet of ~230 columns.
-        part = self.out / "parts" / f"{self.name}.arrow"
-        tmp = part.with_name(part.name + ".tmp")
-        with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
-            writer.write_table(table)
-        os.replace(tmp, part)
-        marker = {
-            "unit": self.unit,
-            "windows": n,
-            "shards": self.shard_files,
-            "part": f"parts/{self.name}.arrow",
-            "counts": dict(sorted(self.counts.items())),
-            "candidate_windows": self.cand,
-            "rejected_by_reason": dict(sorted(self.rejected.items())),
-            "skipped_records_by_reason": dict(sorted(self.skipped.items())),
-            "skipped_records": self.skipped_list,
-            "seconds": round(time.perf_counter() - self.t0, 4),
-        }
-        _atomic_write_json(self.out / "done" / f"{self.name}.json", marker)
-        return marker
-
-
-def _process_unit(unit: int, visits: list[tuple]) -> dict[str, Any]:
-    """Cut, gate, preprocess and write one work unit; returns its done-marker dict."""
-    cfg: CorpusConfig = _WORKER["cfg"]
-    built = _Unit(unit, cfg, Path(_WORKER["mcmed_dir"]), _WORKER["out_dir"])
-    for csn, mrn, split, labs in visits:
-        built.visit(csn, mrn, split, labs)
-    return built.finish()
 
 
 # ----------------------------------------------------------------------------- main side
