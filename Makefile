@@ -3,7 +3,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test test-arm64 demo lint bench clean
+.PHONY: install test test-arm64 demo lint bench mutate clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -26,6 +26,12 @@ test: $(STAMP)
 # ARM64_ROOT=/var/cache/anyecg-arm64 by default; see benchmarks/arm64/run.sh.
 test-arm64: $(STAMP)
 	PYTHON=$(abspath $(BIN))/python benchmarks/arm64/run.sh
+
+# Mutation testing (mutmut) of the modules that decide correctness, each against its own
+# fast tests, at nice 15 in build/mutate/ (not part of `make test`; ~1-2 h on 2 cores).
+# Report: benchmarks/results/mutation.{md,json}; GROUPS="parity manifest" runs only those.
+mutate: $(STAMP)
+	$(BIN)/python tests/mutate.py $(GROUPS)
 
 demo: $(STAMP)
 	$(BIN)/anyecg-edge demo

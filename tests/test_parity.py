@@ -342,3 +342,150 @@ def test_label_auroc_gate_widens_by_its_noise_only() -> None:
     assert r_calls["auroc"]["mean_delta_se"] is None
     v = r_calls["auroc"]["mean_delta"]
     assert check_tolerance(r_calls, {"mean_auroc_delta": v * 0.99}) != []
+
+
+# --- the whole report against an independent computation (mutation testing: every field) ---
+
+
+def _pair_auroc(y: np.ndarray, s: np.ndarray) -> float:
+    pos, neg = s[y], s[~y]
+    if not len(pos) or not len(neg):
+        return math.nan
+    return float(np.mean([(p > q) + 0.5 * (p == q) for p, q in itertools.product(pos, neg)]))
+
+
+def _r6(v: float) -> float | None:
+    return None if not math.isfinite(v) else float(f"{v:.6g}")
+
+
+def test_the_whole_report_matches_an_independent_computation() -> None:
+    # 9 windows, 4 labs of different spreads; 'a' and 'b' have thresholds, 'b' calibrated;
+    # one window sits exactly at 'a''s threshold (logit 0 -> p 0.5: called, >=); targets
+    # for 'a', 'c' and 'd' with one unmeasured window.
+    rng = np.random.default_rng(7)
+    ref = rng.normal(0.0, [1.0, 2.0, 4.0, 0.5], (9, 4))
+    ref[4, 0] = 0.0
+    ref[:, 3] = np.round(ref[:, 3], 1)
+    test = ref + rng.normal(0.0, 0.3, ref.shape)
+    test[4, 0] = 0.0
+    meta = ModelMetadata(
+        labs=list(LABS), thresholds={"a": 0.5, "b": 0.6}, calibration={"b": [2.0, -0.5]}
+    )
+    label_labs = ["d", "x", "a", "c"]
+    labels = np.array([rng.random(9) < 0.5 for _ in label_labs], float).T
+    labels[:, 2] = [1, 0, 1, 0, 1, 0, 1, 0, np.nan]  # 'a': 4 positive, 4 negative, 1 unmeasured
+    r = parity_report(ref.astype(np.float32), test.astype(np.float32), meta,
+                      labels=labels, label_labs=label_labs)  # fmt: skip
+    ref, test = ref.astype(np.float32).astype(float), test.astype(np.float32).astype(float)
+
+    def prob(z: np.ndarray, lab: str) -> np.ndarray:
+        a, b = meta.calibration.get(lab, [1.0, 0.0])
+        return 1 / (1 + np.exp(-(a * z + b)))
+
+    err = np.abs(test - ref)
+    spread = np.mean([ref[:, j].std() for j in range(4)])
+    p_ref = np.stack([prob(ref[:, j], lab) for j, lab in enumerate(LABS)], 1)
+    p_test = np.stack([prob(test[:, j], lab) for j, lab in enumerate(LABS)], 1)
+    calls = {lab: (p_ref[:, j] >= t, p_test[:, j] >= t)
+             for j, (lab, t) in enumerate(zip(LABS, [0.5, 0.6], strict=False))}  # fmt: skip
+    assert calls["a"][0][4] and calls["a"][1][4]  # the window at the threshold is called
+    agree = np.stack([calls[lab][0] == calls[lab][1] for lab in ("a", "b")], 1)
+    assert r["n_windows"] == 9 and r["n_labs"] == 4
+    assert r["logits"] == {
+        "max_abs_error": _r6(err.max()),
+        "mean_abs_error": _r6(err.mean()),
+        "p99_abs_error": _r6(np.quantile(err, 0.99)),
+        "torch_mean_std": _r6(spread),
+        "rel_mean_abs_error": _r6(err.mean() / spread),
+    }
+    assert r["probabilities"] == {
+        "max_abs_error": _r6(np.abs(p_test - p_ref).max()),
+        "mean_abs_error": _r6(np.abs(p_test - p_ref).mean()),
+    }
+    c_ref = np.stack([calls[lab][0] for lab in ("a", "b")], 1)
+    c_test = np.stack([calls[lab][1] for lab in ("a", "b")], 1)
+    assert r["calls"] == {
+        "agreement": _r6(agree.mean()),
+        "n_disagree": int((~agree).sum()),
+        "n_total": 18,
+        "n_labs_called": 2,
+        "uncalibrated_labs": ["c", "d"],
+        "min_lab_agreement": _r6(min(agree[:, 0].mean(), agree[:, 1].mean())),
+        "torch_abnormal_rate": _r6(c_ref.mean()),
+        "export_abnormal_rate": _r6(c_test.mean()),
+    }
+    assert 0 < r["calls"]["n_disagree"] < 18  # the case separates agreement from its inverse
+    deltas_calls, deltas_labels = [], []
+    for j, lab in enumerate(LABS):
+        pl = r["per_lab"][lab]
+        called = lab in ("a", "b")
+        assert pl["threshold"] == ({"a": 0.5, "b": 0.6}.get(lab))
+        assert pl["agreement"] == (_r6(agree[:, "ab".index(lab)].mean()) if called else None)
+        y = calls[lab][0] if called else None
+        kind = "calls"
+        if y is None or y.all() or not y.any():
+            y, kind = ref[:, j] > np.median(ref[:, j]), "median"
+        a_ref, a_test = _pair_auroc(y, ref[:, j]), _pair_auroc(y, test[:, j])
+        deltas_calls.append(a_ref - a_test)
+        assert pl["vs_calls"] == {
+            "reference": kind, "n_pos": int(y.sum()), "n_neg": int((~y).sum()),
+            "auroc_torch": _r6(a_ref), "auroc_export": _r6(a_test),
+            "delta": _r6(a_ref - a_test),
+        }  # fmt: skip
+        if lab in label_labs:
+            t = labels[:, label_labs.index(lab)]
+            m = np.isfinite(t)
+            y = t[m] > 0.5
+            a_ref, a_test = _pair_auroc(y, ref[m, j]), _pair_auroc(y, test[m, j])
+            if math.isfinite(a_ref):
+                deltas_labels.append(a_ref - a_test)
+            assert pl["vs_labels"] == {
+                "reference": "labels", "n_pos": int(y.sum()), "n_neg": int((~y).sum()),
+                "auroc_torch": _r6(a_ref), "auroc_export": _r6(a_test),
+                "delta": _r6(a_ref - a_test),
+            }  # fmt: skip
+        else:
+            assert "vs_labels" not in pl
+    assert r["per_lab"]["d"]["vs_calls"]["reference"] == "median"  # an odd count: > median
+    for key, deltas, ref_name in (("auroc_vs_calls", deltas_calls, "torch_calls"),
+                                  ("auroc_vs_labels", deltas_labels, "labels")):  # fmt: skip
+        d = np.array(deltas)
+        summary = dict(r[key])
+        se = summary.pop("mean_delta_se")
+        assert (se is None) == (key == "auroc_vs_calls")  # an SE for the gated label delta
+        assert summary == {
+            "reference": ref_name, "n_labs": len(deltas), "mean_delta": _r6(d.mean()),
+            "mean_abs_delta": _r6(np.abs(d).mean()), "max_delta": _r6(d.max()),
+        }  # fmt: skip
+    assert r["auroc"] == r["auroc_vs_labels"] and len(deltas_labels) == 3
+
+
+def test_one_window_one_called_lab_still_has_an_agreement() -> None:
+    meta = ModelMetadata(labs=["a", "b"], thresholds={"a": 0.5})
+    r = parity_report(np.array([[1.0, 2.0]]), np.array([[-1.0, 2.0]]), meta)
+    assert r["calls"]["agreement"] == 0.0 and r["calls"]["min_lab_agreement"] == 0.0
+    assert r["calls"]["torch_abnormal_rate"] == 1.0 and r["calls"]["export_abnormal_rate"] == 0.0
+    assert r["logits"]["rel_mean_abs_error"] is None  # one window: no spread
+    assert r["auroc_vs_labels"] is None and r["auroc"] == r["auroc_vs_calls"]
+
+
+def test_auroc_with_a_single_positive_or_negative() -> None:
+    s = np.array([0.1, 0.4, 0.35, 0.8])
+    assert auroc(np.array([0, 0, 0, 1], bool), s) == 1.0
+    assert auroc(np.array([1, 1, 0, 1], bool), s) == pytest.approx(2 / 3)
+    assert math.isnan(auroc(np.zeros(4, bool), s))
+
+
+def test_parse_tolerance_messages_in_full() -> None:
+    with pytest.raises(ExportError) as exc:
+        parse_tolerance([], "int4")
+    assert str(exc.value).endswith("expected one of fp32, int8, int16x8")
+    with pytest.raises(ExportError) as exc:
+        parse_tolerance(["bogus=1"], "int8")
+    assert str(exc.value) == (
+        "--tolerance 'bogus=1': expected KEY=VALUE with KEY one of "
+        + ", ".join(sorted(TOLERANCE_KEYS))
+    )
+    # the first '=' splits: a second one is part of the value
+    with pytest.raises(ExportError, match="'0.9=1' is not a number"):
+        parse_tolerance(["agreement=0.9=1"], "int8")

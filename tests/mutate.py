@@ -1,0 +1,229 @@
+"""`make mutate`: mutation testing (mutmut 3) of the modules that decide correctness.
+
+Each group of modules is mutated against its own fast test files only, in a staging copy
+under build/mutate/<group>/ laid out as the installed package (mutmut names a mutant by
+its file path, which must be the module's import name: firmware_bridge/ ->
+anyecg_edge/firmware_bridge/ ...). The working tree is never touched.
+
+    python tests/mutate.py [GROUP ...] [--report benchmarks/results/mutation]
+
+writes <report>.json (per group: counts, survivors) and <report>.md (the table, survivors
+with the one-line justification from tests/mutation_survivors.json). Groups already in the
+JSON and not named on the command line are kept, so groups can be run one at a time.
+mutmut mutates code inside functions and methods only, not module-level constants (the
+quality gate's limits are probed at their boundaries by tests/test_gate_limits.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+MAPPED = {"firmware_bridge", "training", "quantization", "benchmarks"}  # -> anyecg_edge/<name>
+
+
+def _codec_paths() -> list[str]:
+    # The wearable codecs: firmware_bridge/devices/ once they moved there (issue 17), else
+    # the flat modules.
+    names = ("polar", "movesense", "anyecg")
+    devices = [f"firmware_bridge/devices/{n}.py" for n in names]
+    if all((ROOT / p).is_file() for p in devices):
+        return devices
+    return [f"firmware_bridge/{n}.py" for n in names]
+
+
+# group -> (modules, pytest selection)
+GROUPS: dict[str, tuple[list[str], list[str]]] = {
+    "signal": (
+        ["anyecg_edge/signal/quality.py", "anyecg_edge/signal/preprocess.py"],
+        ["tests/test_signal.py", "tests/test_gate_limits.py", "tests/test_oracle_independence.py"],
+    ),
+    "codecs": (_codec_paths(), ["tests/test_codecs.py", "-k", "not sequencer"]),
+    "sequencer": (
+        ["firmware_bridge/sequencer.py"],
+        ["tests/test_reorder.py"]
+        + [
+            f"tests/test_codecs.py::{t}"
+            for t in (
+                "test_sequencer_exactly_once",
+                "test_sequencer_exactly_once_random_faults",
+                "test_truncated_frames_are_gaps_never_stitched",
+                "test_random_cuts_with_drops_and_reordering_exactly_once",
+                "test_anyecg_stream_with_garbage_and_corruption",
+            )
+        ]
+        + [
+            f"tests/test_hostile.py::{t}"
+            for t in (
+                "test_a_stall_at_the_end_of_a_session_is_reported",
+                "test_a_timestamp_beyond_the_host_clock_is_a_clock_jump_not_a_gap",
+                "test_lost_frames_are_not_counted_as_reordered",
+                "test_lost_frames_within_the_host_clock_stay_a_gap_of_their_samples",
+            )
+        ],  # fmt: skip
+    ),
+    "parity": (["quantization/parity.py"], ["tests/test_parity.py"]),
+    "manifest": (["anyecg_edge/runtime/manifest.py"], ["tests/test_mutation_manifest.py"]),
+    "calibration": (["training/calibration.py"], ["tests/test_calibration.py"]),
+}
+
+
+def _staged(path: str) -> str:
+    top = path.split("/", 1)[0]
+    return f"anyecg_edge/{path}" if top in MAPPED else path
+
+
+def _stage(group: str, modules: list[str], selection: list[str]) -> Path:
+    stage = ROOT / "build" / "mutate" / group
+    shutil.rmtree(stage, ignore_errors=True)
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "mutants")
+    shutil.copytree(ROOT / "anyecg_edge", stage / "anyecg_edge", ignore=ignore)
+    for name in sorted(MAPPED):
+        shutil.copytree(ROOT / name, stage / "anyecg_edge" / name, ignore=ignore)
+    shutil.copytree(ROOT / "tests", stage / "tests", ignore=ignore)
+    pyproject = (ROOT / "pyproject.toml").read_text()
+    config = {
+        "source_paths": ["anyecg_edge"],
+        "only_mutate": [_staged(m) for m in modules],
+        "pytest_add_cli_args_test_selection": selection,
+        "pytest_add_cli_args": ["-p", "no:cacheprovider", "-q"],
+        "use_git_change_detection": False,
+    }
+    lines = ["", "[tool.mutmut]"] + [f"{k} = {json.dumps(v)}" for k, v in config.items()]
+    (stage / "pyproject.toml").write_text(pyproject + "\n".join(lines) + "\n")
+    return stage
+
+
+def _results(stage: Path) -> dict[str, str]:
+    proc = subprocess.run(
+        [str(Path(sys.executable).with_name("mutmut")), "results", "--all", "true"],
+        cwd=stage, capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    out = {}
+    for line in proc.stdout.splitlines():
+        m = re.match(r"\s*(\S+): (.+)$", line)
+        if m:
+            out[m.group(1)] = m.group(2).strip()
+    return out
+
+
+def _diff(stage: Path, mutant: str) -> str:
+    proc = subprocess.run(
+        [str(Path(sys.executable).with_name("mutmut")), "show", mutant],
+        cwd=stage, capture_output=True, text=True,
+    )  # fmt: skip
+    changed = [
+        ln for ln in proc.stdout.splitlines()
+        if ln[:1] in "+-" and not ln.startswith(("+++", "---"))
+    ]  # fmt: skip
+    return " | ".join(ln.strip() for ln in changed)[:300]
+
+
+def run_group(group: str) -> dict:
+    modules, selection = GROUPS[group]
+    stage = _stage(group, modules, selection)
+    env = dict(os.environ)
+    data = (ROOT.parent / "shared" / "data").resolve()
+    if data.is_dir():
+        env.setdefault("ANYECG_DATA", str(data))
+    env.pop("ANYECG_REQUIRE_DATA", None)
+    t0 = time.monotonic()
+    proc = subprocess.run(
+        ["nice", "-n", "15", str(Path(sys.executable).with_name("mutmut")), "run",
+         "--max-children", os.environ.get("MUTATE_CHILDREN", "1")],
+        cwd=stage, env=env, capture_output=True, text=True,
+    )  # fmt: skip
+    wall_s = time.monotonic() - t0
+    (stage / "mutmut-run.log").write_text(proc.stdout + proc.stderr)
+    if proc.returncode != 0:
+        tail = (proc.stdout + proc.stderr)[-1500:]
+        raise SystemExit(f"Error: mutmut run for {group} failed ({proc.returncode}):\n{tail}")
+    status = _results(stage)
+    per_module: dict[str, dict[str, int]] = {}
+    survivors = []
+    for mutant, st in sorted(status.items()):
+        module = next(
+            (m for m in modules if mutant.startswith(_staged(m)[:-3].replace("/", ".") + ".")),
+            "?",
+        )
+        counts = per_module.setdefault(module, {})
+        counts[st] = counts.get(st, 0) + 1
+        if st not in ("killed", "timeout"):
+            survivors.append({"mutant": mutant, "status": st, "diff": _diff(stage, mutant)})
+    return {
+        "modules": modules,
+        "tests": selection,
+        "wall_s": round(wall_s, 1),
+        "per_module": per_module,
+        "survivors": survivors,
+    }
+
+
+def _rate(counts: dict[str, int]) -> tuple[int, int]:
+    killed = counts.get("killed", 0) + counts.get("timeout", 0)
+    return killed, sum(counts.values())
+
+
+def write_report(report: dict, base: Path) -> None:
+    base.parent.mkdir(parents=True, exist_ok=True)
+    base.with_suffix(".json").write_text(json.dumps(report, indent=1) + "\n")
+    just_path = ROOT / "tests" / "mutation_survivors.json"
+    just = json.loads(just_path.read_text()) if just_path.is_file() else {}
+    lines = [
+        "# Mutation testing (`make mutate`, mutmut 3)",
+        "",
+        "Each module mutated against its own fast test files only (tests/mutate.py GROUPS).",
+        "Killed includes timeouts. Survivors are justified in tests/mutation_survivors.json.",
+        "",
+        "| module | tests | killed | total | kill rate |",
+        "| --- | --- | ---: | ---: | ---: |",
+    ]
+    all_k = all_n = 0
+    for group in report["groups"].values():
+        for module, counts in group["per_module"].items():
+            k, n = _rate(counts)
+            all_k, all_n = all_k + k, all_n + n
+            tests = " ".join(group["tests"])
+            lines.append(f"| {module} | {tests} | {k} | {n} | {100 * k / max(n, 1):.1f} % |")
+    lines.append(
+        f"| **all** | | **{all_k}** | **{all_n}** | **{100 * all_k / max(all_n, 1):.1f} %** |"
+    )
+    lines += ["", "## Survivors", ""]
+    for group in report["groups"].values():
+        for s in group["survivors"]:
+            why = just.get(s["mutant"], "NOT JUSTIFIED")
+            lines.append(f"- `{s['mutant']}` ({s['status']}): `{s['diff']}` - {why}")
+    base.with_suffix(".md").write_text("\n".join(lines) + "\n")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("groups", nargs="*", default=list(GROUPS))
+    ap.add_argument("--report", default=str(ROOT / "benchmarks" / "results" / "mutation"))
+    args = ap.parse_args()
+    unknown = [g for g in args.groups if g not in GROUPS]
+    if unknown:
+        raise SystemExit(f"Error: unknown group(s) {unknown}; expected some of {list(GROUPS)}")
+    base = Path(args.report)
+    old = base.with_suffix(".json")
+    report = json.loads(old.read_text()) if old.is_file() else {"groups": {}}
+    for group in args.groups:
+        print(f"mutate: {group} ...", flush=True)
+        report["groups"][group] = run_group(group)
+        write_report(report, base)
+        g = report["groups"][group]
+        for module, counts in g["per_module"].items():
+            k, n = _rate(counts)
+            print(f"  {module}: {k}/{n} killed ({g['wall_s']} s)", flush=True)
+
+
+if __name__ == "__main__":
+    main()
