@@ -492,9 +492,10 @@ def _lock(fd: int, blocking: bool) -> bool:
 def _sweep_stale_stages(out: Path) -> None:
     """Remove what killed writers of ``out`` left beside it (their staging folders, or the
     previous cohort set aside by a swap that did not finish): a folder no live writer locks."""
+    import glob
     import shutil
 
-    for p in out.parent.glob(f".{out.name}.synth-*"):
+    for p in out.parent.glob(f".{glob.escape(out.name)}.synth-*"):
         try:
             fd = os.open(p, os.O_RDONLY)
         except OSError:
