@@ -241,6 +241,8 @@ class Group(click.Group):
             _report(click.ClickException("interrupted"), 130)
             raise SystemExit(130) from exc
         except Terminated as exc:
+            if not standalone_mode:  # a command run inside another (demo): the outer reports
+                raise
             _report(click.ClickException(str(exc)), 128 + exc.signum)
             raise SystemExit(128 + exc.signum) from None
         except BaseException as exc:  # the boundary: every other failure is one line
