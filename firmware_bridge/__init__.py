@@ -1,6 +1,8 @@
-"""BLE bridge (installed as ``anyecg_edge.firmware_bridge``): wearable profiles, packet
-codecs, the open AnyECG GATT profile, a sequencer that turns notifications into an
-ordered gap-marked sample stream, fault injection and the transports.
+"""BLE bridge (installed as ``anyecg_edge.firmware_bridge``): the wearable families (one
+module each in ``devices/``: codec, central profile, encoder facts, simulator peripheral;
+the open AnyECG GATT profile among them), a sequencer that turns notifications into an
+ordered gap-marked sample stream (the `Block` / `SeqEvent` types of
+``anyecg_edge.stream.types``), fault injection and the transports.
 
 Codecs, profiles and the sequencer need numpy only. The transports import their BLE
 library lazily: ``client`` (real hardware, bleak), ``bumble_backend`` and

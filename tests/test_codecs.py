@@ -32,6 +32,58 @@ FUZZ = settings(max_examples=3000, deadline=None, suppress_health_check=[HealthC
 ROUND_TRIP = settings(max_examples=400, deadline=None)
 
 
+# --- the device registry and the standard Heart Rate / Battery services -------------------
+def test_registry_one_module_per_wearable():
+    from anyecg_edge.firmware_bridge import devices
+    from anyecg_edge.firmware_bridge.profiles import PROFILES
+
+    from anyecg_edge import firmware_bridge
+    from anyecg_edge.stream import types
+
+    assert sorted(devices.WEARABLES) == ["anyecg", "movesense", "polar"]
+    for name, w in devices.WEARABLES.items():
+        assert PROFILES[name] is w.profile and w.profile.name == name
+    # the old import paths are the very same modules and classes
+    assert polar is devices.polar and movesense is devices.movesense and anyecg is devices.anyecg
+    assert PolarH10Profile is devices.polar.PolarH10Profile
+    assert firmware_bridge.Block is types.Block and FrameFlags is types.FrameFlags
+    with pytest.raises(ValueError, match="unknown profile 'garmin'; expected one of"):
+        FrameEncoder("garmin", 250.0)
+    # each family's encoder facts (what the simulator used to hard-code)
+    assert [FrameEncoder(n, 250.0).bits for n in ("polar", "movesense", "anyecg")] == [24, 32, 24]
+    assert FrameEncoder("anyecg", 250.0, anyecg_format=0).samples_per_frame == 113
+
+
+@given(
+    hr=st.integers(0, 0xFFFF),
+    rr=st.lists(st.integers(1, 0xFFFF), max_size=8),
+    contact=st.sampled_from([None, True, False]),
+)
+@ROUND_TRIP
+def test_heart_rate_measurement_round_trip(hr, rr, contact):
+    from anyecg_edge.firmware_bridge.devices import heart_rate as hrs
+
+    m = hrs.decode_measurement(hrs.encode_measurement(hr, rr, contact=contact))
+    assert m.hr_bpm == hr and m.contact is contact and m.energy_kj is None
+    assert [round(ms * 1.024) for ms in m.rr_ms] == rr  # 1/1024 s, exactly back
+
+
+def test_heart_rate_measurement_vectors_and_errors():
+    from anyecg_edge.firmware_bridge.devices import heart_rate as hrs
+
+    # flags 0x16: uint8 rate, contact supported + detected, RR present (what an H10 sends)
+    m = hrs.decode_measurement(bytes.fromhex("16 48 00 04 e8 03"))
+    assert (m.hr_bpm, m.rr_ms, m.contact) == (72, (1000.0, 976.6), True)
+    # uint16 rate and energy expended, no contact bits
+    m = hrs.decode_measurement(bytes.fromhex("09 2c 01 10 00"))
+    assert (m.hr_bpm, m.energy_kj, m.contact, m.rr_ms) == (300, 16, None, ())
+    assert m.to_event() == {"event": "heart_rate", "hr_bpm": 300, "rr_ms": [], "energy_kj": 16}
+    for bad in ("", "16", "01 48", "08 48 00", "16 48 00"):
+        with pytest.raises(FrameError, match="heart rate measurement") as err:
+            hrs.decode_measurement(bytes.fromhex(bad))
+        assert err.value.reason == "heart_rate"
+
+
 # --- Polar H10 -------------------------------------------------------------------------
 def test_polar_sdk_vector():
     # Polar's own SDK test: two samples and a 2e9 ns last-sample timestamp.
