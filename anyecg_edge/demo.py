@@ -81,7 +81,9 @@ class DemoConfig:
     # on a shared 2-core machine (OpenMP spin-waits thrash when another process runs).
     threads: int = 1
     bootstrap: int = 200
-    calib_size: int = 256
+    # export's default: 256 windows left the int8 students one call short of the 0.99
+    # agreement goal (0.9897 both formats); 512 gave 0.9909 LiteRT / 0.9901 ONNX.
+    calib_size: int = 512
     allow_degraded: bool = False
     stream_s: float = 60.0
     stream_speed: float = 20.0
