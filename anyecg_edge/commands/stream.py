@@ -118,7 +118,8 @@ SOURCE_HELP = (
     "--record", "record_dir", type=OutputPath(folder=True), default=None, metavar="DIR",
     help="BLE sources: record the session into DIR - the raw notifications with their host "
     "arrival times and the link events (framed, crash-safe: replay with --source replay:DIR) "
-    "and the sequenced signal as WFDB with gap annotations.",
+    "and the sequenced signal as WFDB with gap annotations. With replay:DIR: the recording "
+    "again (a killed session's WFDB files regenerated from its log).",
 )  # fmt: skip
 @json_option("the final summary")
 def stream(
@@ -183,10 +184,11 @@ def stream(
         for path, what in ((jsonl_path, "--jsonl"), (json_out, "--json"), (record_dir, "--record")):
             refuse_clobber(path, replayed, what)
     if record_dir is not None:
-        if spec.kind not in ("sim", "device"):
+        if spec.kind == "file":
+            # (no notifications to keep: a file is a recording already)
             raise SourceError(
-                "--record applies to BLE sources (sim-polar:PATH, polar:ADDR, ...); a file: or "
-                "replay: source is a recording already"
+                "--record applies to BLE sources (sim-polar:PATH, polar:ADDR, ...) and "
+                "replay:DIR (regenerates a recording); a file: source is a recording already"
             )
         from anyecg_edge.stream.recording import check_record_dir
 

@@ -251,6 +251,7 @@ class StreamSession:
                     info = run_replay(
                         self.spec.target, engine, speed=speed, duration_s=duration_s,
                         should_stop=stopper.event.is_set, wait=stopper.event.wait,
+                        recorder=recorder,
                     )  # fmt: skip
                 elif record is not None:
                     from anyecg_edge.stream.sources import run_file
