@@ -433,3 +433,43 @@ def test_ble_simulate_advice_line_runs(tmp_path: Path, shared_data: Path) -> Non
     finally:
         sim.send_signal(2)
         sim.communicate(timeout=20)
+
+
+def _table_commands(doc: str) -> list[str]:
+    """The backticked commands of a Markdown table's last column ("run")."""
+    rows = [ln for ln in (REPO_ROOT / doc).read_text().splitlines() if ln.startswith("| `")]
+    found = []
+    for row in rows:
+        last = row.rstrip(" |").rsplit("|", 1)[-1]
+        found += [c for c in re.findall(r"`([^`]+)`", last) if re.match(r"(python|bash|anyecg)", c)]
+    return found
+
+
+def test_benchmarks_table_commands_name_things_that_exist() -> None:
+    """benchmarks/README.md's "run" column (no shell block there): each module answers
+    --help, each script parses (bash -n), each `anyecg-edge` line parses with the CLI. Running
+    them is a job of its own (a 24 h soak, GPUs), measured in the README's tables."""
+    import click
+
+    from anyecg_edge.cli import cli
+
+    commands = _table_commands("benchmarks/README.md")
+    assert len(commands) >= 7, commands
+    for text in commands:
+        words = shlex.split(text)
+        if words[:2] == ["python", "-m"]:
+            proc = subprocess.run(
+                [sys.executable, "-m", words[2], "--help"], capture_output=True, text=True,
+                env=_env(), timeout=120,
+            )  # fmt: skip
+            assert proc.returncode == 0, f"{text}: {proc.stderr[-1000:]}"
+        elif words[0] == "bash":
+            script = REPO_ROOT / words[1]
+            assert script.is_file(), text
+            assert subprocess.run(["bash", "-n", str(script)]).returncode == 0, text
+        else:
+            assert words[0] == "anyecg-edge", text
+            cmd, rest = cli, words[1:]
+            while rest and isinstance(cmd, click.Group) and rest[0] in cmd.commands:
+                cmd, rest = cmd.commands[rest[0]], rest[1:]
+            cmd.make_context(cmd.name, rest)  # the command's own options parse (else raises)
