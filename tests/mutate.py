@@ -49,7 +49,7 @@ GROUPS: dict[str, tuple[list[str], list[str]]] = {
     "codecs": (_codec_paths(), ["tests/test_codecs.py", "-k", "not sequencer"]),
     "sequencer": (
         ["firmware_bridge/sequencer.py"],
-        ["tests/test_reorder.py"]
+        ["tests/test_mutation_sequencer.py", "tests/test_reorder.py"]
         + [
             f"tests/test_codecs.py::{t}"
             for t in (

@@ -1,0 +1,227 @@
+"""The sequencer's exact outputs on small hand-made frame sequences: event fields and
+times, block times and arrival stamps, counts, the host-clock and late-horizon boundaries.
+Written to kill the mutants `make mutate` found alive (tests/mutate.py); the end-to-end
+properties are in test_reorder.py, test_codecs.py and test_hostile.py."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from anyecg_edge.firmware_bridge.frames import Frame, FrameFlags
+from anyecg_edge.firmware_bridge.sequencer import Block, SeqEvent, Sequencer
+
+FS = 100.0
+MS = 1_000_000  # ns
+
+
+def _ts_frame(k: int, n: int = 10, *, shift_ns: int = 0, t_ref: str = "last") -> Frame:
+    """Frame k of a timestamp-only device (Polar-like: stamp of the last sample)."""
+    first = k * n
+    ref = first + (n - 1 if t_ref == "last" else 0)
+    return Frame(np.arange(first, first + n), 1000.0, ref * 10 * MS + shift_ns, t_ref)  # type: ignore[arg-type]
+
+
+def _seq_frame(k: int, n: int = 10, *, seq_shift: int = 0, t_shift_ns: int = 0) -> Frame:
+    """Frame k of a device with a sample counter and first-sample stamps (AnyECG-like)."""
+    first = k * n
+    return Frame(np.arange(first, first + n), 1000.0, first * 10 * MS + t_shift_ns, "first",
+                 seq=first + seq_shift)  # fmt: skip
+
+
+def _run(seq: Sequencer, frames: list[Frame], arrivals_ms: list[float]) -> list:
+    out: list = []
+    for f, a in zip(frames, arrivals_ms, strict=True):
+        out.extend(seq.push(f, int(a * MS)))
+    return out
+
+
+def _blocks(out: list) -> list[tuple]:
+    return [(b.segment, b.seg_index, round(b.t_first_s, 6), b.arrival_ns, int(b.codes[0]))
+            for b in out if isinstance(b, Block)]  # fmt: skip
+
+
+def _events(out: list) -> list[dict]:
+    return [o.to_dict() for o in out if isinstance(o, SeqEvent)]
+
+
+# --- trailing stall ------------------------------------------------------------------------
+
+
+def test_trailing_stall_needs_a_host_clock_and_a_frame() -> None:
+    seq = Sequencer(FS)
+    _run(seq, [_ts_frame(0)], [0])
+    assert seq.trailing_stall(10**12) is None  # no time_scale: arrival times are no clock
+    assert Sequencer(FS, time_scale=1.0).trailing_stall(10**12) is None  # nothing arrived
+
+
+@pytest.mark.parametrize(
+    ("scale", "silent_ms", "stall_s"),
+    [
+        (1.0, 2100, 2.1),
+        (1.0, 2099.999, None),  # at the slack + 0.1 s of shutdown: a stall
+        (2.0, 1500, 3.0),
+        (2.0, 1095, None),  # device seconds: host time x the replay speed
+        (3.0, 0, None),
+        (3.0, 1041.15, 3.123),
+    ],  # fmt: skip
+)
+def test_trailing_stall_boundary_and_fields(scale: float, silent_ms: float, stall_s) -> None:
+    seq = Sequencer(FS, time_scale=scale)
+    _run(seq, [_ts_frame(0), _ts_frame(1)], [0, 100])
+    ev = seq.trailing_stall(int((100 + silent_ms) * MS))
+    if stall_s is None:
+        assert ev is None
+    else:
+        assert ev is not None
+        assert ev.to_dict() == {"event": "stall", "t": 0.2, "duration_s": stall_s, "at_end": True}
+
+
+# --- clock faults ----------------------------------------------------------------------------
+
+
+def test_one_corrupted_stamp_is_a_clock_jump_then_reverted_exactly() -> None:
+    seq = Sequencer(FS, time_scale=1.0)
+    frames = [_ts_frame(k) for k in range(6)]
+    frames[3] = _ts_frame(3, shift_ns=1000_123_450 * MS // 1000)  # +1000.12345 s
+    out = _run(seq, frames, [0, 100, 200, 323.456, 400, 500])
+    assert _events(out)[1:] == [{"event": "clock_jump_reverted", "t": 0.4}]
+    jump = _events(out)[0]
+    assert jump["event"] == "clock_jump" and jump["t"] == 0.3
+    assert jump["reason"] == "beyond_host_clock" and jump["host_elapsed_s"] == 0.1235
+    assert jump["jump_s"] == pytest.approx(1000.1234, abs=1.1e-4)
+    assert round(jump["jump_s"], 4) == jump["jump_s"]  # 4 decimals
+    assert _blocks(out) == [
+        (0, 10 * k, round(0.1 * k, 6), int(a * MS), 10 * k)
+        for k, a in enumerate([0, 100, 200, 323.456, 400, 500])
+    ]
+    assert seq.counts == {"duplicate": 0, "late": 0, "gap": 0, "clock_jump": 1, "reordered": 0}
+
+
+def test_a_clock_that_jumps_for_good_is_followed() -> None:
+    # Two persistent jumps (+1000 s, then +500 s), each arriving on time: two clock_jumps,
+    # the stream's time continues with the samples, no gap, no revert.
+    seq = Sequencer(FS, time_scale=1.0)
+    shifts = [0, 0, 1000_000, 1000_000, 1500_000, 1500_000]  # ms
+    frames = [_ts_frame(k, shift_ns=s * MS) for k, s in enumerate(shifts)]
+    out = _run(seq, frames, [0, 100, 200, 300, 400, 500])
+    assert [e["event"] for e in _events(out)] == ["clock_jump", "clock_jump"]
+    assert [e["t"] for e in _events(out)] == [0.2, 0.4]
+    assert _blocks(out) == [(0, 10 * k, round(0.1 * k, 6), k * 100 * MS, 10 * k) for k in range(6)]
+    assert seq.counts["clock_jump"] == 2 and seq.counts["gap"] == 0
+
+
+def test_a_counter_that_jumps_ahead_of_the_host_clock() -> None:
+    # Counter and stamps jump together by 10^6 samples (10^4 s) arriving on time: one
+    # clock_jump (beyond the host clock), samples continuous; no second jump from the stamp.
+    seq = Sequencer(FS, time_scale=1.0)
+    frames = [_seq_frame(k) for k in range(3)]
+    frames += [_seq_frame(k, seq_shift=10**6, t_shift_ns=10**4 * 10**9) for k in range(3, 6)]
+    out = _run(seq, frames, [0, 100, 200, 300, 400, 500])
+    evs = _events(out)
+    assert [e["event"] for e in evs] == ["clock_jump"] and evs[0]["reason"] == "beyond_host_clock"
+    assert evs[0]["jump_s"] == 10000.0 and evs[0]["t"] == 0.3
+    assert _blocks(out) == [(0, 10 * k, round(0.1 * k, 6), k * 100 * MS, 10 * k) for k in range(6)]
+
+
+def test_a_counter_and_stamp_that_disagree_are_a_clock_jump_without_gap() -> None:
+    # Counter continuous, stamp +2 s from frame 3 on: the samples are continuous, the time
+    # base is re-anchored (stream time keeps counting with the samples).
+    seq = Sequencer(FS)
+    frames = [_seq_frame(k, t_shift_ns=(2 * 10**9 if k >= 3 else 0)) for k in range(5)]
+    out = _run(seq, frames, [0, 1, 2, 3, 4])
+    assert _events(out) == [{"event": "clock_jump", "t": 0.3, "jump_s": 2.0}]
+    assert [b[2] for b in _blocks(out)] == [0.0, 0.1, 0.2, 0.3, 0.4]
+
+
+# --- gaps, late frames, resets ---------------------------------------------------------------
+
+
+def test_gap_event_fields() -> None:
+    seq = Sequencer(FS, reorder_depth=0)
+    out = _run(seq, [_seq_frame(0), _seq_frame(1), _seq_frame(3), _seq_frame(4)], [0, 1, 2, 3])
+    assert _events(out) == [{"event": "gap", "t": 0.2, "duration_s": 0.1, "missing_samples": 10,
+                             "reason": "sequence"}]  # fmt: skip
+    assert _blocks(out) == [(0, 0, 0.0, 0, 0), (0, 10, 0.1, MS, 10), (1, 0, 0.3, 2 * MS, 30),
+                            (1, 10, 0.4, 3 * MS, 40)]  # fmt: skip
+
+
+def test_late_event_fields_and_counts() -> None:
+    # frame 2 arrives after 3..6 (depth 2): a gap, then frame 2 is late (in the hole)
+    seq = Sequencer(FS)
+    order = [0, 1, 3, 4, 5, 6, 2, 7]
+    out = _run(seq, [_seq_frame(k) for k in order], list(range(8)))
+    evs = _events(out)
+    assert evs[1] == {"event": "late", "t": 0.7, "samples": 10, "behind_samples": 50}
+    assert seq.counts == {"duplicate": 0, "late": 1, "gap": 1, "clock_jump": 0, "reordered": 2}
+    # a second late frame adds to the counts
+    out = seq.push(_seq_frame(5), 9)  # a released frame again: a duplicate
+    assert out == [] and seq.counts["duplicate"] == 1
+
+
+@pytest.mark.parametrize(("behind", "late"), [(34, True), (35, False)])
+def test_the_late_horizon_boundary(behind: int, late: bool) -> None:
+    # 8-sample frames, depth 2: a frame up to (2 + 2) * 8 + 2 = 34 samples behind is late;
+    # one sample more (off the frame grid, in no hole) is a clock reset.
+    seq = Sequencer(FS)
+    out = _run(seq, [_seq_frame(k, n=8) for k in range(6)], list(range(6)))
+    stale = Frame(np.arange(1000, 1008), 1000.0, None, "first", seq=48 - behind)
+    out = seq.push(stale, 6)
+    if late:
+        assert _events(out) == [{"event": "late", "t": 0.48, "samples": 8, "behind_samples": 34}]
+        assert seq.counts["late"] == 1 and seq.segment == 0
+    else:
+        assert _events(out) == [{"event": "gap", "t": 0.48, "duration_s": None,
+                                 "missing_samples": None, "reason": "clock_reset"}]  # fmt: skip
+        assert seq.counts["gap"] == 1 and seq.segment == 1
+
+
+def test_a_late_frame_with_a_jittered_stamp_is_still_in_its_hole() -> None:
+    # Timestamp-only frames: frame 2 arrives 5 frames late, its stamp 1 sample early
+    # (jitter within the tolerance): still the hole's frame, not a clock reset.
+    seq = Sequencer(FS)
+    frames = [_ts_frame(k) for k in (0, 1, 3, 4, 5, 6, 7)] + [_ts_frame(2, shift_ns=-10 * MS)]
+    out = _run(seq, frames, list(range(8)))
+    assert [e["event"] for e in _events(out)] == ["gap", "late"]
+    assert seq.segment == 1 and seq.counts["late"] == 1
+
+
+def test_resets_count_and_keep_the_reorder_window() -> None:
+    # Two clock resets (counter restarts off the old grid), then a swapped pair after the
+    # second one: put back in order, no gap (the window works again after a reset).
+    seq = Sequencer(FS)
+    frames = [_seq_frame(k) for k in range(6)]
+    frames += [_seq_frame(k, seq_shift=-57) for k in (6, 7)]  # reset 1
+    frames += [_seq_frame(k, seq_shift=-300) for k in (8, 9, 11, 10, 12)]  # reset 2, a swap
+    out = _run(seq, frames, list(range(len(frames))))
+    gaps = [e for e in _events(out) if e["event"] == "gap"]
+    assert [g["reason"] for g in gaps] == ["clock_reset", "clock_reset"]
+    assert seq.counts["gap"] == 2 and seq.segment == 2 and seq.counts["reordered"] == 1
+    blocks = _blocks(out)
+    assert [b[0] for b in blocks] == [0] * 6 + [1] * 2 + [2] * 5
+    assert [b[1] for b in blocks[6:8]] == [0, 10] and [b[1] for b in blocks[8:]] == [
+        0,
+        10,
+        20,
+        30,
+        40,
+    ]
+    assert [b[4] for b in blocks] == [10 * k for k in range(13)]
+
+
+def test_device_reset_flag_and_reconnect_reason() -> None:
+    seq = Sequencer(FS)
+    out = _run(seq, [_seq_frame(0), _seq_frame(1)], [0, 1])
+    flagged = Frame(np.arange(20, 30), 1000.0, 0, "first", seq=0, flags=FrameFlags.TIME_RESET)
+    out = seq.push(flagged, 2)
+    assert _events(out)[0]["reason"] == "device_reset" and seq.segment == 1
+    assert seq.break_segment("disconnect") == []
+
+    def counter_only(seq_no: int) -> Frame:
+        return Frame(np.arange(seq_no + 20, seq_no + 30), 1000.0, None, "first", seq=seq_no)
+
+    out = seq.push(counter_only(10), 3)  # continues the counter: no gap
+    assert _events(out) == []
+    seq.break_segment("disconnect")
+    out = seq.push(counter_only(50), 4)  # 30 samples lost over the reconnect
+    assert _events(out) == [{"event": "gap", "t": 0.4, "duration_s": 0.3,
+                             "missing_samples": 30, "reason": "disconnect"}]  # fmt: skip
