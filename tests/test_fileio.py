@@ -322,3 +322,37 @@ def test_sigterm_during_synth_leaves_nothing_behind(tmp_path: Path) -> None:
             proc.wait()
     assert proc.returncode == 143 and err.strip() == "Error: stopped by SIGTERM", err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_train_log_of_a_diverged_run_is_strict_json(tmp_path: Path) -> None:
+    """train_log.jsonl: a NaN loss (a diverged run) is logged as null with its reason - the
+    line used to hold a bare NaN token that strict JSONL readers reject."""
+    torch = pytest.importorskip("torch")
+    from anyecg_edge.training.trainer import DistInfo, TrainConfig, Trainer, masked_bce_terms
+    from torch.utils.data import TensorDataset
+
+    x = torch.full((16, 4), float("nan"))  # every output, and so every loss, is NaN
+    y = torch.zeros(16, 1)
+    torch.manual_seed(0)
+    model = torch.nn.Linear(4, 1)
+
+    def loss_fn(m, batch):
+        s, c = masked_bce_terms(m(batch[0]), batch[1], batch[2])
+        return {"bce": (s, c, 1.0)}
+
+    trainer = Trainer(
+        model,
+        loss_fn=loss_fn,
+        train_set=TensorDataset(x, y, torch.ones_like(y)),
+        val_set=TensorDataset(torch.randn(4, 4)),
+        val_targets=np.array([[0], [1], [0], [1]], np.int8),
+        out_dir=tmp_path,
+        config=TrainConfig(batch_size=8, lr=0.01, warmup=0, log_every=1, epochs=1),
+        info=DistInfo(),
+        labs=["a"],
+        order_fn=lambda epoch: np.arange(16),
+    )
+    trainer.fit()
+    lines = [strict_loads(ln) for ln in (tmp_path / "train_log.jsonl").read_text().splitlines()]
+    assert len(lines) == 2 and all(ln["loss"] is None for ln in lines)
+    assert all(ln["non_finite"]["loss"] == "nan" for ln in lines)

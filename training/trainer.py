@@ -47,6 +47,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from anyecg_edge.fileio import file_sha256, write_json
+from anyecg_edge.jsonsafe import dumps
 from anyecg_edge.progress import report as progress_report
 
 log = logging.getLogger("anyecg_edge.training")
@@ -550,8 +551,8 @@ class Trainer:
                             torch.cuda.max_memory_allocated(info.device) / 2**20
                         )
                     if info.is_main:
-                        with open(log_path, "a") as fh:
-                            fh.write(json.dumps(rec) + "\n")
+                        with open(log_path, "a") as fh:  # a diverged loss: null, not NaN
+                            fh.write(dumps(rec) + "\n")
                         log.info(
                             "step %d/%d epoch %d loss %.4f lr %.2e %.1f segments/s "
                             "(%.1f/s with eval+ckpt)%s",
