@@ -28,6 +28,7 @@ from rich.console import Console
 from rich.table import Table
 
 from anyecg_edge import RESEARCH_USE_NOTE
+from anyecg_edge.fileio import write_json
 
 # Subfolders of OUT this demo creates (and clears when it runs again).
 _SUBDIRS = (
@@ -419,8 +420,7 @@ def stage_predict(ctx: DemoContext) -> tuple[str, list[Path]]:
     n = max(1, result["quality"]["windows_total"])
     ms = 1000 * (time.perf_counter() - t0) / n
     path = ctx.path("predict", f"predict_{target.name}.json")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(result, indent=2))
+    write_json(path, result)  # as `predict --json` writes it: strict JSON, atomic
     q = result["quality"]
     top = sorted(result["labs"].items(), key=lambda kv: -kv[1]["probability"])[:3]
     return (
@@ -582,18 +582,14 @@ def run_demo(
         table.add_row(r.name, f"[{colour}]{r.status}[/]", f"{r.seconds:.1f}", r.summary)
     console.print(table)
     console.print(f"[yellow]{RESEARCH_USE_NOTE}[/]")
-    (out / "demo_summary.json").write_text(
-        json.dumps(
-            {
-                "total_s": round(total, 1),
-                "config": asdict(cfg),
-                "stages": [
-                    {**r.__dict__, "artefacts": [str(p) for p in r.artefacts]} for r in results
-                ],
-            },
-            indent=2,
-            default=str,
-        )
+    write_json(
+        out / "demo_summary.json",
+        {
+            "total_s": round(total, 1),
+            "config": asdict(cfg),
+            "stages": [{**r.__dict__, "artefacts": [str(p) for p in r.artefacts]} for r in results],
+        },
+        default=str,
     )
     if any(r.status in ("failed", "skipped") for r in results):
         raise SystemExit(1)
