@@ -134,6 +134,40 @@ def test_sigkilled_recording_regenerates_its_wfdb(
     assert _records(regen)[: len(_records(rec))] == _records(rec)
 
 
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_signal_mid_recording_finalizes_the_wfdb(
+    shared_data: Path, model: Path, tmp_path: Path, signum: int
+) -> None:
+    """SIGTERM / Ctrl-C: the session ends cleanly and the recording is complete as it is."""
+    import wfdb
+
+    rec = tmp_path / "rec"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "anyecg_edge", "-q", "stream", "--no-live", "--source",
+         f"sim-polar:{shared_data / 'mitdb' / '100'}", "--model", str(model), "--speed", "20",
+         "--faults", "drop=0.02,seed=5", "--record", str(rec), "--duration", "600",
+         "--jsonl", str(tmp_path / "s.jsonl")],
+        cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    log = rec / LOG_NAME
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline and (not log.exists() or log.stat().st_size < 30_000):
+        time.sleep(0.2)
+    proc.send_signal(signum)
+    rc = proc.wait(timeout=60)
+    assert rc in (128 + signum, 130, 143), (rc, proc.stderr.read().decode()[-2000:])
+    meta = json.loads((rec / "session.json").read_text())
+    assert meta["complete"] and meta["records"] == len(_records(rec))
+    summary = _lines(tmp_path / "s.jsonl")[-1]["summary"]
+    assert summary["source_info"]["recording"]["records"] == meta["records"]
+    r = wfdb.rdrecord(str(rec / "signal"))
+    ann = wfdb.rdann(str(rec / "signal"), "gap")
+    assert r.units == ["mV"] and len(ann.sample) == summary["events"]["gap"] > 0
+    assert (
+        int(np.isfinite(r.p_signal[:, 0]).sum()) == (summary["source_info"]["decoder"]["samples"])
+    )
+
+
 @pytest.mark.slow
 def test_soak_short(shared_data: Path, model: Path, tmp_path: Path) -> None:
     """The 24 h soak's shortened form (the full run: benchmarks/results/soak_record.md)."""
