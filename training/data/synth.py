@@ -39,7 +39,6 @@ Sodium, glucose, creatinine, BUN, chloride, WBC, platelets, albumin, lactate: no
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import os
 from collections.abc import Iterator
@@ -48,6 +47,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from anyecg_edge.fileio import write_json
 
 __all__ = ["FS_HZ", "EFFECTS", "LAB_SPECS", "LabSpec", "SynthError", "synth_cohort"]
 
@@ -781,7 +782,7 @@ def _write_cohort(
         "ranges": {name: list(r) for name, r in lab_range.items()},
         "defects": defect_list,
     }
-    (out / "truth.json").write_text(json.dumps(truth, indent=2) + "\n")
+    write_json(out / "truth.json", truth)
     return truth
 
 
