@@ -290,6 +290,16 @@ def _print_summary(s: dict[str, Any]) -> None:
             + f"; duplicates {seq.get('duplicate', 0)}, reordered {seq.get('reordered', 0)}, "
             f"late {seq.get('late', 0)}; rate from timestamps {info.get('fs_estimated_hz')} Hz"
         )
+    rec = info.get("recording")
+    if rec:
+        console.print(
+            f"recording: {rec['dir']} ({rec.get('records', 0)} records"
+            + (", WFDB signal" if rec.get("wfdb") else "")
+            + (f"; [red]not completed: {rec['error']}[/]" if rec.get("error") else "")
+            + f"; replay with --source replay:{rec['dir']})"
+        )
+    if info.get("torn_bytes"):
+        console.print(f"[yellow]recording cut short: {info['torn_bytes']} torn bytes left[/]")
     if s["top_labs"]:
         table = Table(title="Smoothed lab estimates at the end (P(abnormal))")
         for col in ("lab", "P", "interval", "call"):
