@@ -302,8 +302,8 @@ class SimulatedWearable:
                     self.stalled = True
                     self.stats.stalls += 1
             conn = self.conn
-            if conn is not None and not self.stalled:
-                await self.peripheral.tick(conn, t_dev)
+            # Side channels run on the device's clock, linked or not (None: nothing to send on).
+            await self.peripheral.tick(None if self.stalled else conn, t_dev)
             if conn is None or not self.streaming or self.stalled:
                 continue  # sampled, not sent: lost
             raw = self.encoder.encode(

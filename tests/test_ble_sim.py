@@ -165,25 +165,36 @@ def test_clean_stream_is_exact(model, record_path, profile):
 # --- the standard Heart Rate and Battery services (issue 16 item 4) --------------------------
 def test_heart_rate_and_battery_over_gatt(model, record_path):
     """The simulated H10 offers 0x180D/0x2A37 and 0x2A19 on its GATT server; the central
-    subscribes and the stream logs one heart_rate record per device second with the RR
-    intervals of the device's own beats, exactly, and the battery level at connect."""
-    out, s, info, handles = _stream(model, record_path, "polar", duration=25.0)
+    subscribes (again after a reconnect) and the stream logs one heart_rate record per
+    device second with the RR intervals of the device's own beats, exactly, and the
+    battery level at each connect. Beats while the link is down are lost with their
+    notifications, never sent late in a burst."""
+    out, s, info, handles = _stream(
+        model, record_path, "polar", duration=30.0, faults="disconnect=15"
+    )
     (connected,) = _events(out, "connected")
-    assert connected["battery_pct"] == handles["wearable"].battery_pct == 80
+    (reconnect,) = _events(out, "reconnect")
+    assert connected["battery_pct"] == reconnect["battery_pct"] == 80
     hr = _events(out, "heart_rate")
-    # one a second of device time once subscribed (the link setup takes a few of the 25 s)
-    assert 15 <= len(hr) <= 25 and s["events"]["heart_rate"] == len(hr)
+    # one a second of device time while linked (the setup and the outage take a few of 30)
+    assert 15 <= len(hr) <= 30 and s["events"]["heart_rate"] == len(hr)
     assert all("t" in r and "t_utc" in r and r["contact"] is True for r in hr)
     assert 65 <= np.median([r["hr_bpm"] for r in hr]) <= 85  # record 100 at ~75 bpm
-    # The RR intervals received, in the protocol's 1/1024 s, are a run of the intervals
-    # between the R peaks of the signal the device samples: none lost, none invented.
-    got = [round(ms * 1.024) for r in hr for ms in r["rr_ms"]]
+    # The RR intervals received on each connection, in the protocol's 1/1024 s, are a run of
+    # the intervals between the R peaks of the signal the device samples: none lost, none
+    # invented, none from the outage.
     wearable = handles["wearable"]
     beats = wearable.peripheral.heart_rate.beats()
     truth = [round(d * 1024 / wearable.fs_true) for d in np.diff(beats)]
-    assert len(got) >= 15
-    starts = [i for i in range(len(truth) - len(got) + 1) if truth[i : i + len(got)] == got]
-    assert starts, f"RR intervals {got[:5]}... are not a run of the device's beats"
+    runs = []
+    for linked in (lambda r: r["t"] < reconnect["t"], lambda r: r["t"] >= reconnect["t"]):
+        got = [round(ms * 1.024) for r in hr if linked(r) for ms in r["rr_ms"]]
+        assert len(got) >= 5
+        starts = [i for i in range(len(truth) - len(got) + 1) if truth[i : i + len(got)] == got]
+        assert starts, f"RR intervals {got[:5]}... are not a run of the device's beats"
+        runs.append((starts[0], len(got)))
+    (i0, n0), (i1, _) = runs
+    assert i1 > i0 + n0  # the beats of the outage were skipped, not delivered late
 
 
 @pytest.mark.parametrize("profile", ["movesense", "anyecg"])

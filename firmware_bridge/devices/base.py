@@ -166,8 +166,9 @@ class Peripheral:
         raise NotImplementedError
 
     async def tick(self, conn: Any, t_dev_s: float) -> None:
-        """Called once per frame period while connected (device time ``t_dev_s``): for
-        side channels that run on their own clock (the H10's heart-rate notifications)."""
+        """Called once per frame period of device time ``t_dev_s``, with the connection to
+        send on (None while unlinked or stalled): for side channels that run on the
+        device's own clock (the H10's heart-rate notifications)."""
 
 
 class Wearable:

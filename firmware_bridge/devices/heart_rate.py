@@ -236,7 +236,11 @@ class HeartRateServer:
         if t_dev_s < self._next_s or self.hr_char is None:
             return
         self._next_s = (int(t_dev_s / HR_PERIOD_S) + 1) * HR_PERIOD_S
+        # Measured whether or not anyone listens: beats while unlinked are lost with their
+        # notifications, as on the device, never sent in a burst after a reconnect.
         hr, rr_1024, contact = self.measure(int(t_dev_s * self.wearable.fs_true))
+        if conn is None:
+            return
         await self.wearable.notify(
             conn, self.hr_char, encode_measurement(hr, rr_1024, contact=contact)
         )
