@@ -187,3 +187,71 @@ def test_predict_reports_uncalibrated_labs_as_null() -> None:
     assert na["abnormal"] is None and na["status"] == "not calibrated"
     assert na["threshold"] is None and na["interval"] is None
     assert res["model"]["labs_not_calibrated"] == ["sodium"]
+
+
+# --- exact values (written against the mutants `make mutate` found alive) -------------------
+
+
+def _youden_by_brute_force(p: np.ndarray, y: np.ndarray) -> float:
+    """Every distinct score as a cut (flag p >= cut), the first best J from the top, the
+    threshold midway in logit space to the next lower score (or 1 below the lowest)."""
+    logit = lambda v: float(np.log(v / (1 - v)))  # noqa: E731
+    cuts = sorted(set(p.tolist()), reverse=True)
+    js = [((p >= c) & y).sum() / y.sum() - ((p >= c) & ~y).sum() / (~y).sum() for c in cuts]
+    k = int(np.argmax(js))
+    lo = logit(cuts[k + 1]) if k + 1 < len(cuts) else logit(cuts[k]) - 1.0
+    return float(1 / (1 + np.exp(-0.5 * (logit(cuts[k]) + lo))))
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_youden_threshold_matches_brute_force(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(5, 40))
+    y = rng.random(n) < rng.uniform(0.15, 0.6)  # unbalanced classes
+    y[0], y[1] = True, False
+    p = np.round(1 / (1 + np.exp(-(rng.normal(size=n) + y))), 1 + seed % 2)  # with ties
+    p = np.clip(p, 0.01, 0.99)
+    assert youden_threshold(p, y) == pytest.approx(_youden_by_brute_force(p, y), abs=1e-12)
+
+
+@pytest.mark.parametrize(
+    ("p", "y"),
+    [([0.9, 0.8, 0.3, 0.2], [0, 0, 1, 0]),  # best cut second-lowest: midway to the lowest
+     ([0.9, 0.7, 0.4, 0.2], [0, 0, 0, 1]),  # anti-ranked: only flagging all (J 0) is best
+     ([0.6, 0.3, 0.3, 0.1], [1, 0, 0, 0]),  # one positive
+     ([0.6, 0.5, 0.5, 0.1], [1, 1, 1, 0])],  # one negative
+)  # fmt: skip
+def test_youden_threshold_edge_cases(p: list[float], y: list[int]) -> None:
+    pa, ya = np.array(p), np.array(y, bool)
+    assert youden_threshold(pa, ya) == pytest.approx(_youden_by_brute_force(pa, ya), abs=1e-12)
+
+
+def test_youden_threshold_without_both_classes_is_one_half() -> None:
+    p = np.array([0.2, 0.7, 0.9])
+    assert youden_threshold(p, np.zeros(3, bool)) == 0.5
+    assert youden_threshold(p, np.ones(3, bool)) == 0.5
+
+
+def test_manifest_fields_exactly() -> None:
+    from anyecg_edge.training.calibration import INTERVAL_LEVEL, LabCalibration
+
+    fits = {
+        "k": LabCalibration(
+            True, 1.5, -0.2, 0.4, "ok", 12, 30, "visits", [[1.4, -0.1], [1.6, -0.3]]
+        ),
+        "na": LabCalibration(False, reason="too few positives", n_pos=2, n_neg=40, unit="windows"),
+    }
+    assert manifest_fields(fits) == {
+        "calibration": {"k": [1.5, -0.2]},
+        "thresholds": {"k": 0.4},
+        "calibrated": {"k": True, "na": False},
+        "calibration_bootstrap": {"k": [[1.4, -0.1], [1.6, -0.3]]},
+        "uncertainty": {"method": "bootstrap of the calibration over validation visits",
+                        "level": INTERVAL_LEVEL, "n": 2},
+        "calibration_method": {
+            "k": {"reason": "ok", "n_pos_visits": 12, "n_neg_visits": 30},
+            "na": {"reason": "too few positives", "n_pos_windows": 2, "n_neg_windows": 40},
+        },
+    }  # fmt: skip
+    # nothing calibrated: no bootstrap, n 0
+    assert manifest_fields({"na": fits["na"]})["uncertainty"]["n"] == 0
