@@ -43,9 +43,8 @@ _VOLATILE = {
     "preprocess", "headline", "stream", "speed", "iterations", "warmup", "threads", "batch",
     "source_info", "latency_ms", "compute_ms", "samples_ms", "address", "t_utc",
 }  # fmt: skip
-_VOLATILE_SUFFIX = ("_ms", "_s", "_mb", "_wps")
-# Stream windows are compared by their place in the signal (t), events by kind: a slow
-# emulated machine reconnects later in signal time, so gaps after a disconnect differ.
+_VOLATILE_SUFFIX = ("_ms", "_s", "_mb", "_wps", "_utc")
+# Simulated BLE streams: these event kinds must occur as often on both sides (see _stream_diff).
 _EVENT_KINDS_EQUAL = ("connected", "disconnect", "reconnect")
 
 
@@ -192,39 +191,55 @@ def _bench_rows(doc: dict[str, Any]) -> list[dict[str, Any]]:
 def _stream_diff(
     a: list[dict], b: list[dict], exact: bool, tol: float
 ) -> tuple[list[str], float, dict]:
-    """Windows matched by signal time t (all of them when ``exact``), event kinds compared."""
+    """A file: stream (``exact``): every window matched by signal time t and compared, the
+    event list equal. A simulated BLE stream: the structure only (below)."""
     wa = {round(r["t"], 3): r for r in a if "labs" in r}
     wb = {round(r["t"], 3): r for r in b if "labs" in r}
-    out: list[str] = []
-    if exact and set(wa) != set(wb):
-        out.append(f": windows at t {sorted(set(wa) ^ set(wb))[:5]} on one side only")
-    shared = sorted(set(wa) & set(wb))
-    if len(shared) < max(1, len(wa) // 2):
-        out.append(f": only {len(shared)} of {len(wa)} host windows also on the device")
-    worst = 0.0
-    flips: list[str] = []
-    for t in shared:
-        d, w = diff(wa[t], wb[t], f"[t={t}]", tol, flips)
-        out += d
-        worst = max(worst, w)
     ea = [r["event"] for r in a if "event" in r]
     eb = [r["event"] for r in b if "event" in r]
-    if exact and ea != eb:
-        out.append(f": events {ea} vs {eb}")
-    for kind in _EVENT_KINDS_EQUAL:
-        if ea.count(kind) != eb.count(kind):
-            out.append(f": {ea.count(kind)} {kind} events on host, {eb.count(kind)} on device")
-    if ("gap" in ea) != ("gap" in eb):
-        out.append(": gap events on one side only")
-    info: dict[str, Any] = {
-        "windows_host": len(wa),
-        "windows_device": len(wb),
-        "windows_compared": len(shared),
-        "calls_near_threshold": flips,
-    }
+    out: list[str] = []
+    worst = 0.0
+    flips: list[str] = []
+    info: dict[str, Any] = {"windows_host": len(wa), "windows_device": len(wb)}
+    if exact:
+        if set(wa) != set(wb):
+            out.append(f": windows at t {sorted(set(wa) ^ set(wb))[:5]} on one side only")
+        shared = sorted(set(wa) & set(wb))
+        for t in shared:
+            d, w = diff(wa[t], wb[t], f"[t={t}]", tol, flips)
+            out += d
+            worst = max(worst, w)
+        if ea != eb:
+            out.append(f": events {ea} vs {eb}")
+        info["windows_compared"] = len(shared)
+        info["calls_near_threshold"] = flips
+    else:
+        # The simulated wearable samples from its power-on and the client's t starts at its
+        # first received sample: the emulated client connects ~1.5 s (wall) later, which at
+        # --speed 5 is ~7 s further into the record (seen in the first disconnect, at device
+        # time 40 s: client t 39.9 on the host, 32.6 emulated). Windows at equal t hold
+        # different stretches of the record, so their values (probabilities, heart rate) are
+        # not comparable; predict and the file: stream carry the value comparison.
+        info["windows_compared"] = 0
+        info["first_disconnect_t"] = [_first_t(x, "disconnect") for x in (a, b)]
+        if not wb or len(wb) < len(wa) // 2:
+            out.append(f": {len(wb)} windows scored on the device, {len(wa)} on the host")
+        for t, w in wb.items():
+            bad = [k for k, v in w["labs"].items() if not 0.0 <= v.get("probability", -1.0) <= 1.0]
+            if bad:
+                out.append(f"[t={t}]: probabilities outside [0, 1] for {bad[:3]}")
+        for kind in _EVENT_KINDS_EQUAL:
+            if ea.count(kind) != eb.count(kind):
+                out.append(f": {ea.count(kind)} {kind} events on host, {eb.count(kind)} on device")
+        if ("gap" in ea) != ("gap" in eb):
+            out.append(": gap events on one side only")
     info["events_host"] = {k: ea.count(k) for k in sorted(set(ea))}
     info["events_device"] = {k: eb.count(k) for k in sorted(set(eb))}
     return out, worst, info
+
+
+def _first_t(rows: list[dict], kind: str) -> float | None:
+    return next((r["t"] for r in rows if r.get("event") == kind), None)
 
 
 def _format_of(name: str) -> str:
@@ -416,11 +431,24 @@ def markdown(r: dict[str, Any]) -> str:
                 lines.append(f"| {k.split('|')[1]} | | {v['max_abs_dp']:.3g} | |")
     lines += ["", "## stream (int8 .tflite)", ""]
     for name, o in r["outputs"].items():
-        if name.endswith(".jsonl"):
+        if not name.endswith(".jsonl"):
+            continue
+        ev = f"events host {o['events_host']}, device {o['events_device']}"
+        if "first_disconnect_t" in o:
+            h, d = o["first_disconnect_t"]
+            lines.append(
+                f"- {name}: {o['windows_host']} windows scored on the host, "
+                f"{o['windows_device']} on the device; {ev}. Values not compared: the "
+                "simulated wearable samples from its power-on and the slower emulated client "
+                f"connects later in the record (first disconnect, at device time 40 s: client "
+                f"t {h} s on the host, {d} s emulated), so equal t is not equal signal"
+            )
+        else:
             lines.append(
                 f"- {name}: {o['windows_compared']} windows compared (host {o['windows_host']}, "
-                f"device {o['windows_device']}), max abs prob diff {o['max_abs_diff']:.2e}; "
-                f"events host {o['events_host']}, device {o['events_device']}"
+                f"device {o['windows_device']}), max abs prob diff {o['max_abs_diff']:.2e}, "
+                f"{len(o.get('calls_near_threshold', []))} lab calls differ within the "
+                f"tolerance (on the threshold); {ev}"
             )
     lat = r["latency_emulated"]
     lines += [
@@ -466,6 +494,12 @@ def _host_arch() -> str:
     return platform.machine()
 
 
+def _module(classname: str) -> str:
+    """'tests.test_stream' (or 'tests.test_stream.TestX') -> 'test_stream'."""
+    parts = classname.split(".")
+    return parts[1] if parts[0] == "tests" and len(parts) > 1 else parts[0]
+
+
 def _junit(path: Path) -> dict[str, Any]:
     if not path.is_file():
         return {"error": f"{path.name} missing"}
@@ -478,7 +512,7 @@ def _junit(path: Path) -> dict[str, Any]:
     failed = int(suite.get("failures", 0)) + int(suite.get("errors", 0))
     skipped = int(suite.get("skipped", 0))
     files = sorted(
-        {c.get("classname", "").split(".")[0] for c in suite.iter("testcase") if c.get("classname")}
+        {_module(c.get("classname", "")) for c in suite.iter("testcase") if c.get("classname")}
     )
     return {
         "collected": total,
