@@ -256,7 +256,8 @@ def test_device_side_loads_without_torch_in_a_process():
 LAYER_RULES = {
     # the core: data, signal processing, lab catalog, small helpers
     ("anyecg_edge.signal", "anyecg_edge.io", "anyecg_edge.labs", "anyecg_edge.jsonsafe",
-     "anyecg_edge.fileio"): (
+     "anyecg_edge.fileio", "anyecg_edge.datadir", "anyecg_edge.progress",
+     "anyecg_edge.native_stderr"): (
         "anyecg_edge.runtime", "anyecg_edge.stream", "anyecg_edge.firmware_bridge",
         "anyecg_edge.predict", "anyecg_edge.estimates", "anyecg_edge.api",
     ),
