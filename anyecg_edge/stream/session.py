@@ -172,9 +172,9 @@ class StreamSession:
         loop: bool = False,
         **ble: Any,
     ) -> SessionResult:
-        """Stream ``record`` (a file source's `Record`) or, without it, the BLE source of
-        ``spec`` (``ble``: `run_ble`'s faults, lead, fs, hci, silence_timeout_s,
-        find_timeout_s, max_reconnects). Raises `StreamOutputError` when the JSONL output
+        """Stream ``record`` (a file source's `Record`), the recording of a ``replay:DIR``
+        ``spec``, or else the BLE source of ``spec`` (``ble``: `run_ble`'s faults, lead, fs,
+        hci, silence_timeout_s, find_timeout_s, max_reconnects). Raises `StreamOutputError` when the JSONL output
         failed (the summary is then not written)."""
         start_epoch = time.time()
         output = _Output(self.jsonl)
