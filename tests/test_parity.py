@@ -358,6 +358,17 @@ def _r6(v: float) -> float | None:
     return None if not math.isfinite(v) else float(f"{v:.6g}")
 
 
+def _delong_influence(y: np.ndarray, s: np.ndarray) -> np.ndarray:
+    """Per window: a positive's share of negatives scored below it (ties 1/2), a negative's
+    share of positives scored above it, minus the AUROC, over its class size."""
+    pos, neg = s[y], s[~y]
+    a = _pair_auroc(y, s)
+    out = np.empty(len(s))
+    out[y] = [(np.mean((p > neg) + 0.5 * (p == neg)) - a) / len(pos) for p in pos]
+    out[~y] = [(np.mean((pos > q) + 0.5 * (pos == q)) - a) / len(neg) for q in neg]
+    return out
+
+
 def test_the_whole_report_matches_an_independent_computation() -> None:
     # 9 windows, 4 labs of different spreads; 'a' and 'b' have thresholds, 'b' calibrated;
     # one window sits exactly at 'a''s threshold (logit 0 -> p 0.5: called, >=); targets
@@ -374,6 +385,7 @@ def test_the_whole_report_matches_an_independent_computation() -> None:
     label_labs = ["d", "x", "a", "c"]
     labels = np.array([rng.random(9) < 0.5 for _ in label_labs], float).T
     labels[:, 2] = [1, 0, 1, 0, 1, 0, 1, 0, np.nan]  # 'a': 4 positive, 4 negative, 1 unmeasured
+    labels[:, 3] = [1, 0, 0.5, 1, 0, 1, 0, 0, 1]  # 'c': a target of exactly 0.5 is negative
     r = parity_report(ref.astype(np.float32), test.astype(np.float32), meta,
                       labels=labels, label_labs=label_labs)  # fmt: skip
     ref, test = ref.astype(np.float32).astype(float), test.astype(np.float32).astype(float)
@@ -415,7 +427,7 @@ def test_the_whole_report_matches_an_independent_computation() -> None:
         "export_abnormal_rate": _r6(c_test.mean()),
     }
     assert 0 < r["calls"]["n_disagree"] < 18  # the case separates agreement from its inverse
-    deltas_calls, deltas_labels = [], []
+    deltas_calls, deltas_labels, influence = [], [], []
     for j, lab in enumerate(LABS):
         pl = r["per_lab"][lab]
         called = lab in ("a", "b")
@@ -439,6 +451,9 @@ def test_the_whole_report_matches_an_independent_computation() -> None:
             a_ref, a_test = _pair_auroc(y, ref[m, j]), _pair_auroc(y, test[m, j])
             if math.isfinite(a_ref):
                 deltas_labels.append(a_ref - a_test)
+                full = np.zeros(9)
+                full[m] = _delong_influence(y, ref[m, j]) - _delong_influence(y, test[m, j])
+                influence.append(full)
             assert pl["vs_labels"] == {
                 "reference": "labels", "n_pos": int(y.sum()), "n_neg": int((~y).sum()),
                 "auroc_torch": _r6(a_ref), "auroc_export": _r6(a_test),
@@ -452,7 +467,11 @@ def test_the_whole_report_matches_an_independent_computation() -> None:
         d = np.array(deltas)
         summary = dict(r[key])
         se = summary.pop("mean_delta_se")
-        assert (se is None) == (key == "auroc_vs_calls")  # an SE for the gated label delta
+        if key == "auroc_vs_calls":
+            assert se is None
+        else:  # DeLong's SE of the mean paired delta (labs share windows)
+            assert se == _r6(float(np.sqrt(np.sum(np.mean(influence, axis=0) ** 2))))
+            assert se > 0
         assert summary == {
             "reference": ref_name, "n_labs": len(deltas), "mean_delta": _r6(d.mean()),
             "mean_abs_delta": _r6(np.abs(d).mean()), "max_delta": _r6(d.max()),
@@ -489,3 +508,18 @@ def test_parse_tolerance_messages_in_full() -> None:
     # the first '=' splits: a second one is part of the value
     with pytest.raises(ExportError, match="'0.9=1' is not a number"):
         parse_tolerance(["agreement=0.9=1"], "int8")
+
+
+def test_small_spread_and_labels_without_lab_names() -> None:
+    rng = np.random.default_rng(1)
+    ref = rng.normal(0.0, 0.2, (30, 4))  # mean per-lab std well below 1
+    test = ref + 0.01
+    r = parity_report(ref, test, _meta())
+    spread = float(ref.std(axis=0).mean())
+    assert spread < 1 and r["logits"]["rel_mean_abs_error"] == pytest.approx(
+        0.01 / spread, rel=1e-5
+    )
+    # targets without their lab names (or names without targets): no label AUROC
+    labels = (rng.random((30, 4)) < 0.5).astype(float)
+    assert parity_report(ref, test, _meta(), labels=labels)["auroc_vs_labels"] is None
+    assert parity_report(ref, test, _meta(), label_labs=LABS)["auroc_vs_labels"] is None
