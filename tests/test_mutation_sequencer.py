@@ -137,11 +137,13 @@ def test_a_counter_and_stamp_that_disagree_are_a_clock_jump_without_gap() -> Non
 
 
 def test_gap_event_fields() -> None:
+    # The counter decides the hole's size (10 samples), not the stamp (1 sample late here).
     seq = Sequencer(FS, reorder_depth=0)
-    out = _run(seq, [_seq_frame(0), _seq_frame(1), _seq_frame(3), _seq_frame(4)], [0, 1, 2, 3])
+    frames = [_seq_frame(0), _seq_frame(1), _seq_frame(3, t_shift_ns=10 * MS), _seq_frame(4)]
+    out = _run(seq, frames, [0, 1, 2, 3])
     assert _events(out) == [{"event": "gap", "t": 0.2, "duration_s": 0.1, "missing_samples": 10,
                              "reason": "sequence"}]  # fmt: skip
-    assert _blocks(out) == [(0, 0, 0.0, 0, 0), (0, 10, 0.1, MS, 10), (1, 0, 0.3, 2 * MS, 30),
+    assert _blocks(out) == [(0, 0, 0.0, 0, 0), (0, 10, 0.1, MS, 10), (1, 0, 0.31, 2 * MS, 30),
                             (1, 10, 0.4, 3 * MS, 40)]  # fmt: skip
 
 
