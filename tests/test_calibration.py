@@ -255,3 +255,115 @@ def test_manifest_fields_exactly() -> None:
     }  # fmt: skip
     # nothing calibrated: no bootstrap, n 0
     assert manifest_fields({"na": fits["na"]})["uncertainty"]["n"] == 0
+
+
+def _platt_optimum(z: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    """The documented objective minimised by a general-purpose bounded optimiser."""
+    from scipy.optimize import minimize
+
+    n = len(z)
+
+    def loss(th: np.ndarray) -> float:
+        s = th[0] * z + th[1]
+        ll = np.mean(np.logaddexp(0.0, s) - y * s)
+        return float(ll + (10.0 / n) * (th[0] - 1) ** 2 / 2 + 1e-6 * th[1] ** 2 / 2)
+
+    res = minimize(loss, [1.0, 0.0], method="L-BFGS-B", bounds=[(0, None), (None, None)],
+                   options={"ftol": 1e-15, "gtol": 1e-12, "maxiter": 10_000})  # fmt: skip
+    return float(res.x[0]), float(res.x[1])
+
+
+@pytest.mark.parametrize("case", ["scaled", "shifted", "backwards"])
+def test_fit_platt_reaches_the_optimum_in_a_few_newton_steps(case: str) -> None:
+    rng = np.random.default_rng(5)
+    z = rng.normal(0.0, 1.5, 80)
+    score = {"scaled": 0.5 * z, "shifted": z - 1.0, "backwards": -z}[case]
+    y = (rng.random(80) < sigmoid(score)).astype(float)
+    a_opt, b_opt = _platt_optimum(z, y)
+    # Newton converges quadratically: 8 steps from (1, 0) reach the optimum (a wrong
+    # Hessian or step would not); the backwards case ends on the a = 0 bound.
+    a, b = fit_platt(z, y, max_iter=8)
+    assert a == pytest.approx(a_opt, abs=2e-5) and b == pytest.approx(b_opt, abs=2e-5)
+    assert (a == 0.0) == (case == "backwards")
+
+
+def test_fit_platt_degenerate_inputs() -> None:
+    assert fit_platt(np.array([]), np.array([])) == (1.0, 0.0)
+    a, b = fit_platt(np.array([2.0]), np.array([1.0]))  # one window: the prior keeps a near 1
+    assert (a, b) != (1.0, 0.0) and a == pytest.approx(1.0, abs=0.2)
+    with pytest.raises(ValueError) as exc:
+        fit_platt(np.zeros(3), np.zeros(4))
+    assert str(exc.value) == "fit_platt: logits (3,) and targets (4,) differ in shape"
+
+
+def _bootstrap_by_hand(z, y, gid, a, b, n, rng) -> list[list[float]]:
+    visits = sorted(set(gid.tolist()))
+    members = [np.flatnonzero(gid == v) for v in visits]
+    out = []
+    for _ in range(n):
+        idx = np.concatenate([members[i] for i in rng.integers(0, len(members), len(members))])
+        yb = y[idx]
+        ab = (a, b) if yb.all() or not yb.any() else fit_platt(z[idx], yb)
+        out.append([round(max(ab[0], 0.0), 6), round(ab[1], 6)])
+    return out
+
+
+def test_fit_one_lab_exactly() -> None:
+    from anyecg_edge.training.calibration import fit_one_lab
+
+    rng = np.random.default_rng(11)
+    gid = np.repeat(np.arange(12), 3)  # 12 visits x 3 windows, unsorted below
+    perm = rng.permutation(36)
+    gid = gid[perm]
+    y = np.isin(gid, [0, 1, 2, 3, 4])  # exactly MIN_PER_CLASS abnormal visits
+    z = rng.normal(0, 1, 36) + 1.5 * y
+    fit = fit_one_lab(z, y, gid, "visits", n_bootstrap=3)
+    a, b = fit_platt(z, y)
+    assert (fit.calibrated, fit.a, fit.b) == (True, a, b)
+    assert fit.threshold == youden_threshold(sigmoid(a * z + b), y)
+    assert fit.reason == "monotone Platt (slope shrunk toward 1) + Youden threshold"
+    assert (fit.n_pos, fit.n_neg, fit.unit) == (5, 7, "visits")
+    assert fit.bootstrap == _bootstrap_by_hand(z, y, gid, a, b, 3, np.random.default_rng(0))
+    assert len({tuple(x) for x in fit.bootstrap}) == 3  # resamples differ
+    assert len(fit_one_lab(z, y, gid, "visits", n_bootstrap=1).bootstrap) == 1
+    assert fit_one_lab(z, y, gid, "visits", n_bootstrap=0).bootstrap == []
+    # one abnormal visit fewer than the minimum (on either side): refused, counts kept
+    few = fit_one_lab(z, y, gid, "visits", min_per_class=6)
+    assert (few.calibrated, few.n_pos, few.n_neg, few.unit) == (False, 5, 7, "visits")
+    assert few.reason == "validation has 5 abnormal / 7 normal visits (minimum 6 of each)"
+    assert fit_one_lab(z, ~y, gid, "visits", min_per_class=6).calibrated is False
+    # exactly the minimum of normal visits passes the count check
+    assert fit_one_lab(z, ~y, gid, "visits", min_per_class=5, n_bootstrap=0).calibrated is True
+    r = np.random.default_rng(5)  # the backwards case of the Newton test above: a = 0
+    zb = r.normal(0.0, 1.5, 80)
+    yb = r.random(80) < sigmoid(-zb)
+    back = fit_one_lab(zb, yb, np.arange(80), "windows", n_bootstrap=0)
+    assert (back.calibrated, back.n_pos, back.n_neg) == (False, int(yb.sum()), int((~yb).sum()))
+    assert back.unit == "windows"
+    assert back.reason == ("the model ranks this lab backwards on validation; a calibration "
+                           "would reverse it (refused)")  # fmt: skip
+
+
+def test_fit_lab_calibration_passes_its_options_and_one_generator() -> None:
+    from anyecg_edge.training.calibration import fit_one_lab
+
+    rng = np.random.default_rng(2)
+    z = rng.normal(0, 1, (40, 2))
+    t = (rng.random((40, 2)) < sigmoid(2 * z)).astype(np.int8)
+    t[0, 1] = -1  # unmeasured
+    fits = fit_lab_calibration(z.astype(np.float32), t, ["p", "q"], n_bootstrap=2)
+    shared = np.random.default_rng(0)  # seed 0, one generator over the labs in order
+    for j, lab in enumerate(["p", "q"]):
+        m = t[:, j] >= 0
+        ref = fit_one_lab(z[m, j].astype(np.float32).astype(np.float64), t[m, j] == 1,
+                          np.arange(40)[m], "windows", n_bootstrap=2, rng=shared)  # fmt: skip
+        assert fits[lab] == ref
+    assert fits["p"].unit == "windows" and fits["q"].n_pos + fits["q"].n_neg == 39
+    assert fit_lab_calibration(z, t, ["p", "q"], min_per_class=40)["p"].calibrated is False
+    for bad in [(z[:, :1], t), (z, t[:, :1]), (z[:, 0], t[:, 0])]:
+        with pytest.raises(ValueError) as exc:
+            fit_lab_calibration(*bad, ["p", "q"])
+        assert str(exc.value).startswith("fit_lab_calibration: logits ")
+    with pytest.raises(ValueError) as exc:
+        fit_lab_calibration(z, t, ["p", "q"], groups=[1, 2, 3])
+    assert str(exc.value) == "fit_lab_calibration: 3 group ids for 40 windows"
