@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
-from numpy.lib.stride_tricks import sliding_window_view
+from numpy.lib.stride_tricks import as_strided
 
 from anyecg_edge.signal.errors import SignalError
 from anyecg_edge.signal.preprocess import check_fs
@@ -50,6 +50,11 @@ def extract_windows(
             f"signal is {arr.size / fs:.2f} s long ({arr.size} samples at {fs:g} Hz); "
             f"one window needs {win / fs:.2f} s ({win} samples)"
         )
-    windows = sliding_window_view(arr, win)[::hop]
-    starts = np.arange(windows.shape[0], dtype=np.int64) * hop
+    # The (n, win) view directly: sliding_window_view(arr, win)[::hop] first makes a view of
+    # every offset, whose nominal size (9 GB for 30 min at 360 Hz) numpy refuses on 32-bit
+    # ARM ("array is too big"), though no byte is copied.
+    n = (arr.size - win) // hop + 1
+    step = arr.strides[0]
+    windows = as_strided(arr, shape=(n, win), strides=(step * hop, step), writeable=False)
+    starts = np.arange(n, dtype=np.int64) * hop
     return windows, starts
