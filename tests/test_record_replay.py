@@ -101,7 +101,7 @@ def test_sigkilled_recording_regenerates_its_wfdb(
     rec, regen = tmp_path / "killed", tmp_path / "regen"
     proc = subprocess.Popen(
         [sys.executable, "-m", "anyecg_edge", "-q", "stream", "--no-live", "--source",
-         f"sim-polar:{shared_data / 'mitdb' / '100'}", "--model", str(model), "--speed", "10",
+         f"sim-polar:{shared_data / 'mitdb' / '100'}", "--model", str(model), "--speed", "20",
          "--faults", "drop=0.03,seed=4", "--record", str(rec), "--duration", "600"],
         cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
     )  # fmt: skip
