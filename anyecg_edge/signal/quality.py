@@ -226,7 +226,8 @@ def _detect_block(x: np.ndarray, fs: float) -> tuple[list[np.ndarray], np.ndarra
     cands = [scipy.signal.find_peaks(mwi[i], distance=dist)[0] for i in range(n_rows)]
     peaks_out = [np.empty(0, dtype=np.int64) for _ in range(n_rows)]
     prominence = np.zeros(n_rows)
-    counts = np.fromiter((c.size for c in cands), dtype=np.int64, count=n_rows)
+    # intp: np.repeat refuses int64 counts where intp is 32-bit (armhf)
+    counts = np.fromiter((c.size for c in cands), dtype=np.intp, count=n_rows)
     if counts.sum() == 0:
         return peaks_out, prominence
     cand = np.concatenate(cands).astype(np.int64)
