@@ -3,7 +3,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test test-arm64 demo lint bench mutate clean
+.PHONY: install test test-arm64 test-armhf demo lint bench mutate clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -26,6 +26,11 @@ test: $(STAMP)
 # ARM64_ROOT=/var/cache/anyecg-arm64 by default; see benchmarks/arm64/run.sh.
 test-arm64: $(STAMP)
 	PYTHON=$(abspath $(BIN))/python benchmarks/arm64/run.sh
+
+# 32-bit Raspberry Pi OS base (Debian 12 armhf) under emulation, as far as wheels allow:
+# numpy/scipy from apt, tflite-runtime, predict on .tflite exports vs the host (root needed).
+test-armhf: $(STAMP)
+	PYTHON=$(abspath $(BIN))/python benchmarks/arm64/armhf.sh
 
 # Mutation testing (mutmut) of the modules that decide correctness, each against its own
 # fast tests, at nice 15 in build/mutate/ (not part of `make test`; ~1-2 h on 2 cores).
