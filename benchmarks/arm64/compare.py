@@ -338,6 +338,7 @@ def compare(args: argparse.Namespace) -> int:
         "what": "make test-arm64: the device side on an emulated aarch64 Debian 12 root "
         "(qemu-user-static), compared with the x86_64 host; functional check",
         "date": dt.date.today().isoformat(),
+        "tree": args.tree,
         "device": {"arch": args.arch, "os": args.os, "python": args.python},
         "host": {
             "arch": _host_arch(),
@@ -387,7 +388,8 @@ def markdown(r: dict[str, Any]) -> str:
         "",
         f"Device: {r['device']['os']}, {r['device']['arch']}, Python {r['device']['python']}, "
         f"run under qemu-user-static on an {r['host']['arch']} host (Python "
-        f"{r['host']['python']}). Functional check: the same exports, records and calls on "
+        f"{r['host']['python']}); tree {r.get('tree') or '?'}. Functional check: the same "
+        "exports, records and calls on "
         "both sides. Regenerate with `make test-arm64` (as root); the JSON beside this file "
         "holds every number.",
         "",
@@ -540,6 +542,7 @@ def main() -> int:
     c.add_argument("--arch", required=True)
     c.add_argument("--os", required=True)
     c.add_argument("--python", required=True)
+    c.add_argument("--tree", default="", help="the commit tested (+dirty: with local edits)")
     a = ap.parse_args()
     if a.cmd == "export":
         export(a.out, a.data)

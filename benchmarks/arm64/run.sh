@@ -95,6 +95,8 @@ if [[ -d $HOST_DATA ]]; then
 fi
 
 # --- a fresh copy of the working tree (tracked + untracked, not ignored) -----------------------
+tree=$(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo unknown)
+git -C "$REPO" diff --quiet HEAD 2>/dev/null || tree="$tree+dirty"
 log "copying the working tree to $ROOT$INNER_REPO"
 rm -rf "$ROOT$INNER_REPO"
 mkdir -p "$ROOT$INNER_REPO"
@@ -149,4 +151,4 @@ in_root python "$INNER_REPO/benchmarks/arm64/litert_arch.py" run --x "$WORK/wind
 "$PYTHON" "$REPO/benchmarks/arm64/compare.py" compare --work "$ROOT$WORK" --pytest-rc "$pytest_rc" \
     --arch "$(in_root uname -m)" --os "$(in_root sh -c '. /etc/os-release; echo $PRETTY_NAME')" \
     --python "$(in_root python -c 'import platform; print(platform.python_version())')" \
-    --result "$RESULT"
+    --tree "$tree" --result "$RESULT"
