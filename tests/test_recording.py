@@ -103,7 +103,9 @@ def test_wfdb_signal_reads_back_with_gap_annotations(recorded: dict) -> None:
     for s in ann.sample:  # each annotation opens a run of invalid (NaN) samples
         assert np.isfinite(x[s - 1]) and np.isnan(x[s])
     valid = np.isfinite(x)
-    assert valid.mean() > 0.9 and np.nanstd(x) > 0.05  # an ECG in mV, not zeros
+    # An ECG in mV, not zeros. The gaps' share depends on how long each reconnect takes in
+    # wall time x --speed 20 (0.90 valid on a loaded machine, ~0.97 idle).
+    assert valid.mean() > 0.75 and np.nanstd(x) > 0.05
     # The device-time length of the session (the gaps included) in samples.
     assert abs(len(x) / r.fs - live["stream_s"]) < 1.0
 
