@@ -5,6 +5,8 @@ properties are in test_reorder.py, test_codecs.py and test_hostile.py."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 from anyecg_edge.firmware_bridge.frames import Frame, FrameFlags
@@ -227,3 +229,120 @@ def test_device_reset_flag_and_reconnect_reason() -> None:
     out = seq.push(counter_only(50), 4)  # 30 samples lost over the reconnect
     assert _events(out) == [{"event": "gap", "t": 0.4, "duration_s": 0.3,
                              "missing_samples": 30, "reason": "disconnect"}]  # fmt: skip
+
+
+# --- more exact cases ------------------------------------------------------------------------
+
+
+def test_lead_off_and_battery_events() -> None:
+    seq = Sequencer(FS)
+    flags = [FrameFlags.NONE, FrameFlags.LEAD_OFF, FrameFlags.LEAD_OFF | FrameFlags.BATTERY_LOW,
+             FrameFlags.BATTERY_LOW, FrameFlags.BATTERY_LOW, FrameFlags.NONE,
+             FrameFlags.BATTERY_LOW]  # fmt: skip
+    frames = [dataclasses.replace(_seq_frame(k), flags=f) for k, f in enumerate(flags)]
+    out = _run(seq, frames, list(range(len(frames))))
+    assert _events(out) == [
+        {"event": "lead_off", "t": 0.1},
+        {"event": "battery_low", "t": 0.2},
+        {"event": "lead_on", "t": 0.3},
+        {"event": "battery_low", "t": 0.6},  # low again after it had recovered
+    ]
+    assert [b.flags for b in out if isinstance(b, Block)] == flags
+
+
+def test_counter_and_stamps_wrap() -> None:
+    # A 64-sample counter and a 1.28 s stamp period wrap several times: no gap; then a
+    # hole of 20 samples (30 ahead, beyond a third of the counter's period) is a gap
+    # (depth 0: released at once, the next frame is read against it).
+    seq = Sequencer(FS, reorder_depth=0)
+    out: list = []
+    for k in [*range(20), 22, 23]:
+        first = 10 * k
+        fr = Frame(np.arange(first, first + 10), 1000.0, (first * 10 * MS) % (128 * 10 * MS),
+                   "first", seq=first % 64, seq_modulo=64, t_modulo_ns=128 * 10 * MS)  # fmt: skip
+        out.extend(seq.push(fr, k))
+    out.extend(seq.flush())
+    gaps = [e for e in _events(out) if e["event"] == "gap"]
+    assert [g["missing_samples"] for g in gaps] == [20]
+    assert [b[4] for b in _blocks(out)] == [10 * k for k in [*range(20), 22, 23]]
+    assert [b[2] for b in _blocks(out)][-1] == 2.3
+    # frame 20 again, 30 samples back across a wrap: read as behind (a duplicate), not ahead
+    again = Frame(np.arange(200, 210), 1000.0, (200 * 10 * MS) % (128 * 10 * MS), "first",
+                  seq=200 % 64, seq_modulo=64, t_modulo_ns=128 * 10 * MS)  # fmt: skip
+    assert seq.push(again, 30) == [] and seq.counts["duplicate"] == 1
+
+
+@pytest.mark.parametrize("t_ref", ["first", "last"])
+def test_frames_of_varying_size_keep_their_times(t_ref: str) -> None:
+    sizes = [10, 7, 13, 10, 4, 16]
+    starts = np.cumsum([0, *sizes[:-1]])
+    seq = Sequencer(FS)
+    out: list = []
+    for i, (s, n) in enumerate(zip(starts, sizes, strict=True)):
+        ref = s + (n - 1 if t_ref == "last" else 0)
+        out.extend(seq.push(Frame(np.arange(s, s + n), 1000.0, int(ref) * 10 * MS, t_ref), i))  # type: ignore[arg-type]
+    assert _events(out) == []
+    assert [b[2] for b in _blocks(out)] == [round(s / FS, 6) for s in starts]
+
+
+def test_a_counter_only_device_loses_a_frame_right_after_the_first() -> None:
+    seq = Sequencer(FS, reorder_depth=0)
+    frames = [Frame(np.arange(s, s + 10), 1000.0, None, "first", seq=s) for s in (0, 20, 30)]
+    out = _run(seq, frames, [0, 1, 2])
+    assert [e["missing_samples"] for e in _events(out)] == [10]
+
+
+def test_frames_without_timing_and_a_stamp_of_zero() -> None:
+    seq = Sequencer(FS)
+    out = _run(
+        seq, [Frame(np.arange(k, k + 5), 1000.0, None, "first") for k in range(3)], [0, 1, 2]
+    )
+    assert _events(out) == [] and len(_blocks(out)) == 3
+    # a stamp of exactly 0 is a position like any other: its repeat is a duplicate
+    seq = Sequencer(FS)
+    frames = [_ts_frame(0, t_ref="first"), _ts_frame(1, t_ref="first"), _ts_frame(0, t_ref="first")]
+    out = _run(seq, frames, [0, 1, 2])
+    assert seq.counts["duplicate"] == 1 and len(_blocks(out)) == 2
+
+
+def test_a_non_integer_clock_jump_and_its_count() -> None:
+    seq = Sequencer(FS)
+    frames = [_seq_frame(k, t_shift_ns=(2_123_450_000 if k >= 3 else 0)) for k in range(5)]
+    out = _run(seq, frames, [0, 1, 2, 3, 4])
+    (ev,) = _events(out)
+    assert (
+        ev["jump_s"] == pytest.approx(2.1234, abs=1.1e-4) and round(ev["jump_s"], 4) == ev["jump_s"]
+    )
+    assert seq.counts["clock_jump"] == 1
+
+
+def test_time_continues_by_the_host_clock_after_a_reset() -> None:
+    # A reset 5 s (host) after the last frame: the new segment starts 5 s - one frame later.
+    seq = Sequencer(FS)
+    frames = [_seq_frame(0), _seq_frame(1), _seq_frame(2, seq_shift=-500)]
+    out = _run(seq, frames, [0, 100, 5100])
+    assert [b[2] for b in _blocks(out)] == [0.0, 0.1, 5.1]
+    seq = Sequencer(FS, time_scale=3.0)  # a replay at x3: 5 host s are 15 device s
+    out = _run(seq, frames, [0, 100, 5100])
+    assert [b[2] for b in _blocks(out)] == [0.0, 0.1, 15.1]
+
+
+def test_a_reconnect_gap_then_the_stream_goes_on() -> None:
+    seq = Sequencer(FS)
+    out = _run(seq, [_seq_frame(0), _seq_frame(1)], [0, 1])
+    seq.break_segment("disconnect")
+    out = _run(seq, [_seq_frame(4), _seq_frame(5), _seq_frame(6)], [2, 3, 4])
+    assert [e["missing_samples"] for e in _events(out)] == [20]
+    assert [b[:2] for b in _blocks(out)] == [(1, 0), (1, 10), (1, 20)]
+
+
+def test_two_late_frames_count_twice_and_a_stale_one_reorders_nothing() -> None:
+    seq = Sequencer(FS)
+    order = [0, 1, 3, 4, 5, 6, 2, 7, 8, 10, 11, 12, 13, 9, 14]
+    _run(seq, [_seq_frame(k) for k in order], list(range(len(order))))
+    assert seq.counts == {"duplicate": 0, "late": 2, "gap": 2, "clock_jump": 0, "reordered": 4}
+    # a stale frame 2 frames back, off the frame grid (not a duplicate), before any gap
+    seq = Sequencer(FS)
+    _run(seq, [_seq_frame(k) for k in range(5)], list(range(5)))
+    seq.push(Frame(np.arange(10), 1000.0, None, "first", seq=33), 5)
+    assert seq.counts["late"] == 1 and seq.counts["reordered"] == 0
