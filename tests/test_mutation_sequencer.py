@@ -266,10 +266,12 @@ def test_counter_and_stamps_wrap() -> None:
     assert [g["missing_samples"] for g in gaps] == [20]
     assert [b[4] for b in _blocks(out)] == [10 * k for k in [*range(20), 22, 23]]
     assert [b[2] for b in _blocks(out)][-1] == 2.3
-    # frame 20 again, 30 samples back across a wrap: read as behind (a duplicate), not ahead
+    # frame 20 (lost in the hole) turns up, 30 samples before the last frame's counter
+    # value across a wrap: read as behind (late), not as 34 ahead
     again = Frame(np.arange(200, 210), 1000.0, (200 * 10 * MS) % (128 * 10 * MS), "first",
                   seq=200 % 64, seq_modulo=64, t_modulo_ns=128 * 10 * MS)  # fmt: skip
-    assert seq.push(again, 30) == [] and seq.counts["duplicate"] == 1
+    late = {"event": "late", "t": 2.4, "samples": 10, "behind_samples": 40}
+    assert _events(seq.push(again, 30)) == [late]
 
 
 @pytest.mark.parametrize("t_ref", ["first", "last"])
