@@ -330,7 +330,10 @@ def compare(args: argparse.Namespace) -> int:
     failures += kernels.pop("failures")
     pytest_summary = _junit(work / "junit.xml")
     if args.pytest_rc != 0 or not pytest_summary.get("passed"):
-        failures.append(f"device tests: exit {args.pytest_rc}, {pytest_summary}")
+        failures.append(
+            f"device tests: exit {args.pytest_rc}, {pytest_summary.get('failed')} failed: "
+            + ", ".join(pytest_summary.get("failing", [])[:10])
+        )
     pip = {
         p["name"].lower(): p["version"] for p in json.loads((work / "pip_list.json").read_text())
     }
@@ -516,12 +519,18 @@ def _junit(path: Path) -> dict[str, Any]:
     files = sorted(
         {_module(c.get("classname", "")) for c in suite.iter("testcase") if c.get("classname")}
     )
+    failing = [
+        f"{_module(c.get('classname', ''))}::{c.get('name')}"
+        for c in suite.iter("testcase")
+        if c.find("failure") is not None or c.find("error") is not None
+    ]
     return {
         "collected": total,
         "passed": total - failed - skipped,
         "failed": failed,
         "skipped": skipped,
         "modules": files,
+        "failing": failing,
     }
 
 
