@@ -224,3 +224,31 @@ def test_beat_prominence_limit() -> None:
     x = _noisy(0.343)
     q = assess_quality(x, FS)
     assert 6.7 < q.metrics["beat_prominence"] < 7.0 and gate(x) == ["no_beats"]
+
+
+# --- exact metrics and messages (written against the mutants `make mutate` found alive) ------
+
+
+def test_clipped_fraction_counts_plateau_samples() -> None:
+    # Two rails of 40 and 25 samples at the window's maximum: 65 plateau samples of 5000.
+    x = sinus()
+    top = x.max() + 0.5
+    x[1000:1040] = top
+    x[3000:3025] = top
+    m = assess_quality(x, FS).metrics
+    assert m["clipped_fraction"] == 65 / N
+    assert m["n_clip_plateaus"] == 2.0 and m["longest_plateau_s"] == 40 / FS
+
+
+def test_detect_r_peaks_keeps_a_pair_of_beats_and_names_bad_input() -> None:
+    from anyecg_edge.signal import detect_r_peaks
+
+    peaks = detect_r_peaks(synth([600, 1000], n=1600), FS)
+    assert peaks.tolist() == [600, 1000]
+    with pytest.raises(SignalError) as exc:
+        detect_r_peaks(np.zeros((2, 3)), FS)
+    assert str(exc.value) == "x_mv must be a 1-D signal, got shape (2, 3)"
+    with pytest.raises(SignalError) as exc:
+        detect_r_peaks(np.zeros(100), FS)
+    # 2 x the 0.25 s refractory period + 16 samples
+    assert str(exc.value) == "signal has 100 samples; beat detection needs >= 266"
