@@ -355,11 +355,21 @@ class WearableClient:
                      "down_s": None if down_s is None else round(down_s / self.time_scale, 3),
                      **battery}
                 )  # fmt: skip
-            # After the connect event, so heart-rate records follow it in the log.
-            with contextlib.suppress(asyncio.TimeoutError):
+            # After the connect event, so heart-rate records follow it in the log. A side
+            # channel never ends the stream: a link that drops while the subscription is in
+            # flight cancels the GATT request (CancelledError, not ours: seen on a slow
+            # emulated arm64 machine as an internal error) and _watch then sees the loss.
+            try:
                 await asyncio.wait_for(
                     heart_rate.subscribe(client, self._heart_rate), _SIDE_CHANNEL_TIMEOUT_S
                 )
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():
+                    raise  # we are being cancelled (Ctrl-C)
+                log.debug("heart-rate subscription cut short (link dropped)")
+            except Exception as exc:
+                log.debug("heart-rate subscription failed: %s", _one_line(exc))
             reason = await self._watch(stop)
             self.connected = False
             if reason == "stop":

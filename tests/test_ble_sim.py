@@ -406,3 +406,29 @@ def test_ble_scan_without_adapter_is_one_line():
     if res.exit_code == 0:
         pytest.skip("this machine has a working Bluetooth adapter")
     assert "Bluetooth is not available" in res.output and "Traceback" not in res.output
+
+
+def test_link_drop_during_heart_rate_subscription_keeps_streaming(model, record_path, monkeypatch):
+    """A link that drops while the Heart Rate subscription is in flight cancels the GATT
+    request: a CancelledError that is not ours. The stream goes on (it reached the CLI as
+    an internal error, exit 70, on an emulated arm64 machine); heart rate resumes at the
+    next connection."""
+    from anyecg_edge.firmware_bridge import client as client_mod
+
+    real = client_mod.heart_rate.subscribe
+    calls = []
+
+    async def cut_first(client, on_measurement):
+        calls.append(1)
+        if len(calls) == 1:
+            raise asyncio.CancelledError  # what bleak/bumble raise for a request cut short
+        return await real(client, on_measurement)
+
+    monkeypatch.setattr(client_mod.heart_rate, "subscribe", cut_first)
+    out, s, _info, _handles = _stream(
+        model, record_path, "polar", duration=30.0, faults="disconnect=15"
+    )
+    (reconnect,) = _events(out, "reconnect")
+    hr = _events(out, "heart_rate")
+    assert len(calls) == 2 and hr and all(r["t"] >= reconnect["t"] for r in hr)
+    assert s["windows"] >= 5
