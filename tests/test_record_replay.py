@@ -78,7 +78,7 @@ def test_reordered_session_replays_and_regenerates_identically(
     replay = _lines(tmp_path / "replay.jsonl")
     live_w, live_e = _split(live)
     rep_w, rep_e = _split(replay)
-    assert len(live_w) >= 10 and {e["event"] for e in live_e} >= {"gap", "reconnect"}
+    assert len(live_w) >= 5 and {e["event"] for e in live_e} >= {"gap", "reconnect"}
     assert rep_w == live_w and rep_e == live_e
     assert replay[-1]["summary"]["source_info"]["sequencer"] == seq
     # The regenerated recording is the recording: same records, times and bytes; same signal.
