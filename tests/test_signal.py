@@ -611,3 +611,28 @@ def test_resample_rates_within_ratio_resolution_are_a_copy() -> None:
     y = resample(x, 360.11, 360)
     assert y.dtype == np.float32 and y.shape == x.shape
     np.testing.assert_allclose(y, x.astype(np.float32))
+
+
+# --- exact messages and the batch gap path (written against the mutants `make mutate` found) --
+
+
+def test_preprocess_messages_name_the_argument() -> None:
+    x = np.sin(np.linspace(0, 60, 2000))
+    with pytest.raises(SignalError) as exc:
+        preprocess(x, 500, target_fs=-1)
+    assert str(exc.value) == "target_fs must be a positive sampling rate in Hz, got -1"
+    with pytest.raises(SignalError) as exc:
+        preprocess(x, 0.5)
+    assert str(exc.value).startswith("fs=0.5 Hz is not a plausible ECG sampling rate")
+    # 60 Hz mains at a 100 Hz target: at Nyquist, no notch possible
+    with pytest.raises(SignalError) as exc:
+        preprocess(x, 500, target_fs=100, mains_hz=60)
+    assert str(exc.value) == "mains_hz=60 is not below the Nyquist rate of fs=100 Hz"
+
+
+def test_preprocess_batch_bridges_a_short_gap_like_a_row() -> None:
+    rng = np.random.default_rng(4)
+    rows = rng.normal(0.0, 1.0, (2, 5000))
+    rows[1, 1000:1010] = np.nan  # 20 ms at 500 Hz: bridged
+    batch = preprocess(rows, 500)
+    np.testing.assert_allclose(batch[1], preprocess(rows[1], 500), rtol=1e-12, atol=1e-12)
