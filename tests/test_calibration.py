@@ -328,9 +328,9 @@ def test_fit_one_lab_exactly() -> None:
     assert len(fit_one_lab(z, y, gid, "visits", n_bootstrap=1).bootstrap) == 1
     assert fit_one_lab(z, y, gid, "visits", n_bootstrap=0).bootstrap == []
     # one abnormal visit fewer than the minimum (on either side): refused, counts kept
-    few = fit_one_lab(z, y, gid, "visits", min_per_class=6)
-    assert (few.calibrated, few.n_pos, few.n_neg, few.unit) == (False, 5, 7, "visits")
-    assert few.reason == "validation has 5 abnormal / 7 normal visits (minimum 6 of each)"
+    few = fit_one_lab(z, y, gid, "windows", min_per_class=6)
+    assert (few.calibrated, few.n_pos, few.n_neg, few.unit) == (False, 5, 7, "windows")
+    assert few.reason == "validation has 5 abnormal / 7 normal windows (minimum 6 of each)"
     assert fit_one_lab(z, ~y, gid, "visits", min_per_class=6).calibrated is False
     # exactly the minimum of normal visits passes the count check
     assert fit_one_lab(z, ~y, gid, "visits", min_per_class=5, n_bootstrap=0).calibrated is True
@@ -367,3 +367,20 @@ def test_fit_lab_calibration_passes_its_options_and_one_generator() -> None:
     with pytest.raises(ValueError) as exc:
         fit_lab_calibration(z, t, ["p", "q"], groups=[1, 2, 3])
     assert str(exc.value) == "fit_lab_calibration: 3 group ids for 40 windows"
+
+
+def test_bootstrap_keeps_the_fit_on_one_class_resamples_and_slopes_below_one() -> None:
+    from anyecg_edge.training.calibration import fit_one_lab
+
+    # One abnormal visit of eight: about a third of the resamples hold no abnormal window
+    # (the fit is kept for those); a weak slope (< 1) is kept as it is (clipped at 0 only).
+    rng = np.random.default_rng(3)
+    gid = np.repeat(np.arange(8), 4)
+    y = gid == 0
+    z = rng.normal(0, 1, 32) + 0.8 * y
+    fit = fit_one_lab(z, y, gid, "visits", min_per_class=1, n_bootstrap=12)
+    assert fit.calibrated and fit.a < 1
+    boot = _bootstrap_by_hand(z, y, gid, fit.a, fit.b, 12, np.random.default_rng(0))
+    assert fit.bootstrap == boot
+    kept = [x for x in boot if x == [round(fit.a, 6), round(fit.b, 6)]]
+    assert 0 < len(kept) < 12 and any(0 < x[0] < 1 for x in boot if x not in kept)
