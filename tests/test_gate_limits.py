@@ -252,3 +252,21 @@ def test_detect_r_peaks_keeps_a_pair_of_beats_and_names_bad_input() -> None:
         detect_r_peaks(np.zeros(100), FS)
     # 2 x the 0.25 s refractory period + 16 samples
     assert str(exc.value) == "signal has 100 samples; beat detection needs >= 266"
+
+
+def test_a_block_of_different_rows_gives_each_row_its_own_beats() -> None:
+    # Rows of one block are detected together; each must keep its own peaks and rate.
+    rows = np.stack([sinus(400), sinus(300), synth([], noise=0.05), sinus(500)])
+    batch = assess_quality_batch(rows, FS)
+    for row, qb in zip(rows, batch, strict=True):
+        q = assess_quality(row, FS)
+        assert qb.reasons == q.reasons
+        assert qb.metrics["n_beats"] == q.metrics["n_beats"]
+        assert qb.metrics["heart_rate_bpm"] == pytest.approx(
+            q.metrics["heart_rate_bpm"], nan_ok=True
+        )
+    assert [round(q.metrics["heart_rate_bpm"]) for q in (batch[0], batch[1], batch[3])] == [
+        75,
+        100,
+        60,
+    ]
