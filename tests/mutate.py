@@ -98,6 +98,8 @@ def _stage(group: str, modules: list[str], selection: list[str]) -> Path:
     for name in sorted(MAPPED):
         shutil.copytree(ROOT / name, stage / "anyecg_edge" / name, ignore=ignore)
     shutil.copytree(ROOT / "tests", stage / "tests", ignore=ignore)
+    # Tests that read data files by their repository path (firmware_bridge/PROFILE.md).
+    shutil.copytree(ROOT / "firmware_bridge", stage / "firmware_bridge", ignore=ignore)
     pyproject = (ROOT / "pyproject.toml").read_text()
     config = {
         "source_paths": ["anyecg_edge"],
@@ -105,6 +107,7 @@ def _stage(group: str, modules: list[str], selection: list[str]) -> Path:
         "pytest_add_cli_args_test_selection": selection,
         "pytest_add_cli_args": ["-p", "no:cacheprovider", "-q"],
         "use_git_change_detection": False,
+        "also_copy": ["firmware_bridge"],
     }
     lines = ["", "[tool.mutmut]"] + [f"{k} = {json.dumps(v)}" for k, v in config.items()]
     (stage / "pyproject.toml").write_text(pyproject + "\n".join(lines) + "\n")
