@@ -262,8 +262,7 @@ def test_counter_and_stamps_wrap() -> None:
                    "first", seq=first % 64, seq_modulo=64, t_modulo_ns=128 * 10 * MS)  # fmt: skip
         out.extend(seq.push(fr, k))
     out.extend(seq.flush())
-    gaps = [e for e in _events(out) if e["event"] == "gap"]
-    assert [g["missing_samples"] for g in gaps] == [20]
+    assert [(e["event"], e.get("missing_samples")) for e in _events(out)] == [("gap", 20)]
     assert [b[4] for b in _blocks(out)] == [10 * k for k in [*range(20), 22, 23]]
     assert [b[2] for b in _blocks(out)][-1] == 2.3
     # frame 20 (lost in the hole) turns up, 30 samples before the last frame's counter
@@ -348,3 +347,65 @@ def test_two_late_frames_count_twice_and_a_stale_one_reorders_nothing() -> None:
     _run(seq, [_seq_frame(k) for k in range(5)], list(range(5)))
     seq.push(Frame(np.arange(10), 1000.0, None, "first", seq=33), 5)
     assert seq.counts["late"] == 1 and seq.counts["reordered"] == 0
+
+
+def test_two_frames_of_one_hole_turn_up_late() -> None:
+    # frames 2 and 3 lost (one gap of 20), then both turn up: the first accounts for the
+    # two frames released past the hole, the second adds nothing
+    seq = Sequencer(FS)
+    order = [0, 1, 4, 5, 6, 7, 2, 3, 8]
+    _run(seq, [_seq_frame(k) for k in order], list(range(len(order))))
+    assert seq.counts == {"duplicate": 0, "late": 2, "gap": 1, "clock_jump": 0, "reordered": 2}
+
+
+def test_gap_duration_has_4_decimals() -> None:
+    seq = Sequencer(130.0, reorder_depth=0)
+    frames = [Frame(np.arange(s, s + 10), 1000.0, None, "first", seq=s) for s in (0, 10, 30)]
+    (gap,) = _events(_run(seq, frames, [0, 1, 2]))
+    assert gap["duration_s"] == 0.0769  # 10 / 130 s
+
+
+def test_the_host_clock_bound_scales_with_the_replay_speed() -> None:
+    # At x3 a frame 4 s (device) ahead arriving 1 s (host) later can follow lost samples
+    # (bound 1 x 3 x 1.5 + 2 = 6.5 s): a gap, not a clock jump.
+    seq = Sequencer(FS, time_scale=3.0, reorder_depth=0)
+    out = _run(seq, [_seq_frame(0), _seq_frame(1), _seq_frame(41)], [0, 100, 1100])
+    assert [(e["event"], e.get("missing_samples")) for e in _events(out)] == [("gap", 390)]
+
+
+def test_stamp_jitter_within_a_quarter_frame_is_not_a_gap() -> None:
+    # 16-sample frames (Movesense-like): tolerance max(2, 16/4) = 4 samples; 3 is jitter.
+    seq = Sequencer(FS)
+    frames = [_ts_frame(k, n=16, t_ref="first", shift_ns=(30 * MS if k == 3 else 0))
+              for k in range(6)]  # fmt: skip
+    out = _run(seq, frames, list(range(6)))
+    assert _events(out) == [] and len(_blocks(out)) == 6
+
+
+def test_a_second_fault_right_after_the_first_is_not_a_revert() -> None:
+    seq = Sequencer(FS, time_scale=1.0)
+    shifts = [0, 0, 1000_000, 3000_000, 3000_000]  # ms: +1000 s, then +2000 s more
+    frames = [_ts_frame(k, shift_ns=s * MS) for k, s in enumerate(shifts)]
+    out = _run(seq, frames, [0, 100, 200, 300, 400])
+    assert [e["event"] for e in _events(out)] == ["clock_jump", "clock_jump"]
+
+
+def test_the_rate_estimate_survives_a_gap() -> None:
+    # True rate 101 Hz (nominal 100), frame 15 lost: after 3 s the estimate spans the gap.
+    seq = Sequencer(FS)
+    out: list = []
+    for k in [*range(15), *range(16, 31)]:
+        first = 10 * k
+        fr = Frame(np.arange(first, first + 10), 1000.0, round(first * 1e9 / 101), "first")
+        out.extend(seq.push(fr, k))
+    assert [e["missing_samples"] for e in _events(out) if e["event"] == "gap"] == [10]
+    assert seq.fs_est == pytest.approx(101.0, rel=1e-6)
+
+
+def test_a_frame_lost_over_a_reconnect_that_turns_up_late() -> None:
+    seq = Sequencer(FS)
+    _run(seq, [_seq_frame(0), _seq_frame(1)], [0, 1])
+    seq.break_segment("disconnect")
+    _run(seq, [_seq_frame(k) for k in range(4, 10)], list(range(2, 8)))
+    out = seq.push(_seq_frame(2), 8)  # 80 samples behind: beyond the horizon, in the hole
+    assert [e["event"] for e in _events(out)] == ["late"] and seq.segment == 1
