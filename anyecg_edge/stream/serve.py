@@ -67,6 +67,7 @@ FLUSH_S = 0.1  # how often new samples and items go out
 STATUS_S = 1.0  # how often the counters go out
 MAX_CLIENTS = 16  # a Pi serving more pages than this is being hammered, not watched
 _CLIENT_QUEUE = 64  # messages a client may lag (6 s of flushes) before it is dropped
+_CLOSE_TIMEOUT_S = 1.0  # a page's close handshake (all pages close at once)
 _PENDING_ITEMS = 2000  # items kept while the server thread is behind (oldest dropped)
 _N_EVENTS = 30
 _STATIC = ("index.html", "app.js", "style.css")
@@ -441,7 +442,7 @@ class Dashboard:
         host = f"[{self.address.host}]" if ":" in self.address.host else self.address.host
         return f"{host}:{self.address.port}"
 
-    def close(self, timeout_s: float = 5.0) -> None:
+    def close(self, timeout_s: float = 10.0) -> None:
         """Send the last items, close the pages' connections and stop the server."""
         loop, stop = self._loop, self._stop
         if loop is not None and stop is not None and not loop.is_closed():
@@ -492,7 +493,10 @@ class Dashboard:
         async def websocket(request: web.Request) -> web.StreamResponse:
             if len(clients) >= MAX_CLIENTS:
                 raise web.HTTPServiceUnavailable(text="too many dashboard pages open")
-            ws = web.WebSocketResponse(heartbeat=20.0)
+            # timeout: how long close() waits for the page's close frame (aiohttp: 10 s). A
+            # page that never answers held the server thread past close()'s join, and the
+            # interpreter then exited around it (tracebacks from its teardown).
+            ws = web.WebSocketResponse(heartbeat=20.0, timeout=_CLOSE_TIMEOUT_S)
             await ws.prepare(request)
             client = _Client(ws)
             for msg in self.snapshot():
@@ -549,8 +553,7 @@ class Dashboard:
                 self.pages_open = len(clients)
             # Let the senders deliver the last items (the summary) before the sockets close.
             await asyncio.gather(*(c.drain(1.0) for c in clients), return_exceptions=True)
-            for client in list(clients):
-                await client.close()
+            await asyncio.gather(*(c.close() for c in clients), return_exceptions=True)
         finally:
             await runner.cleanup()
 
