@@ -48,7 +48,10 @@ GROUPS: dict[str, tuple[list[str], list[str]]] = {
         ["tests/test_signal.py", "tests/test_gate_limits.py", "tests/test_oracle_independence.py"],
     ),
     # (the C encoder's tests compile firmware_bridge/c from the repository layout: left out)
-    "codecs": (_codec_paths(), ["tests/test_codecs.py", "-k", "not sequencer and not c_"]),
+    "codecs": (
+        _codec_paths(),
+        ["tests/test_mutation_codecs.py", "tests/test_codecs.py", "-k", "not sequencer and not c_"],
+    ),
     "sequencer": (
         ["firmware_bridge/sequencer.py"],
         ["tests/test_mutation_sequencer.py", "tests/test_reorder.py"]

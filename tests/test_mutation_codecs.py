@@ -1,0 +1,89 @@
+"""The wearable codecs' refusals in full (message and reason code) and the fields a decoded
+frame carries for the sequencer - written against the mutants `make mutate` found alive;
+round trips and fuzzing are in test_codecs.py."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from anyecg_edge.firmware_bridge import anyecg, movesense, polar
+from anyecg_edge.firmware_bridge.frames import FrameError
+
+
+def _refusal(fn, *args) -> tuple[str, str]:
+    with pytest.raises(FrameError) as exc:
+        fn(*args)
+    return str(exc.value), exc.value.reason
+
+
+def test_anyecg_refusals_and_fields() -> None:
+    good = anyecg.encode_frame(np.arange(8), seq=5, t_us=1000, fmt=1, flags=0)
+    assert _refusal(anyecg.decode_frame, b"\x01\x02\x03", 1.0) == (
+        "AnyECG frame of 3 bytes; at least 20 expected", "truncated")  # fmt: skip
+    assert _refusal(anyecg.decode_frame, bytes([2]) + good[1:], 1.0) == (
+        "AnyECG frame version 2; this reader speaks 1", "version")  # fmt: skip
+    bad = bytearray(good)
+    bad[-1] ^= 0xFF
+    assert _refusal(anyecg.decode_frame, bytes(bad), 1.0) == (
+        "AnyECG frame CRC mismatch (corrupted or truncated notification)", "crc")  # fmt: skip
+    f = anyecg.decode_frame(good, 1.0)
+    assert (f.t_ref, f.t_modulo_ns, f.seq) == ("first", (1 << 64) * 1000, 5)
+    with pytest.raises(ValueError) as exc:
+        anyecg.encode_frame(np.arange(3), seq=0, t_us=0, fmt=9, flags=0)
+    assert str(exc.value) == "format must be one of [0, 1, 2], got 9"
+    assert anyecg.max_samples(1000, 0) == 255 and anyecg.max_samples(1000, 2) == 244
+
+
+def test_anyecg_config_refusals() -> None:
+    assert _refusal(anyecg.AnyEcgConfig.decode, b"\x01\x02") == (
+        "AnyECG config record '01 02': expected version 1 and >= 12 bytes", "config")  # fmt: skip
+    cfg = anyecg.AnyEcgConfig(fs_hz=130.0, fmt=1).encode()
+    no_fs = bytearray(cfg)
+    no_fs[2:6] = b"\0\0\0\0"
+    assert _refusal(anyecg.AnyEcgConfig.decode, bytes(no_fs)) == (
+        "AnyECG config record '01 01 00 00 00 00 e8 03 00 00 ff 01 49': format 1, fs 0 mHz, "
+        "1000 nV/LSB, lead name of 1 bytes is not valid", "config")  # fmt: skip
+    no_nv = bytearray(cfg)
+    no_nv[6:10] = b"\0\0\0\0"  # a zero scale alone is refused too
+    assert _refusal(anyecg.AnyEcgConfig.decode, bytes(no_nv))[1] == "config"
+    not_ascii = bytearray(cfg)
+    not_ascii[-1] = 0xFF
+    assert _refusal(anyecg.AnyEcgConfig.decode, bytes(not_ascii)) == (
+        "AnyECG config record: lead name is not ASCII", "config")  # fmt: skip
+
+
+def test_polar_refusals_and_fields() -> None:
+    good = polar.encode_ecg_frame(np.arange(5), 10**9)
+    assert _refusal(polar.decode_ecg_frame, good[:5]) == (
+        "Polar PMD frame of 5 bytes; an ECG frame has a 10-byte header and at least one "
+        "3-byte sample", "truncated")  # fmt: skip
+    assert _refusal(polar.decode_ecg_frame, bytes([1]) + good[1:]) == (
+        "Polar PMD frame of measurement type 0x01; expected 0x00 (ECG)", "measurement_type")  # fmt: skip
+    compressed = bytearray(good)
+    compressed[9] = 0x81
+    assert _refusal(polar.decode_ecg_frame, bytes(compressed)) == (
+        "Polar PMD ECG frame type 1 (compressed); the H10 sends type 0 uncompressed "
+        "(3-byte samples)", "frame_type")  # fmt: skip
+    f = polar.decode_ecg_frame(good)
+    assert (f.t_ref, f.t_modulo_ns) == ("last", 1 << 64)
+    assert _refusal(polar.parse_settings, bytes([0, 2, 1, 0])) == (
+        "Polar settings '00 02 01 00' truncated", "control")  # fmt: skip
+    assert polar.parse_settings(bytes([0, 2, 0x82, 0, 0x14, 0, 1, 1, 0x0E, 0])) == {
+        0: [130, 20], 1: [14]}  # fmt: skip
+
+
+def test_movesense_refusals() -> None:
+    good = movesense.encode_ecg_frame(np.arange(16), 1000)
+    cont = bytearray(good)
+    cont[0] = 3
+    assert _refusal(movesense.decode_ecg_frame, bytes(cont)) == (
+        "Movesense notification type 0x03 (continuation); expected 0x02 (data)", "packet_type")  # fmt: skip
+    other = bytearray(good)
+    other[1] = 99
+    assert _refusal(movesense.decode_ecg_frame, bytes(other)) == (
+        "Movesense data for reference 99; the ECG subscription is 97", "reference")  # fmt: skip
+    assert _refusal(movesense.decode_command_result, b"\x05") == (
+        "Movesense command result '05'; expected '01 ref status(2)'", "control")  # fmt: skip
+    with pytest.raises(ValueError, match="out of the int32 range"):
+        movesense.encode_ecg_frame(np.array([1 << 31]), 0)
+    movesense.encode_ecg_frame(np.array([(1 << 31) - 1, -(1 << 31)]), 0)  # the int32 limits
