@@ -201,12 +201,17 @@ def write_report(report: dict, base: Path) -> None:
     just_path = ROOT / "tests" / "mutation_survivors.json"
     just = json.loads(just_path.read_text()) if just_path.is_file() else {}
     by_name: dict[str, str] = just.get("mutants", {})
-    patterns = [(re.compile(p["diff"]), p["why"]) for p in just.get("patterns", [])]
+    patterns = [
+        (p.get("field", "diff"), re.compile(p.get("diff") or p["name"]), p["why"])
+        for p in just.get("patterns", [])
+    ]
 
     def why(s: dict) -> str:
         if s["mutant"] in by_name:
             return by_name[s["mutant"]]
-        return next((w for rx, w in patterns if rx.search(s["diff"])), "not justified")
+        field = {"diff": "diff", "name": "mutant"}
+        hit = (w for f, rx, w in patterns if rx.search(s[field[f]]))
+        return next(hit, "not justified")
 
     lines = [
         "# Mutation testing (`make mutate`, mutmut 3)",
