@@ -33,6 +33,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from anyecg_edge.fileio import write_json
+
 TARGET_SEGMENTS = 20_000_000
 GOAL_PER_CORE = 1000.0
 
@@ -228,7 +230,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "extrapolated_s_20M_1core": TARGET_SEGMENTS / rate,
     }
     if args.json is not None:
-        args.json.write_text(json.dumps(summary, indent=2) + "\n")
+        write_json(args.json, summary)
     return summary
 
 

@@ -27,6 +27,8 @@ import torch
 from anyecg_edge.training.lora import LoraSettings, apply_lora, parameter_counts
 from anyecg_edge.training.models import create_model
 
+from anyecg_edge.fileio import write_json
+
 EPOCH_SEGMENTS = 20_000_000
 WINDOW = 5000
 
@@ -289,7 +291,7 @@ def main(argv: list[str] | None = None) -> int:
             flush=True,
         )
     if args.json:
-        args.json.write_text(json.dumps({"machine": info, "rows": rows}, indent=2))
+        write_json(args.json, {"machine": info, "rows": rows})
     return 0
 
 

@@ -45,6 +45,8 @@ from typing import Any
 import numpy as np
 from anyecg_edge.training.calibration import sigmoid
 
+from anyecg_edge.fileio import write_text_atomic
+
 __all__ = [
     "BUCKETS",
     "MIN_VISITS_PER_CLASS",
@@ -922,7 +924,7 @@ says little). <b>Brier</b>: mean squared error of the probabilities.</li></ul>
 <h2>Insufficient labs</h2>{insufficient_table}
 </body></html>
 """
-    (out / "report.html").write_text(page)
+    write_text_atomic(out / "report.html", page)
     return out / "report.html"
 
 
