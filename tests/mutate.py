@@ -224,20 +224,30 @@ def write_report(report: dict, base: Path) -> None:
         "A group marked *sample* ran only the mutants whose number ends in the given digits",
         "(a systematic sample over every function), for lack of CPU time.",
         "",
-        "| module | tests | killed | total | kill rate |",
-        "| --- | --- | ---: | ---: | ---: |",
+        "| module | tests | killed | survived | no tests | total | kill rate | unjustified |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     all_k = all_n = 0
     for group in report["groups"].values():
         for module, counts in group["per_module"].items():
             k, n = _rate(counts)
             all_k, all_n = all_k + k, all_n + n
-            tests = " ".join(t.removeprefix("tests/") for t in group["tests"])
+            files = sorted({t.split("::")[0].removeprefix("tests/")
+                            for t in group["tests"] if t.startswith("tests/")})  # fmt: skip
+            prefix = _staged(module)[:-3].replace("/", ".") + "."
+            left = sum(
+                why(s) == "not justified" for s in group["survivors"]
+                if s["mutant"].startswith(prefix)
+            )  # fmt: skip
             if group.get("sample"):
                 module += f" (sample: {group['sample']})"
-            lines.append(f"| {module} | {tests} | {k} | {n} | {100 * k / max(n, 1):.1f} % |")
+            lines.append(
+                f"| {module} | {', '.join(files)} | {k} | {counts.get('survived', 0)} | "
+                f"{counts.get('no tests', 0)} | {n} | {100 * k / max(n, 1):.1f} % | {left} |"
+            )
     lines.append(
-        f"| **all** | | **{all_k}** | **{all_n}** | **{100 * all_k / max(all_n, 1):.1f} %** |"
+        f"| **all that ran** | | **{all_k}** | | | **{all_n}** | "
+        f"**{100 * all_k / max(all_n, 1):.1f} %** | |"
     )
     lines += ["", "## Survivors", ""]
     for group in report["groups"].values():
