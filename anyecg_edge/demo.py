@@ -116,6 +116,8 @@ class DemoContext:
     console: Console
     data: Path | None  # the real recordings folder, when present
     state: dict[str, Any] = field(default_factory=dict)
+    #: Commands printed as equivalents of in-process stages (argv after `anyecg-edge`).
+    printed: dict[str, list[str]] = field(default_factory=dict)
 
     def path(self, *parts: str) -> Path:
         return self.out.joinpath(*parts)
@@ -439,13 +441,16 @@ def stage_stream(ctx: DemoContext) -> tuple[str, list[Path]]:
     jsonl = ctx.path("stream", "stream.jsonl")
     jsonl.parent.mkdir(parents=True, exist_ok=True)
     model = ctx.state["export_tflite"]
+    argv = [
+        "stream", "--source", f"sim-polar:{record}", "--model", str(model), "--hop", "1",
+        "--duration", f"{c.stream_s:g}", "--speed", f"{c.stream_speed:g}",
+        *(["--faults", c.stream_faults] if c.stream_faults else []), "--jsonl", str(jsonl),
+    ]  # fmt: skip
+    ctx.printed["stream"] = argv  # in demo_summary.json: the tests run it as printed
     ctx.console.print(
         f"streaming {c.stream_s:g} s of {what} from a simulated Polar H10 (bumble GATT link, "
         f"{c.stream_speed:g}x real time, faults: {c.stream_faults or 'none'}) into {model.name}; "
-        f"equivalent: [cyan]anyecg-edge stream --source sim-polar:{record} --model {model} "
-        f"--hop 1 --duration {c.stream_s:g} --speed {c.stream_speed:g}"
-        + (f' --faults "{c.stream_faults}"' if c.stream_faults else "")
-        + f" --jsonl {jsonl}[/]",
+        f"equivalent: [cyan]anyecg-edge {shlex.join(argv)}[/]",
         highlight=False,
     )
     s = simulated_session(
@@ -484,14 +489,15 @@ def stage_bench(ctx: DemoContext) -> tuple[str, list[Path]]:
         f"student={ctx.state['export_tflite']}",
     ]
     out = ctx.path("bench")
-    ctx.console.print(
-        "[cyan]$ anyecg-edge bench --threads 1 "
-        + " ".join(f"--models {m}" for m in models)
-        + (" --quick" if c.bench_quick else f" --iterations {c.bench_iterations}")
-        + f" --stream-jsonl {ctx.state['stream_jsonl']} --corpus {ctx.state['corpus']}"
-        + f" --truth {ctx.state['truth']} --report {out} --json {out / 'bench.json'}[/]",
-        highlight=False,
-    )
+    argv = [
+        "bench", "--threads", "1", *(a for m in models for a in ("--models", m)),
+        *(["--quick"] if c.bench_quick else ["--iterations", str(c.bench_iterations)]),
+        "--stream-jsonl", str(ctx.state["stream_jsonl"]), "--corpus", str(ctx.state["corpus"]),
+        "--truth", str(ctx.state["truth"]), "--report", str(out),
+        "--json", str(out / "bench.json"),
+    ]  # fmt: skip
+    ctx.printed["bench"] = argv
+    ctx.console.print(f"[cyan]$ anyecg-edge {shlex.join(argv)}[/]", highlight=False)
     opts = BenchOptions(
         models=models, threads=1, iterations=c.bench_iterations, quick=c.bench_quick,
         stream_jsonl=ctx.state.get("stream_jsonl"), data_dir=ctx.data, work_dir=out / "work",
@@ -588,6 +594,7 @@ def run_demo(
             "total_s": round(total, 1),
             "config": asdict(cfg),
             "stages": [{**r.__dict__, "artefacts": [str(p) for p in r.artefacts]} for r in results],
+            "printed_commands": ctx.printed,
         },
         default=str,
     )

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import json
+import shlex
 from pathlib import Path
 
 import pytest
@@ -160,3 +161,24 @@ def test_failed_stage_skips_what_depends_on_it(tmp_path: Path, monkeypatch) -> N
     stages = json.loads((tmp_path / "d" / "demo_summary.json").read_text())["stages"]
     assert [s["status"] for s in stages] == ["failed", "skipped", "ok"]
     assert "no corpus today" in stages[0]["summary"] and "needs corpus" in stages[1]["summary"]
+
+
+def test_commands_the_demo_prints_work_as_printed(quick_demo: dict, tmp_path: Path) -> None:
+    """The stream and bench stages run in-process and print their command-line equivalent;
+    that line must be one that works: the stream line runs as printed (to another JSONL),
+    the bench line parses option by option (the stage ran the same options in-process)."""
+    out = quick_demo["out"]
+    printed = json.loads((out / "demo_summary.json").read_text())["printed_commands"]
+    assert set(printed) == {"stream", "bench"}
+    text = "".join(quick_demo["text"].split())  # the console wraps long lines at spaces
+    for argv in printed.values():
+        assert "".join(shlex.join(argv).split()) in text  # what was printed
+    stream = list(printed["stream"])
+    stream[stream.index("--jsonl") + 1] = str(tmp_path / "again.jsonl")
+    res = CliRunner().invoke(cli, ["-q", *stream, "--no-live"])
+    assert res.exit_code == 0, res.output
+    lines = [json.loads(x) for x in (tmp_path / "again.jsonl").read_text().splitlines()]
+    assert lines[-1]["summary"]["windows"] >= 1
+    bench = cli.commands["bench"]
+    ctx = bench.make_context("bench", list(printed["bench"][1:]))
+    assert ctx.params["threads"] == 1 and len(ctx.params["models"]) >= 4
