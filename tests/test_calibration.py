@@ -287,6 +287,24 @@ def test_fit_platt_reaches_the_optimum_in_a_few_newton_steps(case: str) -> None:
     assert (a == 0.0) == (case == "backwards")
 
 
+@pytest.mark.parametrize("scale, shift", [(4.0, 0.0), (20.0, 0.0), (4.0, 30.0)])
+def test_fit_platt_stays_at_the_optimum_for_large_or_near_separable_logits(
+    scale: float, shift: float
+) -> None:
+    """Large logits on a small, nearly separable set saturate the sigmoid: the undamped
+    Newton step from (1, 0) overshot to intercepts of 1e5 (b = -583332 seen by mutation
+    testing), which a lab's calibration would have accepted. The damped step stays at the
+    documented optimum."""
+    rng = np.random.default_rng(1)
+    z = rng.standard_normal(36)
+    y = ((z + 0.3 * rng.standard_normal(36)) > 0.5).astype(float)
+    logits = scale * z + shift
+    a_opt, b_opt = _platt_optimum(logits, y)
+    a, b = fit_platt(logits, y)
+    assert abs(b) < 100
+    assert a == pytest.approx(a_opt, abs=1e-3) and b == pytest.approx(b_opt, abs=1e-2)
+
+
 def test_fit_platt_degenerate_inputs() -> None:
     assert fit_platt(np.array([]), np.array([])) == (1.0, 0.0)
     a, b = fit_platt(np.array([2.0]), np.array([1.0]))  # one window: the prior keeps a near 1

@@ -87,7 +87,14 @@ def fit_platt(
     n = float(z.size)
     reg = np.array([prior_weight / n, 1e-6])
     prior = np.array([1.0, 0.0])
+
+    def objective(th: np.ndarray) -> float:
+        s = th[0] * z + th[1]
+        loss = np.logaddexp(0.0, s) - t * s  # log-loss, stable for any |s|
+        return float(loss.mean() + 0.5 * np.sum(reg * (th - prior) ** 2))
+
     theta = np.array([1.0, 0.0])
+    f = objective(theta)
     for _ in range(max_iter):
         p = sigmoid(theta[0] * z + theta[1])
         r = p - t
@@ -96,11 +103,20 @@ def fit_platt(
         h = np.array([[(w * z * z).sum(), (w * z).sum()], [(w * z).sum(), w.sum()]]) / n
         h += np.diag(reg) + 1e-12 * np.eye(2)
         step = np.linalg.solve(h, grad)
-        new = theta - step
-        if new[0] < 0.0:  # project: slope 0, Newton on the intercept alone
-            new = np.array([0.0, theta[1] - grad[1] / max(h[1, 1], 1e-12)])
-        done = np.abs(new - theta).max() < 1e-10
-        theta = new
+        # Damped: halve the step until the objective falls. A full Newton step from the
+        # identity start overshoots when the logits are large or the classes nearly
+        # separate (saturated weights make the Hessian tiny): b = -583332 on 36 windows.
+        scale = 1.0
+        while True:
+            new = theta - scale * step
+            if new[0] < 0.0:  # project: slope 0, Newton on the intercept alone
+                new = np.array([0.0, theta[1] - scale * grad[1] / max(h[1, 1], 1e-12)])
+            f_new = objective(new)
+            if f_new <= f or scale < 1e-8:
+                break
+            scale *= 0.5
+        done = np.abs(new - theta).max() < 1e-10 or f - f_new < 1e-15 * max(1.0, abs(f))
+        theta, f = new, min(f, f_new)
         if done:
             break
     if not np.all(np.isfinite(theta)):
