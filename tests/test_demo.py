@@ -86,6 +86,9 @@ def test_the_quality_chain_keeps_what_each_stage_learned(quick_demo: dict) -> No
     fidelity = metrics["fidelity"]
     assert fidelity["split"] == "test" and fidelity["mean_auroc_vs_teacher"] >= 0.85
     assert metrics["loss_weights"]["labels"] == 0.0 and metrics["qat"]["steps"] > 0
+    # The edge budget: <= 250 k parameters, <= 5 MFLOPs (2.5 M MACs) per 10 s window.
+    assert metrics["student"] == "student-s" and metrics["student_params"] <= 250_000
+    assert metrics["student_macs"] <= 2_500_000
     assert "fidelity to the teacher" in quick_demo["text"]
     for ext in ("onnx", "tflite"):
         model = out / "exports" / f"student_int8.{ext}"
