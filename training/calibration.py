@@ -115,8 +115,10 @@ def fit_platt(
             if f_new <= f or scale < 1e-8:
                 break
             scale *= 0.5
+        if f_new > f:
+            break  # no step lowers the objective: theta is the optimum up to round-off
         done = np.abs(new - theta).max() < 1e-10 or f - f_new < 1e-15 * max(1.0, abs(f))
-        theta, f = new, min(f, f_new)
+        theta, f = new, f_new
         if done:
             break
     if not np.all(np.isfinite(theta)):
