@@ -206,6 +206,7 @@ BENCH_TOOLS = {
     "compare": ("compare", "two bench JSON results: regressions, improvements"),
     "report": ("report", "a bench JSON -> report.md, report.html and PNG plots"),
     "gpu-lora": ("gpu_lora_throughput", "ECGFounder LoRA training throughput on one GPU"),
+    "soak-record": ("soak_record", "stream --record soak: simulated hours, RSS, recording checked"),
 }
 _TOOLS_HELP = "\b\nTools:\n" + "\n".join(
     f"  {name:<11} {text}" for name, (_, text) in BENCH_TOOLS.items()
