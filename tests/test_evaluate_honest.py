@@ -17,7 +17,6 @@ from anyecg_edge.training.data.dataset import corpus_lab_keys
 from anyecg_edge.training.evaluate import (
     MIN_VISITS_PER_CLASS,
     EvaluationError,
-    _weighted_auroc_sorted,
     auprc,
     auroc,
     evaluate_predictions,
@@ -26,6 +25,7 @@ from anyecg_edge.training.evaluate import (
     threshold_metrics,
     write_report,
 )
+from anyecg_edge.training.evaluate_metrics import _weighted_auroc_sorted
 from anyecg_edge.training.models import create_model
 from anyecg_edge.training.torch_model import save_model_checkpoint
 from anyecg_edge.training.trainer import DistInfo, TrainConfig, Trainer, masked_bce_terms
