@@ -19,34 +19,41 @@ Design:
 * Bound to 127.0.0.1 unless asked otherwise: any other host needs ``--serve-public``
   (there is no authentication; a warning line says so).
 
+This module is the observer; ``serve_http`` the web server (thread, pages, WebSockets),
+``serve_address`` the ``--serve`` address and which requests are refused.
+
 aiohttp is imported only when a dashboard starts: a device install without it runs every
 other command, and ``--serve`` without it fails in one line.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import errno
-import importlib.util
-import ipaddress
 import logging
 import math
-import os
-import re
-import socket
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
-from importlib import resources
 from typing import Any
-from urllib.parse import urlsplit
 
 import numpy as np
 
+from anyecg_edge.stream.serve_address import (
+    DEFAULT_HOST,
+    PUBLIC_HOST,
+    ServeAddress,
+    ServeError,
+    ServeUnavailableError,
+    parse_address,
+    require_aiohttp,
+    serve_option,
+)
+from anyecg_edge.stream.serve_address import refusal as _refused  # noqa: F401 (tests use it)
+from anyecg_edge.stream.serve_http import PageServer
+
 __all__ = [
+    "DEFAULT_HOST",
+    "PUBLIC_HOST",
     "Dashboard",
     "ServeAddress",
     "ServeError",
@@ -59,104 +66,11 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-DEFAULT_HOST = "127.0.0.1"
-PUBLIC_HOST = "0.0.0.0"
 HISTORY_S = 10.0  # ECG kept for a page that connects (what it draws)
 DISPLAY_FS_MAX_HZ = 250.0  # samples sent per second at most (a 500 Hz record: every 2nd)
 FLUSH_S = 0.1  # how often new samples and items go out
-STATUS_S = 1.0  # how often the counters go out
-MAX_CLIENTS = 16  # a Pi serving more pages than this is being hammered, not watched
-_CLIENT_QUEUE = 64  # messages a client may lag (6 s of flushes) before it is dropped
-_CLOSE_TIMEOUT_S = 1.0  # a page's close handshake (all pages close at once)
 _PENDING_ITEMS = 2000  # items kept while the server thread is behind (oldest dropped)
 _N_EVENTS = 30
-_STATIC = ("index.html", "app.js", "style.css")
-_CONTENT_TYPES = {".html": "text/html", ".js": "text/javascript", ".css": "text/css"}
-_HOST_RE = re.compile(r"^[A-Za-z0-9.\-]{1,253}$")
-
-
-class ServeError(OSError):
-    """The dashboard could not listen (port in use, host not local, permission)."""
-
-
-class ServeUnavailableError(ImportError):
-    """``--serve`` without aiohttp installed."""
-
-
-def require_aiohttp() -> None:
-    """Raise :class:`ServeUnavailableError` (one line) when aiohttp is not installed."""
-    if importlib.util.find_spec("aiohttp") is None:
-        raise ServeUnavailableError(
-            "--serve needs aiohttp, which is not installed: pip install 'anyecg-edge[serve]'"
-        )
-
-
-@dataclass(frozen=True)
-class ServeAddress:
-    host: str
-    port: int  # 0: any free port (the one taken is printed)
-
-    @property
-    def loopback(self) -> bool:
-        if self.host == "localhost":
-            return True
-        try:
-            return ipaddress.ip_address(self.host).is_loopback
-        except ValueError:  # a name: only 'localhost' is known to stay on this machine
-            return False
-
-    def url(self, port: int | None = None) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port if port is None else port}/"
-
-
-def parse_address(text: str, *, public: bool = False) -> ServeAddress:
-    """``PORT``, ``HOST:PORT`` or ``[IPv6]:PORT`` -> :class:`ServeAddress`. Without a host:
-    127.0.0.1 (0.0.0.0 with ``public``). A host other than loopback needs ``public``.
-    Raises ValueError with the reason (the CLI turns it into a usage error)."""
-    text = text.strip()
-    m = re.fullmatch(r"(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<host>[^:\[\]]*)):(?P<port>[^:]*)", text)
-    if m:
-        host = m.group("v6") or m.group("host")
-        port_text = m.group("port")
-    else:
-        host, port_text = "", text
-    if not port_text.isdigit() or int(port_text) > 65535:
-        raise ValueError(
-            f"expected [HOST:]PORT with PORT a whole number 0-65535 (0: any free port), got {text!r}"
-        )
-    if not host:
-        host = PUBLIC_HOST if public else DEFAULT_HOST
-    elif not _HOST_RE.match(host):
-        try:
-            ipaddress.ip_address(host)
-        except ValueError:
-            raise ValueError(f"{host!r} is not a host name or IP address") from None
-    address = ServeAddress(host, int(port_text))
-    if not address.loopback and not public:
-        raise ValueError(
-            f"{host} is reachable from other machines and the page has no password: "
-            "add --serve-public to serve on it (default host: 127.0.0.1)"
-        )
-    return address
-
-
-def serve_option(text: str | None, public: bool) -> ServeAddress | None:
-    """``stream --serve TEXT [--serve-public]`` checked when the line is parsed: a usage
-    error for a malformed address, a non-local host without --serve-public or
-    --serve-public alone; a one-line error when aiohttp is missing."""
-    import click
-
-    if text is None:
-        if public:
-            raise click.UsageError("--serve-public applies with --serve [HOST:]PORT")
-        return None
-    try:
-        address = parse_address(text, public=public)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc), param_hint="'--serve'") from None
-    require_aiohttp()
-    return address
 
 
 def dashboard_meta(engine: Any, *, source: str, model: str | None = None) -> dict[str, Any]:
@@ -232,9 +146,6 @@ class Dashboard:
                                      "history_s": HISTORY_S}  # fmt: skip
         self.engine: Any | None = None  # counters and latency percentiles, once attached
         self._hello: dict[str, Any] = {"type": "hello", **self.meta}
-        self.flush_s = flush_s
-        self.url: str | None = None
-        self.port: int | None = None
         self._lock = threading.Lock()
         self._decimate = _Decimator()
         self._history: deque[dict[str, Any]] = deque()  # ECG chunks of the last HISTORY_S
@@ -248,14 +159,13 @@ class Dashboard:
         self._windows = 0
         self._latency: deque[float] = deque(maxlen=600)
         self._started_at = time.monotonic()
-        self._thread: threading.Thread | None = None
-        self._ready = threading.Event()
-        self._start_error: BaseException | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._stop: asyncio.Event | None = None
-        self.pages_served = 0
-        self.pages_open = 0
-        self.pages_dropped = 0  # pages that fell behind (their queue full) and were closed
+        self._server = PageServer(
+            address,
+            snapshot=self.snapshot,
+            take_pending=self._take_pending,
+            status=self.status,
+            flush_s=flush_s,
+        )
 
     # --- observer side (stream threads) ---------------------------------------------------
     def attach(self, engine: Any) -> Dashboard:
@@ -412,206 +322,38 @@ class Dashboard:
             self._pending.clear()
             return out
 
-    # --- server thread --------------------------------------------------------------------
+    # --- the web server (serve_http.PageServer) -------------------------------------------
     def start(self, timeout_s: float = 15.0, *, echo: Callable[[str], None] | None = None) -> str:
         """Bind and serve; returns the page's URL (and says where with ``echo``: the URL,
         and a warning when the page is open to the network). Raises :class:`ServeError`
         in one line."""
-        require_aiohttp()
-        self._thread = threading.Thread(target=self._thread_main, name="anyecg-serve", daemon=True)
-        self._thread.start()
-        if not self._ready.wait(timeout_s):
-            raise ServeError(
-                f"--serve {self._where()}: the web server did not start in {timeout_s:g} s"
-            )
-        if self._start_error is not None:
-            raise ServeError(
-                f"--serve {self._where()}: cannot listen ({_reason(self._start_error)})"
-            )
-        assert self.url is not None
-        if echo is not None:
-            if not self.address.loopback:
-                echo(
-                    f"Warning: the dashboard on {self.address.host} is open to the network "
-                    "without a password; anyone who can reach this machine sees the stream"
-                )
-            echo(f"dashboard: {self.url}")
-        return self.url
-
-    def _where(self) -> str:
-        host = f"[{self.address.host}]" if ":" in self.address.host else self.address.host
-        return f"{host}:{self.address.port}"
+        return self._server.start(timeout_s, echo=echo)
 
     def close(self, timeout_s: float = 10.0) -> None:
         """Send the last items, close the pages' connections and stop the server."""
-        loop, stop = self._loop, self._stop
-        if loop is not None and stop is not None and not loop.is_closed():
-            with contextlib.suppress(RuntimeError):  # the loop closed in between
-                loop.call_soon_threadsafe(stop.set)
-        if self._thread is not None:
-            self._thread.join(timeout_s)
+        self._server.close(timeout_s)
 
-    def _thread_main(self) -> None:
-        loop = asyncio.new_event_loop()
-        self._loop = loop
-        try:
-            loop.run_until_complete(self._serve())
-        except BaseException as exc:  # reported by start(), or logged after it
-            if not self._ready.is_set():
-                self._start_error = exc
-                self._ready.set()
-            else:
-                log.warning("dashboard server stopped: %s", exc)
-        finally:
-            self._ready.set()
-            loop.close()
+    @property
+    def url(self) -> str | None:
+        return self._server.url
 
-    async def _serve(self) -> None:
-        from aiohttp import web
+    @property
+    def port(self) -> int | None:
+        return self._server.port
 
-        self._stop = asyncio.Event()
-        files = _load_static()
-        clients: set[_Client] = set()
+    @property
+    def pages_served(self) -> int:
+        return self._server.pages_served
 
-        async def page(request: web.Request) -> web.Response:
-            name = request.match_info.get("name") or "index.html"
-            body = files.get(name)
-            if body is None:
-                raise web.HTTPNotFound()
-            ctype = _CONTENT_TYPES[name[name.rfind(".") :]]
-            return web.Response(body=body, content_type=ctype, charset="utf-8", headers=_HEADERS)
+    @property
+    def pages_open(self) -> int:
+        return self._server.pages_open
 
-        async def state(request: web.Request) -> web.Response:
-            from anyecg_edge.jsonsafe import dumps
+    @property
+    def pages_dropped(self) -> int:
+        """Pages that fell behind (their queue full) and were closed."""
+        return self._server.pages_dropped
 
-            return web.Response(
-                text=dumps(self.snapshot(live=False), default=str),
-                content_type="application/json",
-                headers=_HEADERS,
-            )
-
-        async def websocket(request: web.Request) -> web.StreamResponse:
-            if len(clients) >= MAX_CLIENTS:
-                raise web.HTTPServiceUnavailable(text="too many dashboard pages open")
-            # timeout: how long close() waits for the page's close frame (aiohttp: 10 s). A
-            # page that never answers held the server thread past close()'s join, and the
-            # interpreter then exited around it (tracebacks from its teardown).
-            ws = web.WebSocketResponse(heartbeat=20.0, timeout=_CLOSE_TIMEOUT_S)
-            await ws.prepare(request)
-            client = _Client(ws)
-            for msg in self.snapshot():
-                client.offer(_encode(msg))
-            clients.add(client)
-            self.pages_open = len(clients)
-            self.pages_served += 1
-            sender = asyncio.create_task(client.run())
-            try:
-                async for _ in ws:  # the page sends nothing we act on; this sees the close
-                    pass
-            finally:
-                clients.discard(client)
-                sender.cancel()
-            return ws
-
-        @web.middleware
-        async def guard(request: web.Request, handler: Any) -> web.StreamResponse:
-            refused = _refused(request.host, request.headers.get("Origin"), self.address)
-            if refused:
-                raise web.HTTPForbidden(text=refused)
-            return await handler(request)
-
-        app = web.Application(middlewares=[guard])
-        app.router.add_get("/", page)
-        app.router.add_get("/ws", websocket)
-        app.router.add_get("/state.json", state)
-        app.router.add_get("/{name:[a-z]+\\.(?:js|css|html)}", page)
-        runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
-        await runner.setup()
-        try:
-            site = web.TCPSite(runner, self.address.host, self.address.port)
-            await site.start()
-            port = _bound_port(runner, self.address.port)
-            self.port = port
-            self.url = self.address.url(port)
-            self._ready.set()
-            next_status = 0.0
-            while not self._stop.is_set():
-                with _suppress_timeout():
-                    await asyncio.wait_for(self._stop.wait(), self.flush_s)
-                msgs = self._take_pending()
-                now = time.monotonic()
-                if now >= next_status or self._stop.is_set():
-                    msgs.append(self.status())
-                    next_status = now + STATUS_S
-                texts = [_encode(m) for m in msgs]  # once, whatever the number of pages
-                for client in list(clients):
-                    for text in texts:
-                        if not client.offer(text):
-                            clients.discard(client)  # too slow: dropped, its page reconnects
-                            self.pages_dropped += 1
-                            break
-                self.pages_open = len(clients)
-            # Let the senders deliver the last items (the summary) before the sockets close.
-            await asyncio.gather(*(c.drain(1.0) for c in clients), return_exceptions=True)
-            await asyncio.gather(*(c.close() for c in clients), return_exceptions=True)
-        finally:
-            await runner.cleanup()
-
-
-class _Client:
-    """One page's WebSocket and its bounded outbox."""
-
-    def __init__(self, ws: Any) -> None:
-        self.ws = ws
-        self.queue: asyncio.Queue[str] = asyncio.Queue(maxsize=_CLIENT_QUEUE)
-        self.dropped = False
-
-    def offer(self, text: str) -> bool:
-        if self.dropped:
-            return False
-        try:
-            self.queue.put_nowait(text)
-            return True
-        except asyncio.QueueFull:
-            self.dropped = True
-            asyncio.ensure_future(self.close())
-            return False
-
-    async def run(self) -> None:
-        try:
-            while True:
-                text = await self.queue.get()
-                await self.ws.send_str(text)
-                self.queue.task_done()
-        except (ConnectionError, RuntimeError) as exc:  # the page went away mid-send
-            log.debug("dashboard: page gone: %s", exc)
-            self.dropped = True
-
-    async def drain(self, timeout_s: float) -> None:
-        with _suppress_timeout():
-            await asyncio.wait_for(self.queue.join(), timeout_s)
-
-    async def close(self) -> None:
-        try:
-            await self.ws.close()
-        except Exception as exc:  # a peer gone mid-close
-            log.debug("dashboard: close failed: %s", exc)
-
-
-class _suppress_timeout:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, kind: Any, exc: Any, tb: Any) -> bool:
-        return kind is not None and issubclass(kind, (asyncio.TimeoutError, TimeoutError))
-
-
-_HEADERS = {
-    "Cache-Control": "no-store",
-    "X-Content-Type-Options": "nosniff",
-    # Everything from this server; the page loads nothing else.
-    "Content-Security-Policy": "default-src 'self'; connect-src 'self' ws: wss:; img-src 'self' data:",
-}
 
 _LINK_STATE = {
     "connected": "streaming",
@@ -625,51 +367,7 @@ _LINK_STATE = {
 _HR_EVENTS = {"heart_rate"}
 
 
-def _encode(msg: dict[str, Any]) -> str:
-    from anyecg_edge.jsonsafe import dumps
-
-    return dumps(msg, separators=(",", ":"), default=str)
-
-
-_LOCAL_NAMES = {"localhost", "127.0.0.1", "::1"}
-
-
-def _refused(host: str, origin: str | None, address: ServeAddress) -> str | None:
-    """Why a request is refused, or None. On loopback only requests naming this machine
-    (a DNS-rebound name would reach the page otherwise); WebSockets only from this page's
-    own origin (browsers let any site open a WebSocket to 127.0.0.1)."""
-    name = urlsplit(f"//{host}").hostname or ""
-    if address.loopback and not (name in _LOCAL_NAMES or name.startswith("127.")):
-        return f"this dashboard answers to 127.0.0.1/localhost only, not {host!r}"
-    if origin is not None and urlsplit(origin).netloc.lower() != host.lower():
-        return "cross-origin request refused"
-    return None
-
-
 def _end_summary(s: dict[str, Any]) -> dict[str, Any]:
     keep = ("windows", "accepted", "rejected", "dropped", "skipped_gap", "stream_s", "wall_s",
             "interrupted", "latency_ms", "events")  # fmt: skip
     return {k: s[k] for k in keep if k in s}
-
-
-def _load_static() -> dict[str, bytes]:
-    root = resources.files("anyecg_edge.stream") / "static"
-    return {name: (root / name).read_bytes() for name in _STATIC}
-
-
-def _bound_port(runner: Any, asked: int) -> int:
-    for addr in runner.addresses:
-        if isinstance(addr, tuple) and len(addr) >= 2:
-            return int(addr[1])
-    return asked
-
-
-def _reason(exc: BaseException) -> str:
-    if isinstance(exc, socket.gaierror):
-        return f"host not found: {exc.strerror or exc}"
-    if isinstance(exc, OSError) and exc.errno is not None:
-        # (asyncio's bind error carries the address in strerror; the code says it all)
-        name = errno.errorcode.get(exc.errno)
-        text = os.strerror(exc.errno)
-        return f"{text}, {name}" if name else text
-    return " ".join(str(exc).split()) or type(exc).__name__
