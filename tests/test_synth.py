@@ -9,7 +9,7 @@ import re
 
 import numpy as np
 import pytest
-from anyecg_edge.training.data import mcmed, synth
+from anyecg_edge.training.data import mcmed, synth_ecg
 from anyecg_edge.training.data.synth import synth_cohort
 
 from anyecg_edge.labs import load_catalog
@@ -114,15 +114,15 @@ def test_truth_and_dirty_values(cohort):
 
 def _template(**state):
     rng = np.random.default_rng(0)
-    p = synth._Patient(
+    p = synth_ecg._Patient(
         mrn="1", sex="F", age0=50.0, t0=0, hr_base=70.0, r_amp=1.0, t_amp=0.3, p_amp=0.12,
         qrs_w=1.0, t_w=0.045, noise=0.0,
     )  # fmt: skip
     base = {"POTASSIUM": 4.2, "CALCIUM": 9.4, "HEMOGLOBIN (HGB)": 14.0, "MAGNESIUM": 2.0}
-    m = synth._morphology(p, {**base, **state}, rng)
+    m = synth_ecg._morphology(p, {**base, **state}, rng)
     args = {k: m[k] for k in ("r_amp", "p_amp", "t_amp", "u_amp", "qrs_w", "t_w", "pr_s",
                               "qtc_s")}  # fmt: skip
-    y, r = synth._beat_template(fs=500, rr_s=60.0 / m["hr_bpm"], **args)
+    y, r = synth_ecg._beat_template(fs=500, rr_s=60.0 / m["hr_bpm"], **args)
     return m, y, r
 
 
