@@ -9,18 +9,26 @@ Multi-GPU / multi-node: launch the same command line with torchrun, e.g.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import click
 
 from anyecg_edge.commands._group import Group
+from anyecg_edge.commands._train_options import (
+    DIR,
+    EXISTING_DIR,
+    TORCH_THREADS,
+    apply_config,
+    cli_options,
+    main_process,
+    record_cli,
+    train_config,
+    training_options,
+)
 from anyecg_edge.commands._types import (
     Number,
-    OutputPath,
     all_cores,
     count,
     emit_json,
@@ -29,192 +37,8 @@ from anyecg_edge.commands._types import (
     json_to_stdout,
     positive,
     refuse_clobber,
-    threads_option,
 )
 from anyecg_edge.progress import progress_enabled, progress_session
-
-_DIR = OutputPath(folder=True)
-_THREADS = threads_option(1024, "CPU threads for torch (under torchrun: its OMP_NUM_THREADS)")
-_EXISTING_DIR = click.Path(path_type=Path, exists=True, file_okay=False)
-
-
-def _training_options(defaults: dict[str, Any]) -> Callable:
-    """The options every training command shares (defaults per command)."""
-
-    opts = [
-        click.option(
-            "--config",
-            "config_path",
-            type=click.Path(path_type=Path, dir_okay=False, exists=True),
-            default=None,
-            help="Re-run with the settings of a run: its train_config.json (options given "
-            "on the line override the file's values; --out is always given anew).",
-        ),
-        click.option(
-            "--corpus",
-            type=_EXISTING_DIR,
-            default=None,
-            help="Corpus folder (data build). Required unless --config gives it.",
-        ),
-        click.option("--out", type=_DIR, required=True, help="Run folder (created)."),
-        click.option(
-            "--labs",
-            default=None,
-            help="Comma-separated catalog keys (default: every lab measured in the corpus).",
-        ),
-        click.option(
-            "--epochs",
-            type=count(1),
-            default=defaults["epochs"],
-            show_default=True,
-            help="Passes over the training split (--max-steps may stop earlier).",
-        ),
-        click.option(
-            "--max-steps", type=count(1), default=None, help="Stop after N optimizer steps."
-        ),
-        click.option(
-            "--batch-size",
-            type=count(1, 1 << 20),
-            default=defaults["batch_size"],
-            show_default=True,
-            help="Global batch (split over torchrun processes).",
-        ),
-        click.option(
-            "--lr",
-            type=positive(),
-            default=defaults["lr"],
-            show_default=True,
-            help="Peak learning rate (AdamW).",
-        ),
-        click.option(
-            "--weight-decay",
-            type=Number(0.0),
-            default=1e-5,
-            show_default=True,
-            help="AdamW weight decay.",
-        ),
-        click.option(
-            "--warmup",
-            type=Number(0.0),
-            default=0.05,
-            show_default=True,
-            help="Linear warmup: fraction of the steps (<1) or steps (>=1); then cosine.",
-        ),
-        click.option(
-            "--min-lr-ratio",
-            type=Number(0.0, 1.0),
-            default=0.0,
-            show_default=True,
-            help="Cosine floor as a fraction of --lr.",
-        ),
-        click.option(
-            "--grad-clip", type=Number(0.0), default=1.0, show_default=True, help="0: off."
-        ),
-        click.option(
-            "--pos-weight/--no-pos-weight",
-            default=True,
-            show_default=True,
-            help="Weight positives by n_neg/n_pos per lab (class imbalance).",
-        ),
-        click.option(
-            "--patience",
-            type=count(0),
-            default=5,
-            show_default=True,
-            help="Evaluations without val mean AUROC gain before stopping (0: never).",
-        ),
-        click.option(
-            "--eval-every",
-            type=count(0),
-            default=0,
-            help="Steps between evaluations (0: each epoch).",
-        ),
-        click.option(
-            "--ckpt-every",
-            type=count(0),
-            default=0,
-            help="Steps between checkpoints (0: at each evaluation).",
-        ),
-        click.option(
-            "--log-every",
-            type=count(1),
-            default=20,
-            show_default=True,
-            help="Steps between log lines (and train_log.jsonl rows).",
-        ),
-        click.option(
-            "--seed",
-            type=count(0),
-            default=0,
-            show_default=True,
-            help="Seed of the weights, the shuffling and the adapters.",
-        ),
-        click.option(
-            "--device",
-            type=click.Choice(["cpu", "cuda"]),
-            default="cpu",
-            show_default=True,
-            help="Where to train (cuda: NCCL under torchrun; cpu: gloo).",
-        ),
-        click.option(
-            "--precision",
-            type=click.Choice(["fp32", "bf16", "fp16"]),
-            default="fp32",
-            show_default=True,
-            help="Autocast precision of the forward pass (bf16/fp16: GPU).",
-        ),
-        click.option("--compile", "compile_", is_flag=True, help="torch.compile the model (GPU)."),
-        click.option(
-            "--workers",
-            type=count(0, 256),
-            default=0,
-            show_default=True,
-            help="DataLoader worker processes per training process (0: load in the "
-            "training process itself).",
-        ),
-        _THREADS,
-        click.option(
-            "--resume", is_flag=True, help="Continue from the newest checkpoint in --out (exact)."
-        ),
-        click.option(
-            "--no-progress",
-            is_flag=True,
-            help="No progress bar (also off with -q and when stderr is not a terminal).",
-        ),
-        json_option("the run's result (metrics.json's content)"),
-    ]
-
-    def decorator(fn: Callable) -> Callable:
-        for opt in reversed(opts):
-            fn = opt(fn)
-        return fn
-
-    return decorator
-
-
-def _config(kw: dict[str, Any]):
-    from anyecg_edge.training.trainer import TrainConfig
-
-    return TrainConfig(
-        epochs=kw["epochs"],
-        max_steps=kw["max_steps"],
-        batch_size=kw["batch_size"],
-        lr=kw["lr"],
-        weight_decay=kw["weight_decay"],
-        warmup=kw["warmup"],
-        min_lr_ratio=kw["min_lr_ratio"],
-        grad_clip=kw["grad_clip"],
-        seed=kw["seed"],
-        device=kw["device"],
-        precision=kw["precision"],
-        compile=kw["compile_"],
-        workers=kw["workers"],
-        pos_weight=kw["pos_weight"],
-        eval_every=kw["eval_every"],
-        ckpt_every=kw["ckpt_every"],
-        patience=kw["patience"],
-        log_every=kw["log_every"],
-    )
 
 
 @contextlib.contextmanager
@@ -246,14 +70,8 @@ def _labs(text: str | None) -> list[str] | None:
     return labs
 
 
-def _main_process() -> bool:
-    import os
-
-    return int(os.environ.get("RANK", "0")) == 0
-
-
 def _report(result: dict[str, Any], out: Path, json_out: Path | None = None) -> None:
-    if not _main_process():
+    if not main_process():
         return
     emit_json(result, json_out)
     echo = human_echo(json_out)
@@ -279,135 +97,6 @@ def _report(result: dict[str, Any], out: Path, json_out: Path | None = None) -> 
         )
     )
     echo(f"wrote {out}/model.pt, metrics.json, train_config.json")
-
-
-# Options a train_config.json never sets: where this run goes and how this machine runs it.
-_NOT_FROM_CONFIG = {"config_path", "out", "resume", "threads", "json_out", "no_progress"}
-
-
-# TrainConfig fields that are `train` options (the rest are set by the code).
-_TRAIN_OPTIONS = {
-    "epochs", "max_steps", "batch_size", "lr", "weight_decay", "warmup", "min_lr_ratio",
-    "grad_clip", "seed", "device", "precision", "compile", "workers", "pos_weight",
-    "eval_every", "ckpt_every", "patience", "log_every",
-}  # fmt: skip
-
-
-class TrainConfigError(ValueError):
-    """A --config file that cannot be used (one line naming the file and the key)."""
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, Path):
-        return str(value)
-    if isinstance(value, tuple):
-        return [_jsonable(v) for v in value]
-    return value
-
-
-def _cli_options(kw: dict[str, Any]) -> dict[str, Any]:
-    return {k: _jsonable(v) for k, v in kw.items() if k not in _NOT_FROM_CONFIG}
-
-
-def _options_from_legacy(data: dict[str, Any], command: str, path: Path) -> dict[str, Any]:
-    """Options from a train_config.json written before the "cli" section existed."""
-    opts: dict[str, Any] = {}
-    train_section = data.get("train")
-    if not isinstance(train_section, dict):
-        raise TrainConfigError(f"{path}: no 'cli' or 'train' section (not a train_config.json)")
-    import dataclasses
-
-    from anyecg_edge.training.trainer import TrainConfig
-
-    # TrainConfig fields without an option (set by the code, not the user) are not settings
-    # to carry over; any other key is unknown (and refused by _apply_config).
-    internal = {f.name for f in dataclasses.fields(TrainConfig)} - _TRAIN_OPTIONS
-    for key, value in train_section.items():
-        if key not in internal:
-            opts["compile_" if key == "compile" else key] = value
-    if command == "lora":
-        opts["arch"] = data.get("arch")
-        opts["corpus"] = data.get("corpus")
-        opts["labs"] = ",".join(data["labs"]) if data.get("labs") else None
-        opts["full"] = data.get("task") == "full"
-        opts["keep_head"] = bool(data.get("keep_head"))
-        if isinstance(data.get("init"), dict):
-            opts["init"] = data["init"].get("path")
-        lora = data.get("lora") or {}
-        for key in ("rank", "alpha", "dropout"):
-            if key in lora:
-                opts[key] = lora[key]
-        if lora.get("target_modules"):
-            tm = lora["target_modules"]
-            opts["target_modules"] = tm if isinstance(tm, str) else ",".join(tm)
-    else:
-        run = data.get("run") or {}
-        for key, value in run.items():
-            opts[key] = ",".join(value) if key == "labs" and value else value
-        opts.pop("out", None)
-    return opts
-
-
-def _apply_config(ctx: click.Context, kw: dict[str, Any], command: str) -> None:
-    """Fill ``kw`` from ``--config`` where the line did not give the option; unknown keys
-    and values the option refuses end in one line naming the file and the key."""
-    path = kw.pop("config_path")
-    if path is not None:
-        try:
-            data = json.loads(Path(path).read_text())
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise TrainConfigError(f"{path}: not readable JSON ({exc})") from None
-        if not isinstance(data, dict):
-            raise TrainConfigError(f"{path}: expected a JSON object (a run's train_config.json)")
-        cli_section = data.get("cli")
-        if isinstance(cli_section, dict):
-            written_by = cli_section.get("command")
-            if written_by != command:
-                raise TrainConfigError(
-                    f"{path}: written by `train {written_by}`, not `train {command}`"
-                )
-            options = cli_section.get("options")
-            if not isinstance(options, dict):
-                raise TrainConfigError(f"{path}: cli.options: expected an object")
-        else:
-            options = _options_from_legacy(data, command, path)
-        params = {p.name: p for p in ctx.command.params}
-        for key, value in options.items():
-            param = params.get(key)
-            if param is None or key in _NOT_FROM_CONFIG:
-                known = ", ".join(sorted(n for n in params if n not in _NOT_FROM_CONFIG))
-                raise TrainConfigError(
-                    f"{path}: unknown key {key!r} (not a `train {command}` option; known: {known})"
-                )
-            source = ctx.get_parameter_source(key)
-            if source in (click.core.ParameterSource.COMMANDLINE,
-                          click.core.ParameterSource.ENVIRONMENT):  # fmt: skip
-                continue  # the line overrides the file
-            if value is None:
-                kw[key] = None
-                continue
-            try:
-                kw[key] = param.type_cast_value(ctx, value)
-            except click.BadParameter as exc:
-                raise TrainConfigError(f"{path}: {key}: {exc.format_message()}") from None
-    if kw.get("corpus") is None:
-        raise click.UsageError("Missing option '--corpus' (or --config RUN/train_config.json)")
-
-
-def _record_cli(out: Path, command: str, options: dict[str, Any]) -> None:
-    """Add the command's own options to the run's train_config.json ("cli"), so that
-    `train COMMAND --config OUT/train_config.json --out NEW` reruns it."""
-    if not _main_process():
-        return
-    from anyecg_edge.fileio import write_json
-
-    path = out / "train_config.json"
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return  # nothing to extend (the trainer reports its own failures)
-    data["cli"] = {"command": command, "options": options}
-    write_json(path, data)
 
 
 @click.group(cls=Group)
@@ -451,11 +140,11 @@ def train() -> None:
 @click.option(
     "--merge", is_flag=True, help="Also write merged.pth, a plain authors'-format checkpoint."
 )
-@_training_options({"epochs": 10, "batch_size": 256, "lr": 1e-3})
+@training_options({"epochs": 10, "batch_size": 256, "lr": 1e-3})
 @click.pass_context
 def train_lora(ctx: click.Context, **kw: Any) -> None:
     """LoRA fine-tune ECGFounder (peft) on the lab catalog."""
-    _apply_config(ctx, kw, "lora")
+    apply_config(ctx, kw, "lora")
     refuse_clobber(kw["out"], [kw["corpus"], kw["init"]], "--out")
     refuse_clobber(kw["json_out"], [kw["corpus"], kw["init"]], "--json")
     from anyecg_edge.training.lora import (
@@ -495,12 +184,12 @@ def train_lora(ctx: click.Context, **kw: Any) -> None:
         keep_head=kw["keep_head"],
         merge=kw["merge"],
     )
-    options = _cli_options(kw)
+    options = cli_options(kw)
     with _torch_threads(kw["threads"]), progress_session(_progress(kw)):
-        result = train_lora(run, _config(kw), resume=kw["resume"])
-    _record_cli(kw["out"], "lora", options)
+        result = train_lora(run, train_config(kw), resume=kw["resume"])
+    record_cli(kw["out"], "lora", options)
     _report(result, kw["out"], kw["json_out"])
-    if _main_process() and "merge_max_rel_error" in result:
+    if main_process() and "merge_max_rel_error" in result:
         human_echo(kw["json_out"])(
             f"adapter saved in {kw['out']}/adapter; merged == adapter model "
             f"(max rel. error {result['merge_max_rel_error']:.2e})"
@@ -510,7 +199,7 @@ def train_lora(ctx: click.Context, **kw: Any) -> None:
 @train.command("distill")
 @click.option(
     "--teacher",
-    type=_EXISTING_DIR,
+    type=EXISTING_DIR,
     default=None,
     help="Teacher run folder (its model.pt), e.g. from `train lora`. Required unless "
     "--config gives it.",
@@ -548,11 +237,11 @@ def train_lora(ctx: click.Context, **kw: Any) -> None:
     default=None,
     help="Learning rate of the QAT steps (default: a tenth of --lr).",
 )
-@_training_options({"epochs": 20, "batch_size": 256, "lr": 3e-3})
+@training_options({"epochs": 20, "batch_size": 256, "lr": 3e-3})
 @click.pass_context
 def train_distill(ctx: click.Context, **kw: Any) -> None:
     """Distill a LoRA teacher into a small edge student."""
-    _apply_config(ctx, kw, "distill")
+    apply_config(ctx, kw, "distill")
     if kw.get("teacher") is None:
         raise click.UsageError("Missing option '--teacher' (or --config RUN/train_config.json)")
     refuse_clobber(kw["out"], [kw["corpus"], kw["teacher"]], "--out")
@@ -571,12 +260,12 @@ def train_distill(ctx: click.Context, **kw: Any) -> None:
         qat_steps=kw["qat_steps"],
         qat_lr=kw["qat_lr"],
     )
-    options = _cli_options(kw)
+    options = cli_options(kw)
     with _torch_threads(kw["threads"]), progress_session(_progress(kw)):
-        result = train_distill(run, _config(kw), resume=kw["resume"])
-    _record_cli(kw["out"], "distill", options)
+        result = train_distill(run, train_config(kw), resume=kw["resume"])
+    record_cli(kw["out"], "distill", options)
     _report(result, kw["out"], kw["json_out"])
-    if _main_process():
+    if main_process():
         echo = human_echo(kw["json_out"])
         echo(
             f"student {kw['student']}: {result['student_params']:,} parameters, "
@@ -598,7 +287,7 @@ def train_distill(ctx: click.Context, **kw: Any) -> None:
 
 
 def _progress(kw: dict[str, Any]) -> bool:
-    return _main_process() and progress_enabled(kw["no_progress"])
+    return main_process() and progress_enabled(kw["no_progress"])
 
 
 def _fmt_opt(v: float | None) -> str:
@@ -613,7 +302,7 @@ def _fmt_opt(v: float | None) -> str:
     required=True,
     help="A run folder (its model.pt) or a model.pt file.",
 )
-@click.option("--corpus", type=_EXISTING_DIR, required=True, help="Corpus folder (data build).")
+@click.option("--corpus", type=EXISTING_DIR, required=True, help="Corpus folder (data build).")
 @click.option(
     "--split", type=click.Choice(["train", "val", "test"]), default="test", show_default=True,
     help="Corpus split to score (test: the held-out patients).",
@@ -622,14 +311,14 @@ def _fmt_opt(v: float | None) -> str:
 @click.option(
     "--out",
     "out_dir",
-    type=_DIR,
+    type=DIR,
     default=None,
     help="Write everything here: evaluation.json and the report (= --json "
     "OUT/evaluation.json --report OUT/report). --out or --json is required.",
 )
 @click.option(
     "--report",
-    type=_DIR,
+    type=DIR,
     default=None,
     help="Folder for the PNG/HTML report (default: OUT/report with --out, else next to the "
     "--json file, <name>_report; none with --json -).",
@@ -654,7 +343,7 @@ def _fmt_opt(v: float | None) -> str:
     "--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True,
     help="Where the model runs.",
 )  # fmt: skip
-@_THREADS
+@TORCH_THREADS
 @click.option(
     "--truth",
     type=click.Path(path_type=Path, dir_okay=False, exists=True),
