@@ -1,0 +1,187 @@
+"""Behaviour of the quality gate and the preprocessing that `make mutate` found unpinned.
+
+Each test states a documented behaviour of ``anyecg_edge/signal/quality.py`` or
+``preprocess.py`` (a metric's value, an error that names its field, a batch as long as the
+input) on small synthetic windows; the mutants it kills are listed in
+benchmarks/results/mutation.md. Numbers are written out, not imported from the module.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from anyecg_edge.signal import (
+    QualityReport,
+    SignalError,
+    assess_quality,
+    assess_quality_batch,
+    detect_r_peaks,
+    fill_short_gaps,
+    heart_rate_bpm,
+    resample,
+)
+
+FS = 500
+N = 10 * FS
+
+
+def synth(r_samples, n: int = N, fs: float = FS, noise: float = 0.005, seed: int = 0):
+    """A lead in mV: one P-QRS-T (Gaussian waves) at each R sample, plus white noise."""
+    waves = ((-0.16, 0.12, 0.025), (-0.02, -0.1, 0.006), (0.0, 1.0, 0.008),
+             (0.025, -0.2, 0.007), (0.25, 0.25, 0.045))  # fmt: skip
+    t = np.arange(n, dtype=np.float64)
+    x = np.zeros(n)
+    for r in r_samples:
+        for off, amp, sd in waves:
+            x += amp * np.exp(-0.5 * ((t - r - off * fs) / (sd * fs)) ** 2)
+    return x + np.random.default_rng(seed).normal(0.0, noise, n)
+
+
+def sinus(rr: int = 400, n: int = N) -> np.ndarray:
+    """75 bpm at 500 Hz by default: a window the gate passes."""
+    return synth(range(rr // 2, n + rr, rr), n=n)
+
+
+# --- detect_r_peaks / heart_rate_bpm ---------------------------------------------------------
+
+
+def test_detect_r_peaks_bridges_missing_samples() -> None:
+    x = sinus()
+    want = detect_r_peaks(x, FS)
+    assert want.tolist() == list(range(200, 4700, 400))
+    y = x.copy()
+    y[1000:1010] = np.nan  # 20 ms dropped between two beats
+    y[3333] = np.inf
+    assert detect_r_peaks(y, FS).tolist() == want.tolist()
+    with pytest.raises(SignalError) as exc:
+        detect_r_peaks(np.full(2000, np.nan), FS)
+    assert str(exc.value) == "x_mv has no finite samples"
+
+
+def test_no_beats_is_an_empty_index_array() -> None:
+    # "Sample indices": usable to index the signal even when there are none.
+    x = np.random.default_rng(3).normal(0.0, 0.2, N)
+    peaks = detect_r_peaks(x, FS)
+    assert peaks.size == 0 and peaks.dtype == np.int64
+    assert x[peaks].size == 0
+
+
+def test_heart_rate_from_two_beats() -> None:
+    assert heart_rate_bpm(np.array([100, 600]), FS) == 60.0
+    assert math.isnan(heart_rate_bpm(np.array([], dtype=np.int64), FS))
+
+
+# --- QualityReport ----------------------------------------------------------------------------
+
+
+def test_summary_of_an_ok_report() -> None:
+    assert QualityReport(ok=True, metrics={"heart_rate_bpm": 72.4}).summary() == "ok, 72 bpm"
+    assert assess_quality(sinus(), FS).summary() == "ok, 75 bpm"
+    # A hand-made report without a rate still prints (nan), it does not raise.
+    assert QualityReport(ok=True).summary() == "ok, nan bpm"
+
+
+# --- assess_quality metrics -------------------------------------------------------------------
+
+
+def test_metrics_of_a_clean_window() -> None:
+    m = assess_quality(sinus(), FS).metrics
+    assert m["duration_s"] == 10.0
+    assert m["nan_fraction"] == 0.0 and m["longest_nan_run_s"] == 0.0
+    assert m["n_beats"] == 12.0 and m["heart_rate_bpm"] == 75.0
+    m = assess_quality(sinus(n=1500), FS).metrics
+    assert m["duration_s"] == 3.0
+
+
+def test_an_all_missing_window_has_nan_metrics() -> None:
+    x = np.full(N, np.nan)
+    for q in (assess_quality(x, FS), assess_quality_batch(np.stack([sinus(), x]), FS)[1]):
+        assert not q.ok and q.reasons == ["nan_run"]
+        assert q.metrics["nan_fraction"] == 1.0 and q.metrics["longest_nan_run_s"] == 10.0
+        for k in ("flat_fraction", "peak_to_peak_mv", "n_beats", "heart_rate_bpm",
+                  "beat_prominence", "clipped_fraction"):  # fmt: skip
+            assert isinstance(q.metrics[k], float) and math.isnan(q.metrics[k]), k
+
+
+def test_a_block_swinging_exactly_the_flat_limit_is_not_flat() -> None:
+    # FLAT_PTP_MV = 0.02 mV: flat is a swing *below* it. Two 0.5 s blocks of a square wave
+    # between 0 and 0.02 mV (swing exactly 0.02) are not flat; 0.0199 mV are.
+    for swing, expected in ((0.02, []), (0.0199, ["flat_line"])):
+        x = sinus()
+        for b in (4, 12):
+            x[b * 250 : (b + 1) * 250] = swing * (np.arange(250) % 2)
+        assert assess_quality(x, FS).reasons == expected, swing
+
+
+def test_two_sample_plateaus_are_cut_tops_at_128_hz() -> None:
+    # At 128 Hz (Movesense) two samples at the extreme last 15.6 ms >= the 10 ms of a cut top.
+    fs = 128
+    n = 10 * fs
+    r_at = range(64, n, 96)  # 80 bpm
+    t = np.arange(n)
+    x = sum(1.0 * np.exp(-0.5 * ((t - r) / 1.3) ** 2) for r in r_at)
+    x = x + np.random.default_rng(0).normal(0.0, 0.005, n)
+    assert assess_quality(x, fs).reasons == []
+    y = x.copy()
+    top = x.max() + 0.2
+    for r in list(r_at)[2:5]:
+        y[r : r + 2] = top
+    q = assess_quality(y, fs)
+    assert q.reasons == ["clipping"] and q.metrics["n_clip_plateaus"] == 3.0
+
+
+# --- assess_quality_batch ---------------------------------------------------------------------
+
+
+def test_batch_of_more_windows_than_samples_per_window() -> None:
+    # 2 s windows at 50 Hz have 100 samples; 130 of them still give 130 reports, in order.
+    fs = 50
+    t = np.arange(100)
+    beat = sum(np.exp(-0.5 * ((t - r) / 0.8) ** 2) for r in range(10, 100, 40))  # 75 bpm
+    rows = np.stack([beat * (0.5 + 0.01 * i) for i in range(130)])
+    rows[7] = 0.0  # one dead lead among them
+    reports = assess_quality_batch(rows, fs)
+    assert len(reports) == 130
+    assert [i for i, q in enumerate(reports) if "flat_line" in q.reasons] == [7]
+    assert reports[129].metrics["peak_to_peak_mv"] == pytest.approx(1.79, abs=0.01)
+
+
+def test_batch_of_float32_windows_equals_one_window_at_a_time() -> None:
+    # Wearables stream float32; the batched gate must give what assess_quality gives.
+    rows = np.stack([sinus(), sinus(300), sinus(500)]).astype(np.float32)
+    rows[1, 2000:2010] = np.nan
+    for row, qb in zip(rows, assess_quality_batch(rows, FS), strict=True):
+        q = assess_quality(row, FS)
+        assert qb.reasons == q.reasons
+        assert qb.metrics == pytest.approx(q.metrics, rel=0, abs=0)
+
+
+# --- preprocess -------------------------------------------------------------------------------
+
+
+def test_fill_short_gaps_returns_float64_and_names_the_gap() -> None:
+    x = np.linspace(0.0, 1.0, 1000).astype(np.float32)
+    x[100:103] = np.nan
+    y = fill_short_gaps(x, FS)
+    assert y.dtype == np.float64 and np.isfinite(y).all()
+    x[500:540] = np.nan  # 40 samples = 80 ms, the longest gap, from sample 500
+    with pytest.raises(SignalError) as exc:
+        fill_short_gaps(x, FS)
+    assert str(exc.value) == (
+        "signal has a gap of 40 missing samples (0.080 s at 500 Hz, from sample 500); "
+        "at most 0.05 s can be interpolated"
+    )
+    with pytest.raises(SignalError) as exc:
+        fill_short_gaps(np.full(10, np.nan), FS)
+    assert str(exc.value) == "signal has no finite samples (all NaN/inf)"
+
+
+def test_resample_names_a_bad_target_rate() -> None:
+    with pytest.raises(SignalError) as exc:
+        resample(np.zeros(1000), FS, target_fs=10)
+    assert str(exc.value) == (
+        "target_fs=10 Hz is not a plausible ECG sampling rate (expected 50-20000 Hz)"
+    )
