@@ -77,3 +77,14 @@ def test_simulated_stream_is_compared_by_structure(cmp) -> None:
     # a file: stream is compared window for window
     d, _, _ = cmp._stream_diff(stream(39.9, 1), stream(32.6, 1), exact=True, tol=0.05)
     assert any("probability" in x for x in d)
+
+
+def test_the_result_is_written_as_json_with_its_markdown_beside_it(cmp, tmp_path) -> None:
+    """compare.py and armhf_compare.py write their verdict through this one helper."""
+    import json
+
+    out = tmp_path / "new" / "arm64.json"
+    cmp.write_result(out, {"passed": True, "dp": 1e-5}, "# arm64 PASSED\n")
+    assert json.loads(out.read_text()) == {"passed": True, "dp": 1e-5}
+    assert out.read_text().endswith("}\n") and "\n  " in out.read_text()  # indented, one newline
+    assert out.with_suffix(".md").read_text() == "# arm64 PASSED\n"

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
-from compare import P_TOL, TOLERANCE_WHY, _calls, diff  # noqa: E402
+from compare import P_TOL, TOLERANCE_WHY, _calls, diff, write_result  # noqa: E402
 
 
 def _last_error(log: Path) -> str:
@@ -79,8 +79,6 @@ def main() -> int:
         "failures": failures,
         "passed": bool(rows) and not failures,
     }
-    a.out.parent.mkdir(parents=True, exist_ok=True)
-    a.out.write_text(json.dumps(doc, indent=2) + "\n")
     md = [
         f"# 32-bit Raspberry Pi OS (armhf) under emulation — {doc['date']}: "
         + ("PASSED" if doc["passed"] else "FAILED"),
@@ -104,7 +102,7 @@ def main() -> int:
         )
     if failures:
         md += ["", "Failures:", ""] + [f"- {x}" for x in failures]
-    a.out.with_suffix(".md").write_text("\n".join(md) + "\n")
+    write_result(a.out, doc, "\n".join(md) + "\n")
     print(("armhf passed" if doc["passed"] else "armhf FAILED") + f": {a.out}")
     return 0 if doc["passed"] else 1
 

@@ -363,9 +363,7 @@ def compare(args: argparse.Namespace) -> int:
         "failures": failures,
         "passed": not failures,
     }
-    args.result.parent.mkdir(parents=True, exist_ok=True)
-    args.result.write_text(json.dumps(result, indent=2) + "\n")
-    args.result.with_suffix(".md").write_text(markdown(result))
+    write_result(args.result, result, markdown(result))
     n = pytest_summary.get("passed", 0)
     if failures:
         print(f"test-arm64 FAILED ({len(failures)}): " + "; ".join(failures[:8]), file=sys.stderr)
@@ -379,6 +377,13 @@ def compare(args: argparse.Namespace) -> int:
         f"host's ({worst}); result: {args.result}"
     )
     return 0
+
+
+def write_result(path: Path, doc: dict[str, Any], md: str) -> None:
+    """The arm64 tools' result: ``path`` (JSON) and the same name with ``.md`` beside it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(doc, indent=2) + "\n")
+    path.with_suffix(".md").write_text(md)
 
 
 def markdown(r: dict[str, Any]) -> str:
