@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,7 @@ __all__ = [
     "positive",
     "refuse_clobber",
     "record_files",
+    "sim_source_options",
 ]
 
 
@@ -191,6 +192,28 @@ class Faults(click.ParamType):
             return FaultSpec.parse(str(value))
         except ValueError as exc:
             self.fail(str(exc), param, ctx)
+
+
+def sim_source_options(
+    *, lead: str, fs: str, speed: str, faults: str, speed_type: click.ParamType
+) -> Callable[[Callable], Callable]:
+    """``--lead``, ``--fs``, ``--speed``, ``--faults``: the record a simulated wearable replays
+    and how (``stream --source sim-...:PATH``, ``ble simulate``). Names, types and defaults
+    are defined here once; each command's help says what they mean there, and ``speed_type``
+    its range (a stream may replay a file at 0 = as fast as possible, a device clock may not)."""
+    opts = [
+        click.option("--lead", default=None, help=lead),
+        click.option("--fs", type=positive(), default=None, help=fs),
+        click.option("--speed", type=speed_type, default=1.0, show_default=True, help=speed),
+        click.option("--faults", type=Faults(), default=None, help=faults),
+    ]
+
+    def decorator(fn: Callable) -> Callable:
+        for opt in reversed(opts):
+            fn = opt(fn)
+        return fn
+
+    return decorator
 
 
 # --- one grammar for every command (issue 13 item 3) -------------------------------------

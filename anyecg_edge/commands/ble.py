@@ -14,12 +14,12 @@ import click
 
 from anyecg_edge.commands._group import Group
 from anyecg_edge.commands._types import (
-    Faults,
     Number,
     emit_json,
     json_option,
     json_to_stdout,
     positive,
+    sim_source_options,
 )
 
 log = logging.getLogger(__name__)
@@ -134,8 +134,13 @@ async def _scan(timeout_s: float, hci: str | None) -> dict[str, Any]:
     help="Which wearable to be (its exact GATT layout and byte format).",
 )  # fmt: skip
 @click.option("--record", "record_path", type=click.Path(path_type=Path), required=True, help="Recording to replay (WFDB/CSV/EDF).")  # fmt: skip
-@click.option("--lead", default=None, help="Lead of the record (default: I, then II/MLII).")
-@click.option("--fs", type=positive(), default=None, help="Sampling rate of a CSV record.")
+@sim_source_options(
+    lead="Lead of the record (default: I, then II/MLII).",
+    fs="Sampling rate of a CSV record.",
+    speed="Device clock speed x real time.",
+    faults='Fault injection, e.g. "drop=0.02,disconnect=45".',
+    speed_type=Number(0.0, 1e4, min_open=True),
+)
 @click.option(
     "--serve", default="tcp-server:_:9001", show_default=True,
     help="Expose a virtual controller on the wearable's radio through this bumble transport; "
@@ -145,17 +150,6 @@ async def _scan(timeout_s: float, hci: str | None) -> dict[str, Any]:
     "--transport", default=None,
     help="Run the wearable on a real controller instead (bumble transport: usb:0, "
     "hci-socket:0, serial:...): then phones and bleak see it over the air.",
-)  # fmt: skip
-@click.option(
-    "--speed",
-    type=Number(0.0, 1e4, min_open=True),
-    default=1.0,
-    show_default=True,
-    help="Device clock speed x real time.",
-)
-@click.option(
-    "--faults", type=Faults(), default=None,
-    help='Fault injection, e.g. "drop=0.02,disconnect=45".',
 )  # fmt: skip
 @click.option("--duration", "duration_s", type=positive(), default=None, help="Stop after this many seconds of device time.")  # fmt: skip
 @click.option("--name", default=None, help="Advertised name (default: the family's usual one).")

@@ -12,7 +12,6 @@ import click
 
 from anyecg_edge import RESEARCH_USE_NOTE
 from anyecg_edge.commands._types import (
-    Faults,
     Number,
     OutputPath,
     all_cores,
@@ -22,6 +21,7 @@ from anyecg_edge.commands._types import (
     json_to_stdout,
     positive,
     record_files,
+    sim_source_options,
     threads_option,
 )
 
@@ -48,15 +48,15 @@ SOURCE_HELP = (
     "--duration", "duration_s", type=positive(), default=None,
     help="Seconds of stream to process (file/sim: of signal; real device: wall time). Default: all / until Ctrl-C.",
 )  # fmt: skip
-@click.option(
-    "--speed", type=Number(0.0, 1e6), default=1.0, show_default=True,
-    help="Replay speed x real time for file and sim sources; 0 = as fast as possible (file only, lossless).",
-)  # fmt: skip
-@click.option(
-    "--faults", type=Faults(), default=None,
-    help='Sim sources: fault injection, e.g. "drop=0.02,disconnect=45" (keys: drop, dup, reorder, '
-    "corrupt, cut, disconnect, stall, jump, jump_s, drift, seed).",
-)  # fmt: skip
+@sim_source_options(
+    lead="Lead to replay from a record (default: I, then II/MLII).",
+    fs="Sampling rate of a CSV record / Movesense rate.",
+    speed="Replay speed x real time for file and sim sources; 0 = as fast as possible (file "
+    "only, lossless).",
+    faults='Sim sources: fault injection, e.g. "drop=0.02,disconnect=45" (keys: drop, dup, '
+    "reorder, corrupt, cut, disconnect, stall, jump, jump_s, drift, seed).",
+    speed_type=Number(0.0, 1e6),
+)
 @click.option(
     "--jsonl", "jsonl_path", type=OutputPath(allow_dash=True), default=None,
     help="Write one JSON line per window and per event ('-' = stdout).",
@@ -65,12 +65,6 @@ SOURCE_HELP = (
     "--live/--no-live", default=None,
     help="Live terminal view (default: on when stdout is a terminal).",
 )  # fmt: skip
-@click.option(
-    "--lead", default=None, help="Lead to replay from a record (default: I, then II/MLII)."
-)
-@click.option(
-    "--fs", type=positive(), default=None, help="Sampling rate of a CSV record / Movesense rate."
-)
 @click.option(
     "--units",
     type=click.Choice(["mV", "uV", "V", "auto"], case_sensitive=False),
