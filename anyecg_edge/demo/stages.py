@@ -1,166 +1,25 @@
-"""`anyecg-edge demo`: the whole mission end to end on a CPU, stage by stage.
-
-pretrain a tiny Net1D stand-in for ECGFounder on its own synthetic cohort -> a second,
-disjoint MC-MED-shaped cohort -> sharded corpus -> LoRA fine-tune of the pretrained base
--> evaluation report -> distillation into an edge student (teacher soft targets only) with
-its fidelity to the teacher -> int8 ONNX + LiteRT exports that must pass the parity gate
--> predict on a record through the device runtime -> BLE streaming session against a
-simulated Polar H10 (live view) -> bench report. Every stage runs the same code as the
-CLI (the data/train/evaluate/export stages *are* CLI invocations, printed as ``$ ...``
-lines a user can copy), writes its artefacts under OUT and returns a one-line result; a
-stage whose input failed is skipped, never faked. Heavy imports stay inside the stages.
-"""
+"""The demo's stages, in order (`STAGES`): each runs the same code as the CLI (most *are*
+CLI invocations, printed as copyable ``$ ...`` lines), writes under OUT and returns a
+one-line result and its artefacts. Heavy imports stay inside the stages."""
 
 from __future__ import annotations
 
 import json
 import shlex
-import shutil
-import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import click
-from rich.console import Console
-from rich.table import Table
-
-from anyecg_edge import RESEARCH_USE_NOTE
+from anyecg_edge.demo.context import DemoContext, DemoError
 from anyecg_edge.fileio import write_json
-
-# Subfolders of OUT this demo creates (and clears when it runs again).
-_SUBDIRS = (
-    "foundation", "pretrain", "cohort", "corpus", "runs", "exports", "predict", "stream", "bench",
-)  # fmt: skip
 
 GPU_LINE = (
     "torchrun --nproc_per_node 8 -m anyecg_edge.cli train lora "
     "--init 1_lead_ECGFounder.pth --corpus /data/mcmed_corpus --out runs/lora_ecgfounder "
     "--device cuda --precision bf16 --compile --batch-size 8192 --workers 8 --epochs 10"
 )
-
-
-class DemoError(RuntimeError):
-    """A demo stage could not finish (its message says which command and why)."""
-
-
-@dataclass
-class DemoConfig:
-    """Sizes of every stage. The default fits 5 minutes on 2 CPU cores; ``quick()`` keeps the
-    whole model chain and trims only the stream and the bench.
-
-    The chain mirrors the mission at CPU scale: ECGFounder's pretraining is stood in for by
-    supervised training of the tiny Net1D on a pretraining cohort of other patients (seed
-    ``seed + 1000``, 5 s windows: the model is length-agnostic); the LoRA teacher then
-    fine-tunes that frozen base with a new head on the target cohort; the student learns
-    from the teacher's soft targets only (``distill_alpha`` = weight of the label term).
-    """
-
-    visits: int = 1200
-    seed: int = 0
-    segments_per_visit: tuple[int, int] = (1, 1)
-    segment_s: tuple[float, float] = (20.0, 40.0)
-    pretrain_visits: int = 600
-    pretrain_segment_s: tuple[float, float] = (20.0, 40.0)
-    pretrain_window_s: float = 5.0
-    pretrain_steps: int = 600
-    pretrain_lr: float = 1e-2
-    teacher_arch: str = "net1d-tiny"
-    lora_steps: int = 400
-    lora_batch: int = 32
-    lora_lr: float = 1e-2
-    student: str = "student-s"
-    distill_steps: int = 400
-    distill_batch: int = 32
-    distill_lr: float = 3e-3
-    distill_alpha: float = 0.0
-    distill_temperature: float = 2.0
-    qat_steps: int = 300
-    # Torch threads of the training stages: one thread per process measured faster than two
-    # on a shared 2-core machine (OpenMP spin-waits thrash when another process runs).
-    threads: int = 1
-    bootstrap: int = 200
-    # export's default: 256 windows left the int8 students one call short of the 0.99
-    # agreement goal (0.9897 both formats); 512 gave 0.9909 LiteRT / 0.9901 ONNX.
-    calib_size: int = 512
-    allow_degraded: bool = False
-    stream_s: float = 60.0
-    stream_speed: float = 20.0
-    stream_faults: str | None = "drop=0.01,disconnect=35"
-    bench_iterations: int | None = 100
-    bench_quick: bool = False
-    bench_founder: bool = True
-
-    @classmethod
-    def quick(cls) -> DemoConfig:
-        """The same model chain (same cohorts, steps and gates), with a shorter stream and a
-        quick bench: the run the test suite asserts the quality chain on."""
-        return cls(stream_s=25.0, stream_speed=25.0, bench_iterations=None, bench_quick=True)
-
-
-@dataclass
-class StageResult:
-    name: str
-    status: str  # ok | failed | skipped | pending
-    seconds: float
-    summary: str
-    artefacts: list[Path] = field(default_factory=list)
-
-
-@dataclass
-class DemoContext:
-    out: Path
-    cfg: DemoConfig
-    console: Console
-    data: Path | None  # the real recordings folder, when present
-    state: dict[str, Any] = field(default_factory=dict)
-    #: Commands printed as equivalents of in-process stages (argv after `anyecg-edge`).
-    printed: dict[str, list[str]] = field(default_factory=dict)
-
-    def path(self, *parts: str) -> Path:
-        return self.out.joinpath(*parts)
-
-    def run_cli(self, *args: str) -> None:
-        """Run one `anyecg-edge` command in this process, printed as a copyable line. The
-        command's own click object is invoked (`_command`), not the top-level CLI: the
-        library does not import `anyecg_edge.cli` (which imports this module's command)."""
-        argv = [str(a) for a in args]
-        self.console.print(f"[bold cyan]$ anyecg-edge {shlex.join(argv)}[/]", highlight=False)
-        quiet = argv[:1] == ["-q"]
-        name, *rest = argv[1:] if quiet else argv
-        try:
-            _command(name).main(
-                args=rest, prog_name=f"anyecg-edge {name}", standalone_mode=False,
-                obj={"quiet": quiet, "verbose": 0},
-            )  # fmt: skip
-        except SystemExit as exc:
-            if exc.code not in (0, None):
-                raise DemoError(f"`anyecg-edge {name} ...` exited {exc.code}") from None
-        except Exception as exc:  # click errors carry the one-line message
-            msg = getattr(exc, "message", None) or str(exc)
-            raise DemoError(f"`anyecg-edge {' '.join(argv[:2])}`: {msg}") from None
-
-
-# The commands the demo runs -> the module under anyecg_edge/commands/ that defines each.
-_COMMAND_MODULES = {"data": "data", "train": "train", "evaluate": "train", "export": "export"}
-
-
-def _command(name: str) -> click.Command:
-    from importlib import import_module
-
-    module = import_module(f"anyecg_edge.commands.{_COMMAND_MODULES[name]}")
-    return next(c for c in module.COMMANDS if c.name == name)
-
-
-def find_shared_data() -> Path | None:
-    # One lookup for every command (--data-dir / $ANYECG_DATA / beside the checkout), never
-    # relative to the current directory.
-    from anyecg_edge.datadir import data_dir
-
-    candidate = data_dir()
-    return candidate if (candidate / "mitdb" / "100.hea").is_file() else None
 
 
 def _cohort_record(ctx: DemoContext) -> Path:
@@ -183,9 +42,6 @@ def _fmt_count(v: Any) -> str:
 
 def _fmt_auroc(v: Any) -> str:
     return "-" if v is None else f"{v:.3f}"
-
-
-# --------------------------------------------------------------------------- stages
 
 
 def stage_foundation(ctx: DemoContext) -> tuple[str, list[Path]]:
@@ -533,71 +389,3 @@ STAGES = [
     Stage("BLE stream from a simulated Polar H10", stage_stream, ("export_tflite",)),
     Stage("bench report", stage_bench, ("export_onnx", "export_tflite", "stream_jsonl", "corpus")),
 ]
-
-
-def run_demo(
-    out: Path, console: Console | None = None, config: DemoConfig | None = None
-) -> list[StageResult]:
-    # Wide enough for the summary table when piped to a file (rich would use 80 columns).
-    console = console or Console(width=None if sys.stdout.isatty() else 160)
-    cfg = config or DemoConfig()
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    for sub in _SUBDIRS:  # a fresh run: nothing of an earlier one is taken for this one's
-        if (out / sub).exists():
-            shutil.rmtree(out / sub)
-    ctx = DemoContext(out=out, cfg=cfg, console=console, data=find_shared_data())
-    results: list[StageResult] = []
-    t_demo = time.perf_counter()
-    for stage in STAGES:
-        console.rule(f"[bold]{stage.name}")
-        missing = [n for n in stage.needs if n not in ctx.state]
-        if missing:
-            results.append(
-                StageResult(stage.name, "skipped", 0.0, f"skipped: needs {', '.join(missing)}")
-            )
-            console.print(f"[yellow]skipped: an earlier stage did not produce {missing[0]}[/]")
-            continue
-        t0 = time.perf_counter()
-        try:
-            summary, artefacts = stage.fn(ctx)
-            status = "ok"
-        except Exception as exc:  # a failed stage must not hide the others
-            summary, artefacts, status = f"{type(exc).__name__}: {exc}", [], "failed"
-        result = StageResult(stage.name, status, time.perf_counter() - t0, summary, artefacts)
-        results.append(result)
-        console.print(("[red]" if status == "failed" else "") + summary, highlight=False)
-        for path in artefacts:
-            console.print(f"  → {path}", highlight=False)
-    total = time.perf_counter() - t_demo
-
-    console.rule("[bold]artefacts")
-    for r in results:
-        for path in r.artefacts:
-            console.print(f"{r.name}: {path}", highlight=False)
-    report = out / "bench" / "report.html"
-    if report.is_file():
-        console.print(f"[bold]open the report: {report.resolve()}[/]", highlight=False)
-    table = Table(title=f"AnyECG-Edge demo — {total:.0f} s — artefacts in {out}")
-    for col in ("stage", "status", "s", "result"):
-        table.add_column(col, overflow="fold")
-    for r in results:
-        colour = {"ok": "green", "failed": "red", "skipped": "yellow", "pending": "yellow"}[
-            r.status
-        ]
-        table.add_row(r.name, f"[{colour}]{r.status}[/]", f"{r.seconds:.1f}", r.summary)
-    console.print(table)
-    console.print(f"[yellow]{RESEARCH_USE_NOTE}[/]")
-    write_json(
-        out / "demo_summary.json",
-        {
-            "total_s": round(total, 1),
-            "config": asdict(cfg),
-            "stages": [{**r.__dict__, "artefacts": [str(p) for p in r.artefacts]} for r in results],
-            "printed_commands": ctx.printed,
-        },
-        default=str,
-    )
-    if any(r.status in ("failed", "skipped") for r in results):
-        raise SystemExit(1)
-    return results
