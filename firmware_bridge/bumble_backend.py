@@ -119,8 +119,11 @@ class BumbleClientBackend(BaseBleakClient):
         return self._conn is not None
 
     async def connect(self, pair: bool, **kwargs: Any) -> None:
+        # Like bleak's BlueZ backend: a ``timeout`` given to connect() overrides the
+        # constructor's (bleak-retry-connector passes one per attempt).
+        timeout = kwargs.get("timeout", self._timeout)
         try:
-            conn = await self._device.connect(self._target, timeout=self._timeout)
+            conn = await self._device.connect(self._target, timeout=timeout)
         except asyncio.CancelledError:
             # Cut short (Ctrl-C, end of --duration): cancel the controller's pending
             # connection too, or a shared controller (`ble simulate`'s served radio)
@@ -142,9 +145,15 @@ class BumbleClientBackend(BaseBleakClient):
                 for char in service.characteristics:
                     await peer.discover_descriptors(char)
             self.services = self._collect(peer)
-        except BaseException:
+        except BaseException as exc:
             if self._conn is not None:
                 await self._safe_disconnect()
+            task = asyncio.current_task()
+            if isinstance(exc, asyncio.CancelledError) and not (task and task.cancelling()):
+                # Not our cancellation: the link dropped and bumble cancelled the GATT
+                # request in flight. Reported as bleak's BlueZ backend reports it, so a
+                # caller (bleak-retry-connector) sees the same error as on real hardware.
+                raise BleakError("failed to discover services, device disconnected") from None
             raise
 
     def _collect(self, peer: Peer) -> BleakGATTServiceCollection:

@@ -5,6 +5,16 @@ services) -> the profile's start sequence -> stream until the link drops, the da
 stops, or the user stops -> clean up -> back off -> reconnect, redoing discovery,
 subscriptions and the start command every time (an old connection is never reused).
 
+The connect step is bleak-retry-connector's ``establish_connection`` (the helper Home
+Assistant uses with bleak): it retries, within one attempt of this loop, the errors
+the stack reports for a connect that may pass (BlueZ's ``le-connection-abort-by-local``,
+a D-Bus socket hiccup, services changed under it, a link dropped during discovery) with
+its own backoffs, and on BlueZ uses the service cache only when it is still valid. What
+it does not do stays here: a connect that reached nobody in its time and the errors
+that say Bluetooth is unusable go straight back to this loop (they are not
+``BleakError``s to it), which owns the time limits, the start sequence, the watchdog,
+refusals and reconnecting.
+
 Field problems it handles (DESIGN.md section 5): a disconnect that is never reported
 while the data just stops (a data-silence watchdog forces a reconnect), links that drop
 for hours (exponential backoff, capped; ``max_reconnects`` failed attempts in a row
@@ -28,6 +38,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import Callable
@@ -179,14 +190,77 @@ def bluetooth_unavailable_cause(exc: BaseException, *, os_stack: bool = True) ->
 
 
 def _is_not_found(exc: BaseException) -> bool:
-    """A connect that found nobody: bleak's scan gave up, or the attempt timed out."""
-    if isinstance(exc, asyncio.TimeoutError | TimeoutError):
+    """A connect that found nobody: the scan gave up, or the attempt timed out."""
+    if isinstance(exc, _NotFoundError | asyncio.TimeoutError | TimeoutError):
         return True
     try:
         from bleak.exc import BleakDeviceNotFoundError
     except ImportError:
         return False
-    return isinstance(exc, BleakDeviceNotFoundError) or type(exc).__name__ == "TimeoutError"
+    # bleak-retry-connector's BleakNotFoundError: BlueZ lost the device object (UnknownObject)
+    names = ("TimeoutError", "BleakNotFoundError")
+    return isinstance(exc, BleakDeviceNotFoundError) or type(exc).__name__ in names
+
+
+class _NotFoundError(Exception):
+    """A connect attempt that reached nobody within its time. Not a ``BleakError``, so
+    bleak-retry-connector hands it back at once: the time limits are this loop's."""
+
+
+class _OutOfTimeError(Exception):
+    """The attempt's time ran out between bleak-retry-connector's retries (the message is
+    the last error it retried)."""
+
+
+def _retry_connector() -> Any:
+    """bleak_retry_connector (part of the ``ble`` extra); one line when it is missing."""
+    try:
+        import bleak_retry_connector
+    except ImportError:
+        raise BluetoothUnavailableError(
+            'BLE needs bleak-retry-connector: pip install "anyecg-edge[ble]"'
+        ) from None
+    return bleak_retry_connector
+
+
+@functools.cache
+def _client_class() -> type:
+    """The BleakClient that establish_connection builds (bleak imported on first use).
+
+    Per try it: counts the try; gives the backend the time left of this loop's attempt
+    (establish_connection passes a fixed 20 s); turns a timeout or a device gone from
+    the stack into ``_NotFoundError`` and an unusable Bluetooth into
+    ``BluetoothUnavailableError`` (neither is retried by the connector)."""
+    from bleak.exc import BleakDeviceNotFoundError
+
+    base = _retry_connector().BleakClientWithServiceCache
+
+    class _Client(base):  # type: ignore[misc,valid-type]
+        def __init__(
+            self, device: Any, *, deadline: float, os_stack: bool, tried: Callable[[], None],
+            **kwargs: Any,
+        ) -> None:  # fmt: skip
+            super().__init__(device, timeout=max(0.1, deadline - time.perf_counter()), **kwargs)
+            self._deadline, self._os_stack, self._tried = deadline, os_stack, tried
+            self._last: BaseException | None = None
+
+        async def connect(self, **kwargs: Any) -> None:
+            left_s = self._deadline - time.perf_counter()
+            if left_s <= 0.05:
+                raise _OutOfTimeError(_one_line(self._last) if self._last else "no time left")
+            self._tried()
+            try:
+                await super().connect(**{**kwargs, "timeout": left_s})
+            except (asyncio.TimeoutError, TimeoutError, BleakDeviceNotFoundError) as exc:
+                raise _NotFoundError(_one_line(exc)) from None
+            except Exception as exc:
+                cause = bluetooth_unavailable_cause(exc, os_stack=self._os_stack)
+                if cause is not None:
+                    raise BluetoothUnavailableError(f"cannot use Bluetooth: {cause}") from None
+                self._last = exc
+                raise
+
+    return _Client
 
 
 class WearableClient:
@@ -236,7 +310,10 @@ class WearableClient:
         # must not take a scheduling hiccup for a stalled device.
         self.min_silence_wall_s = min_silence_wall_s
         self.connected = False
-        self.counts = {"connects": 0, "reconnects": 0, "failed_attempts": 0, "silences": 0}
+        # connect_tries: every connect the backend made, bleak-retry-connector's retries
+        # within one attempt of this loop included.
+        self.counts = {"connects": 0, "reconnects": 0, "failed_attempts": 0, "silences": 0,
+                       "connect_tries": 0}  # fmt: skip
         self._last_data = 0.0
         self._lost = asyncio.Event()
         self._loss = ""  # why the link went down last ("link_lost", "silence")
@@ -262,18 +339,39 @@ class WearableClient:
         except Exception:  # one bad packet must never stop the stream
             log.exception("data callback failed")
 
-    def _make_client(self, timeout_s: float) -> Any:
-        from bleak import BleakClient
+    async def _connect(self, timeout_s: float, made: list[Any]) -> None:
+        """One attempt of the loop: find the device (the OS stack scans for it, as
+        `BleakClient` with an address would; a custom backend such as bumble's connects
+        to the address itself), then bleak-retry-connector's establish_connection within
+        ``timeout_s``. The connected client is appended to ``made``."""
+        from bleak.backends.device import BLEDevice
 
+        brc = _retry_connector()
+        deadline = time.perf_counter() + timeout_s
         kwargs = dict(self.backend_kwargs)
-        if self.backend is not None:
+        if self.backend is None:
+            from bleak import BleakScanner
+
+            device = await BleakScanner.find_device_by_address(str(self.address), timeout_s)
+            if device is None:
+                raise _NotFoundError(f"{self.address} not heard within {timeout_s:g} s")
+        else:
             kwargs["backend"] = self.backend
-        return BleakClient(
-            self.address,
+            device = BLEDevice(str(self.address), None, self.address)
+
+        def tried() -> None:
+            self.counts["connect_tries"] += 1
+
+        def make(*args: Any, **kw: Any) -> Any:  # kept for the cleanup if it fails
+            client = _client_class()(*args, **kw)
+            made.append(client)
+            return client
+
+        await brc.establish_connection(
+            make, device, self.profile.name,
             disconnected_callback=lambda _c: self._lost.set(),
-            timeout=timeout_s,
-            **kwargs,
-        )
+            deadline=deadline, os_stack=self.backend is None, tried=tried, **kwargs,
+        )  # fmt: skip
 
     async def run(self, stop: asyncio.Event) -> None:
         """Stream until ``stop`` is set; returns after a clean shutdown. Raises
@@ -289,16 +387,22 @@ class WearableClient:
             timeout_s = self.connect_timeout_s
             if not streamed:
                 timeout_s = max(0.1, min(timeout_s, deadline - time.perf_counter()))
-            client = self._make_client(timeout_s)
+            made: list[Any] = []
+            client: Any = None
             t0 = time.perf_counter()
             not_found = connecting = False
             try:
                 connecting = True
                 # The backend times out first and cancels the pending connection in the
                 # controller; this outer limit only catches a backend that hangs.
-                if not await _until_stop(client.connect(), timeout_s + _CONNECT_GRACE_S, stop):
-                    await self._close(client)
+                connect = self._connect(timeout_s, made)
+                if not await _until_stop(connect, timeout_s + _CONNECT_GRACE_S, stop):
+                    await self._close_all(made)
                     break
+                client = made[-1]
+                # A link that dropped during a try the connector then retried past is no
+                # loss of this connection.
+                self._lost = asyncio.Event()
                 connecting = False
                 start = self._start(client)
                 if not await _until_stop(start, self.connect_timeout_s, stop):
@@ -306,12 +410,15 @@ class WearableClient:
                     break
             except asyncio.CancelledError:
                 task = asyncio.current_task()
-                await self._close(client)
+                await self._close_all(made)
                 if task is not None and task.cancelling():
                     raise  # we are being cancelled (Ctrl-C)
                 error = "link dropped during setup"
+            except BluetoothUnavailableError as exc:
+                await self._close_all(made)
+                raise BluetoothUnavailableError(f"{self.address}: {exc}") from None
             except DeviceError as exc:
-                await self._close(client)
+                await self._close_all(made)
                 refusals += 1
                 if refusals >= self.policy.max_refusals:
                     raise DeviceError(
@@ -319,14 +426,17 @@ class WearableClient:
                     ) from None
                 error = _one_line(exc)
             except Exception as exc:  # bleak/bumble/OS errors
-                await self._close(client)
+                await self._close_all(made)
                 cause = bluetooth_unavailable_cause(exc, os_stack=self.backend is None)
                 if cause is not None:
                     raise BluetoothUnavailableError(
                         f"{self.address}: cannot use Bluetooth: {cause}"
                     ) from None
                 not_found = connecting and _is_not_found(exc)
-                error = "not found" if not_found else _one_line(exc)
+                error = (
+                    "not found" if not_found
+                    else str(exc) if isinstance(exc, _OutOfTimeError) else _one_line(exc)
+                )  # fmt: skip
             else:
                 error = None
             if error is not None:
@@ -402,8 +512,9 @@ class WearableClient:
                     f"{self.address}: device not found within {limit} (is it switched on or "
                     "worn, in range, and not connected to a phone or another app?)"
                 )
+            tries = self.counts["connect_tries"] or failures  # the connector's retries too
             raise DeviceNotFoundError(
-                f"{self.address}: could not connect within {limit} ({failures} attempts; "
+                f"{self.address}: could not connect within {limit} ({tries} attempts; "
                 f"last: {error})"
             )
         if self.max_reconnects is not None and failures >= self.max_reconnects:
@@ -450,3 +561,7 @@ class WearableClient:
     async def _close(self, client: Any) -> None:
         with contextlib.suppress(Exception):
             await asyncio.wait_for(client.disconnect(), 5.0)
+
+    async def _close_all(self, made: list[Any]) -> None:
+        for client in made:
+            await self._close(client)

@@ -29,6 +29,7 @@ pytest.importorskip("bumble")
 from anyecg_edge.firmware_bridge.client import (  # noqa: E402
     BackoffPolicy,
     BluetoothUnavailableError,
+    DeviceNotFoundError,
     WearableClient,
     bluetooth_unavailable_cause,
 )
@@ -308,19 +309,50 @@ def test_client_gives_up_at_once_when_bluetooth_is_unusable(error, cause):
     assert _RaisingBackend.attempts == 1 and events == []
 
 
-def test_transient_setup_errors_are_retried_until_the_limit():
-    """Before the first connection an error that may pass (BlueZ's
-    le-connection-abort-by-local) is retried with backoff until --connect-timeout."""
-    _RaisingBackend.error = BleakDBusError("org.bluez.Error.Failed", ["le-connection-abort"])
-    _RaisingBackend.attempts = 0
+def _client_with(error: BaseException, find_timeout_s: float = 1.0) -> tuple[WearableClient, list]:
+    _RaisingBackend.error, _RaisingBackend.attempts = error, 0
     events: list[dict] = []
     client = WearableClient(
         "AA:BB:CC:DD:EE:FF", PolarH10Profile(), on_data=lambda *_: None,
-        on_event=events.append, backend=_RaisingBackend, find_timeout_s=1.0,
+        on_event=events.append, backend=_RaisingBackend, find_timeout_s=find_timeout_s,
         policy=BackoffPolicy(initial_s=0.1, max_s=0.2),
     )  # fmt: skip
+    return client, events
+
+
+def test_transient_setup_errors_are_retried_until_the_limit():
+    """Before the first connection BlueZ's le-connection-abort-by-local (a connect that
+    may pass) is retried by bleak-retry-connector within the attempt (its 0.25 s backoff,
+    no connect_failed of ours) until --connect-timeout, which ends it with the last error."""
+    client, events = _client_with(
+        BleakDBusError("org.bluez.Error.Failed", ["le-connection-abort-by-local"])
+    )
     t0 = time.perf_counter()
-    with pytest.raises(Exception, match=r"could not connect within 1 s \(\d+ attempts; last: "):
+    with pytest.raises(
+        DeviceNotFoundError,
+        match=r"could not connect within 1 s \(\d+ attempts; last: BleakDBusError: "
+        r"\[org.bluez.Error.Failed\] le-connection-abort-by-local\)",
+    ):
         asyncio.run(client.run(asyncio.Event()))
-    assert 0.5 < time.perf_counter() - t0 < 2.0
-    assert _RaisingBackend.attempts >= 3 and len(events) == _RaisingBackend.attempts - 1
+    assert 0.9 < time.perf_counter() - t0 < 2.0
+    # 0, 0.25, 0.5, 0.75 s: the connector's backoff for transient errors
+    assert _RaisingBackend.attempts == client.counts["connect_tries"] == 4
+    assert events == [] and client.counts["failed_attempts"] == 1  # one attempt of ours
+
+
+def test_other_setup_errors_are_retried_by_both():
+    """An error the connector does not know as transient: its own retries (4 tries, 0.25 s
+    apart for a D-Bus error), then our loop counts one failed attempt (connect_failed),
+    backs off and calls it again, until --connect-timeout."""
+    client, events = _client_with(
+        BleakDBusError("org.bluez.Error.Failed", ["Input/output error"]), find_timeout_s=2.5
+    )
+    t0 = time.perf_counter()
+    with pytest.raises(DeviceNotFoundError, match=r"within 2.5 s .*last: .*Input/output error"):
+        asyncio.run(client.run(asyncio.Event()))
+    assert 2.4 < time.perf_counter() - t0 < 3.5
+    assert [e["event"] for e in events] == ["connect_failed"] * len(events) and events
+    for e in events:
+        assert e["error"].startswith("BleakConnectionError: polar - AA:BB:CC:DD:EE:FF: ")
+        assert "Failed to connect after 4 attempt(s)" in e["error"]
+    assert _RaisingBackend.attempts == client.counts["connect_tries"] >= 4 * len(events)
