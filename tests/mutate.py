@@ -201,7 +201,21 @@ def _retest_names(stage: Path) -> list[str]:
     return [m for m, st in _results(stage).items() if st in ("survived", "no tests")]
 
 
-def run_group(group: str, sample: str | None = None, retest: dict | None = None) -> dict:
+def _sample_digits(note: str | None) -> str:
+    m = re.search(r"\*\[(\d+)\]", note or "")
+    return m.group(1) if m else "0123456789"
+
+
+def _sample_note(digits: str) -> str | None:
+    digits = "".join(sorted(set(digits)))
+    if digits == "0123456789":
+        return None
+    return f"mutants numbered *[{digits}] ({len(digits)} in 10)"
+
+
+def run_group(
+    group: str, sample: str | None = None, retest: dict | None = None, extend: str | None = None
+) -> dict:
     """Mutate one group; ``sample`` (digits, e.g. "0"): only the mutants whose number ends
     in one of them (a systematic 1-in-10 sample per digit, over every function).
 
@@ -209,15 +223,25 @@ def run_group(group: str, sample: str | None = None, retest: dict | None = None)
     current tests, and run again only the mutants that were not killed (new tests
     killing survivors, without re-running the whole group). The source must be unchanged
     since that run: a changed module is staged and mutated afresh instead.
+
+    ``extend`` (digits, with ``retest``): run the mutants of these digits as well, in the
+    same staging copy, so a sampled group grows to a full run in steps.
     """
     modules, selection = GROUPS[group]
     stage = ROOT / "build" / "mutate" / group
     names: list[str] = []
-    if (
+    reuse = (
         retest is not None
         and (stage / "mutants").is_dir()
         and all((stage / _staged(m)).read_bytes() == (ROOT / m).read_bytes() for m in modules)
-    ):
+    )
+    if reuse and extend:
+        names = [f"*__mutmut_*[{extend}]"]
+        ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+        shutil.copytree(ROOT / "tests", stage / "tests", ignore=ignore, dirs_exist_ok=True)
+        _grow_selection(stage, modules, selection)
+        sample = None
+    elif reuse:
         names = _retest_names(stage)
         ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
         shutil.copytree(ROOT / "tests", stage / "tests", ignore=ignore, dirs_exist_ok=True)
@@ -234,7 +258,9 @@ def run_group(group: str, sample: str | None = None, retest: dict | None = None)
     env.pop("ANYECG_REQUIRE_DATA", None)
     t0 = time.monotonic()
     proc = subprocess.run(
-        ["nice", "-n", "15", str(Path(sys.executable).with_name("mutmut")), "run",
+        # nice 15 in all (not 15 more when make or the caller already niced it)
+        ["nice", "-n", str(max(0, 15 - os.nice(0))),
+         str(Path(sys.executable).with_name("mutmut")), "run",
          "--max-children", os.environ.get("MUTATE_CHILDREN", "1"),
          *(names or ONLY_FUNCTIONS.get(group, [f"*__mutmut_*[{sample}]"] if sample else []))],
         cwd=stage, env=env, capture_output=True, text=True,
@@ -258,12 +284,12 @@ def run_group(group: str, sample: str | None = None, retest: dict | None = None)
         counts[st] = counts.get(st, 0) + 1
         if st not in ("killed", "timeout"):
             survivors.append({"mutant": mutant, "status": st, "diff": _diff(stage, mutant)})
-    if names:  # a retest keeps the first run's scope and adds its own time
-        sample_note = retest.get("sample") if retest else None
+    if names:  # a retest keeps the first run's scope (or extends it) and adds its time
+        prev = retest.get("sample") if retest else None
+        sample_note = _sample_note(_sample_digits(prev) + (extend or "")) if prev else None
         wall_s += retest.get("wall_s", 0.0) if retest else 0.0
     else:
-        sample_note = None if sample is None else (
-            f"mutants numbered *[{sample}] (1 in {10 // len(sample)})")  # fmt: skip
+        sample_note = None if sample is None else _sample_note(sample)
     return {
         "modules": modules,
         "sample": sample_note,
@@ -347,6 +373,10 @@ def main() -> None:
     ap.add_argument("--sample", help="digits: run only mutants whose number ends in one")
     ap.add_argument("--render", action="store_true", help="rewrite the .md from the .json only")
     ap.add_argument(
+        "--extend-sample", metavar="DIGITS",
+        help="with --retest: also run the mutants numbered *[DIGITS] in the same staging copy",
+    )  # fmt: skip
+    ap.add_argument(
         "--retest", action="store_true",
         help="re-run only the last run's surviving mutants of each group, with today's tests",
     )  # fmt: skip
@@ -363,7 +393,7 @@ def main() -> None:
     for group in args.groups:
         print(f"mutate: {group} ...", flush=True)
         prev = report["groups"].get(group) if args.retest else None
-        report["groups"][group] = run_group(group, args.sample, prev)
+        report["groups"][group] = run_group(group, args.sample, prev, args.extend_sample)
         write_report(report, base)
         g = report["groups"][group]
         for module, counts in g["per_module"].items():

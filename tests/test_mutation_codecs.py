@@ -87,3 +87,75 @@ def test_movesense_refusals() -> None:
     with pytest.raises(ValueError, match="out of the int32 range"):
         movesense.encode_ecg_frame(np.array([1 << 31]), 0)
     movesense.encode_ecg_frame(np.array([(1 << 31) - 1, -(1 << 31)]), 0)  # the int32 limits
+
+
+def test_anyecg_control_point_and_format_refusals() -> None:
+    assert anyecg.decode_control_response(anyecg.encode_control_response(0x01, 2)) == (1, 2)
+    assert anyecg.decode_control_response(bytes([0x82, 0])) == (2, 0)
+    for bad in (b"\x01\x00", b"\x81", b"\x81\x00\x00"):  # no response bit / wrong length
+        assert _refusal(anyecg.decode_control_response, bad)[1] == "control"
+    assert _refusal(anyecg.decode_control_response, b"\x01\x00") == (
+        "AnyECG control response '01 00'; expected '(0x80|op) status'", "control")  # fmt: skip
+    good = anyecg.encode_frame(np.arange(8), seq=5, t_us=1000, fmt=1, flags=0)
+    fmt5 = bytearray(good)
+    fmt5[2] = 5
+    fmt5[-2:] = anyecg.crc16(bytes(fmt5[:-2])).to_bytes(2, "little")  # a valid CRC
+    assert _refusal(anyecg.decode_frame, bytes(fmt5), 1.0) == (
+        "AnyECG sample format 5; expected 0, 1 or 2", "format")  # fmt: skip
+
+
+def test_anyecg_profile_needs_its_config_and_the_wearable_sends_its_flags() -> None:
+    from anyecg_edge.firmware_bridge.frames import FrameFlags
+
+    good = anyecg.encode_frame(np.arange(8), seq=5, t_us=1000, fmt=1, flags=0)
+    assert _refusal(anyecg.AnyEcgProfile().decode, good) == (
+        "AnyECG frame before the config record was read", "config")  # fmt: skip
+    cfg = anyecg.AnyEcgConfig(fs_hz=250.0, fmt=1, nv_per_lsb=500, lead="II", battery_pct=80)
+    prof = anyecg.AnyEcgProfile(config=cfg)
+    assert (prof.nominal_fs, prof.lead) == (250.0, "II")
+    data = anyecg.WEARABLE.encode(np.array([4, -4]), t_first_ns=2_000_000, t_last_ns=6_000_000,
+                                  seq=7, fmt=1, flags=int(FrameFlags.LEAD_OFF))  # fmt: skip
+    f = prof.decode(data)
+    assert f.flags == FrameFlags.LEAD_OFF and f.seq == 7
+    assert f.t_ns == (anyecg.T_BASE_US + 2000) * 1000  # the first sample's device time
+    assert f.codes.tolist() == [4, -4] and f.uv_per_code == 0.5
+    d = prof.describe()
+    assert (d["format"], d["nv_per_lsb"], d["battery_pct"]) == ("int24", 500, 80)
+
+
+def test_movesense_and_polar_profiles_name_a_cut_frame() -> None:
+    prof = movesense.MovesenseProfile()
+    assert prof.decode(movesense.encode_ecg_frame(np.arange(16), 1000)).n == 16
+    assert _refusal(prof.decode, movesense.encode_ecg_frame(np.arange(12), 1125)) == (
+        "Movesense ECG frame of 12 samples; this stream's frames have 16 (cut in transit)",
+        "truncated")  # fmt: skip
+    p = polar.PolarH10Profile()
+    assert _refusal(p.decode, polar.encode_ecg_frame(np.arange(70), 10**9)) == (
+        "Polar PMD ECG frame of 70 samples; this stream's frames have 73 (cut in transit)",
+        "truncated")  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("mod", "fmt", "n", "bits"),
+    [(polar, 0, 73, 24), (movesense, 0, 16, 32), (anyecg, 0, 113, 16), (anyecg, 1, 75, 24),
+     (anyecg, 2, 56, 32)],  # fmt: skip
+)
+def test_simulated_wearable_frames_decode_with_their_times(mod, fmt, n, bits) -> None:
+    # What the simulator sends: a full frame of the widest codes its format holds, stamped
+    # where the real device stamps it (Polar: last sample, ns; Movesense: first, ms;
+    # AnyECG: first, us), decoded by the profile a central uses.
+    w = mod.WEARABLE
+    assert (w.samples_per_frame(fmt), w.sample_bits(fmt)) == (n, bits)
+    hi = (1 << (bits - 1)) - 1
+    codes = np.linspace(-hi - 1, hi, n).round().astype(np.int64)
+    t_first_ns, t_last_ns = 3_000_000_000, 3_560_000_000
+    data = w.encode(codes, t_first_ns=t_first_ns, t_last_ns=t_last_ns, seq=9, fmt=fmt, flags=0)
+    prof = w.profile()
+    if mod is anyecg:
+        prof.config = anyecg.AnyEcgConfig(fs_hz=250.0, fmt=fmt)
+    f = prof.decode(data)
+    assert f.codes.tolist() == codes.tolist()
+    want_ns = {polar: polar.T_BASE_NS + t_last_ns,
+               movesense: (movesense.T_BASE_MS + 3000) * 1_000_000,
+               anyecg: (anyecg.T_BASE_US + 3_000_000) * 1000}[mod]  # fmt: skip
+    assert f.t_ns == want_ns
