@@ -137,8 +137,13 @@ def test_movesense_and_polar_profiles_name_a_cut_frame() -> None:
 
 @pytest.mark.parametrize(
     ("mod", "fmt", "n", "bits"),
-    [(polar, 0, 73, 24), (movesense, 0, 16, 32), (anyecg, 0, 113, 16), (anyecg, 1, 75, 24),
-     (anyecg, 2, 56, 32)],  # fmt: skip
+    [
+        (polar, 0, 73, 24),
+        (movesense, 0, 16, 32),
+        (anyecg, 0, 113, 16),
+        (anyecg, 1, 75, 24),
+        (anyecg, 2, 56, 32),
+    ],  # fmt: skip
 )
 def test_simulated_wearable_frames_decode_with_their_times(mod, fmt, n, bits) -> None:
     # What the simulator sends: a full frame of the widest codes its format holds, stamped
