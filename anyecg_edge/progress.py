@@ -3,7 +3,8 @@
 One rule for every command: a bar (rich, with ETA) on **stderr**, only when stderr is a
 terminal, and never with ``-q`` or ``--no-progress``. Library code does not take a bar
 argument: it calls :func:`report` (a no-op unless a command opened :func:`progress_session`),
-so the trainer or the exporter stay usable from Python without a terminal.
+so the trainer or the exporter stay usable from Python without a terminal. A task may carry
+a short ``note`` after its count (the corpus build: ``units  12,345 windows``).
 """
 
 from __future__ import annotations
@@ -62,6 +63,7 @@ def progress_session(enabled: bool) -> Iterator[None]:
         TextColumn("{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
+        TextColumn("{task.fields[note]}"),
         TimeElapsedColumn(),
         TextColumn("ETA"),
         TimeRemainingColumn(),
@@ -79,13 +81,15 @@ def progress_session(enabled: bool) -> Iterator[None]:
                 _tasks.clear()
 
 
-def report(task: str, completed: float, total: float | None) -> None:
-    """Set ``task``'s bar to ``completed`` of ``total`` (a no-op without an open session)."""
+def report(task: str, completed: float, total: float | None, *, note: str = "") -> None:
+    """Set ``task``'s bar to ``completed`` of ``total``, ``note`` shown after the count (a
+    no-op without an open session)."""
     with _lock:
         bar = _active
         if bar is None:
             return
         tid = _tasks.get(task)
         if tid is None:
-            tid = _tasks[task] = bar.add_task(task, total=total)
-    bar.update(tid, completed=completed, total=total)
+            # born at ``completed``: a refresh between add and update must not draw 0
+            tid = _tasks[task] = bar.add_task(task, total=total, completed=completed, note=note)
+    bar.update(tid, completed=completed, total=total, note=note)

@@ -38,7 +38,8 @@ Resumability: visits (sorted by CSN) are cut into fixed work units of
 produces the identical corpus (index + shard bytes), whatever ``workers`` is.
 
 Modules: `corpus_spec` (format, config, label alignment), `corpus_unit` (the workers'
-side: one work unit), this one (splits, labs, the pool, resume, the final index).
+side: one work unit), `corpus_index` (index.parquet and the manifest from the finished
+units), this one (options, splits, labs, the pool, resume).
 """
 
 from __future__ import annotations
@@ -51,19 +52,17 @@ import time
 from collections import Counter
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from anyecg_edge.training.data.corpus_index import _finalize
 from anyecg_edge.training.data.corpus_spec import (
-    _INDEX_ROW_GROUP,
-    _MAX_LISTED_SKIPS,
     _MISSING,
     _SPLIT_PRIORITY,
     FORMAT,
     INDEX_COLUMNS,
-    SPLIT_ORDER,
     CorpusConfig,
     CorpusError,
     _atomic_write_json,
@@ -78,7 +77,8 @@ from anyecg_edge.training.data.mcmed import (
     read_visits,
 )
 
-from anyecg_edge.fileio import file_sha256
+from anyecg_edge.progress import progress_session
+from anyecg_edge.progress import report as progress_report
 
 __all__ = [
     "CorpusError",
@@ -266,6 +266,8 @@ def build_corpus(
     resumable work unit. ``mains_hz``: notch of the preprocessing (50 = the authors'
     chain, what the device runs; None skips it). Bad records (unreadable, truncated, wrong
     fs) and unusable lab rows are skipped and reported in the manifest; the build goes on.
+    ``progress``: a bar over the units (:mod:`anyecg_edge.progress`, on stderr; the CLI
+    passes whether stderr is a terminal and no -q / --no-progress was given).
     """
     from anyecg_edge import __version__
     from anyecg_edge.labs import load_catalog
@@ -274,12 +276,79 @@ def build_corpus(
     out = Path(out_dir)
     if not root.is_dir():
         raise CorpusError(f"{root}: MC-MED folder not found")
+    if not (isinstance(workers, int) and workers >= 1):
+        raise CorpusError(f"workers must be an integer >= 1, got {workers!r}")
+    catalog = load_catalog() if catalog is None else catalog
+    cfg = _make_config(
+        window_s=window_s,
+        stride_s=stride_s,
+        before_s=before_s,
+        after_s=after_s,
+        policy=policy,
+        split_scheme=split_scheme,
+        mains_hz=mains_hz,
+        shard_size=shard_size,
+        visits_per_unit=visits_per_unit,
+        seed=seed,
+        keep_rejected=keep_rejected,
+        lab_keys=tuple(lab.key for lab in catalog),
+    )
+    t_start = time.perf_counter()
+    for sub in ("shards", "parts", "done"):
+        (out / sub).mkdir(parents=True, exist_ok=True)
+    cfg_doc = {"format": FORMAT, "config": asdict(cfg), "inputs": _input_fingerprint(root)}
+    cfg_doc["config"]["lab_keys"] = list(cfg.lab_keys)
+    _check_or_write_config(out, cfg_doc)
+
+    plan = _Plan.read(root, catalog, cfg)
+    pending = [
+        u for u in range(len(plan.units)) if not (out / "done" / f"{_unit_name(u)}.json").is_file()
+    ]
+    n_resumed = len(plan.units) - len(pending)
+    with progress_session(progress):
+        _run_units(plan, pending, n_resumed, workers, root, out, asdict(cfg), show=progress)
+
+    manifest = _finalize(
+        out,
+        plan.units,
+        cfg,
+        plan.counts(),
+        plan.lab_stats,
+        plan.skipped_rows,
+        plan.from_split_files,
+    )
+    manifest["code_version"] = {"anyecg_edge": __version__, "git": _git_hash()}
+    manifest["run"] = {
+        "workers": workers,
+        "units_total": len(plan.units),
+        "units_resumed": n_resumed,
+        "units_built": len(pending),
+        "seconds": round(time.perf_counter() - t_start, 3),
+    }
+    _atomic_write_json(out / "manifest.json", manifest)
+    return manifest
+
+
+def _make_config(
+    *,
+    window_s: float,
+    stride_s: float | None,
+    before_s: float,
+    after_s: float,
+    policy: str,
+    split_scheme: str,
+    mains_hz: float | None,
+    shard_size: int,
+    visits_per_unit: int,
+    seed: int,
+    keep_rejected: bool,
+    lab_keys: tuple[str, ...],
+) -> CorpusConfig:
+    """The build options checked (a CorpusError naming the option) and normalised."""
     if policy not in ("order", "visit"):
         raise CorpusError(f"policy must be 'order' or 'visit', got {policy!r}")
     if split_scheme not in ("random", "chrono"):
         raise CorpusError(f"split_scheme must be 'random' or 'chrono', got {split_scheme!r}")
-    if not (isinstance(workers, int) and workers >= 1):
-        raise CorpusError(f"workers must be an integer >= 1, got {workers!r}")
     if not window_s >= 2.0:  # the quality gate needs two beats at 30 bpm
         raise CorpusError(f"window_s must be >= 2 seconds, got {window_s!r}")
     stride = float(window_s if stride_s is None else stride_s)
@@ -289,9 +358,7 @@ def build_corpus(
         raise CorpusError(f"before_s/after_s must be >= 0, got {before_s!r}/{after_s!r}")
     if shard_size < 1 or visits_per_unit < 1:
         raise CorpusError("shard_size and visits_per_unit must be >= 1")
-    catalog = load_catalog() if catalog is None else catalog
-    lab_keys = tuple(lab.key for lab in catalog)
-    cfg = CorpusConfig(
+    return CorpusConfig(
         window_s=float(window_s),
         stride_s=stride,
         before_s=float(before_s),
@@ -305,50 +372,72 @@ def build_corpus(
         keep_rejected=bool(keep_rejected),
         lab_keys=lab_keys,
     )
-    t_start = time.perf_counter()
-    for sub in ("shards", "parts", "done"):
-        (out / sub).mkdir(parents=True, exist_ok=True)
-    cfg_doc = {"format": FORMAT, "config": asdict(cfg), "inputs": _input_fingerprint(root)}
-    cfg_doc["config"]["lab_keys"] = list(lab_keys)
-    _check_or_write_config(out, cfg_doc)
 
-    # --- tables (main process): visits, splits, labs ---
-    skipped_rows: Counter = Counter()
-    visits = read_visits(root)
-    csn_split = read_splits(root, split_scheme)
-    split_of, conflicts = _assign_splits(visits, csn_split, cfg.seed, skipped_rows)
-    order_idx = sorted(range(len(visits)), key=lambda i: _csn_sort_key(visits["CSN"].iat[i]))
-    csns = [visits["CSN"].iat[i] for i in order_idx]
-    mrns = [visits["MRN"].iat[i] for i in order_idx]
-    visit_index = {c: i for i, c in enumerate(csns)}
-    (vidx, lab, order_ms, result_ms, value, abnormal), lab_stats = _load_labs(
-        root, catalog, visit_index, cfg, skipped_rows
-    )
-    starts = np.searchsorted(vidx, np.arange(len(csns) + 1))
 
-    eligible = []
-    n_no_labs = 0
-    for i, csn in enumerate(csns):
-        a, b = int(starts[i]), int(starts[i + 1])
-        if a == b:
-            n_no_labs += 1
-            continue
-        if csn not in split_of:
-            continue
-        eligible.append(i)
-    units = [
-        eligible[j : j + cfg.visits_per_unit] for j in range(0, len(eligible), cfg.visits_per_unit)
-    ]
+@dataclass
+class _Plan:
+    """The main process' reading of the tables: visits in CSN order with their split and
+    lab arrays (``starts`` cuts them per visit), and the eligible visits cut into units."""
 
-    def payload(unit_visits: list[int]) -> list[tuple]:
+    csns: list[str]
+    mrns: list[str]
+    split_of: dict[str, str]
+    labs: tuple[np.ndarray, ...]  # lab, order_ms, result_ms, value, abnormal (sorted by visit)
+    starts: np.ndarray
+    units: list[list[int]]
+    n_eligible: int
+    n_no_labs: int
+    conflicts: int
+    lab_stats: Any
+    skipped_rows: Counter
+    from_split_files: bool
+
+    @classmethod
+    def read(cls, root: Path, catalog: Any, cfg: CorpusConfig) -> _Plan:
+        skipped_rows: Counter = Counter()
+        visits = read_visits(root)
+        csn_split = read_splits(root, cfg.split_scheme)
+        split_of, conflicts = _assign_splits(visits, csn_split, cfg.seed, skipped_rows)
+        order_idx = sorted(range(len(visits)), key=lambda i: _csn_sort_key(visits["CSN"].iat[i]))
+        csns = [visits["CSN"].iat[i] for i in order_idx]
+        mrns = [visits["MRN"].iat[i] for i in order_idx]
+        visit_index = {c: i for i, c in enumerate(csns)}
+        (vidx, *labs), lab_stats = _load_labs(root, catalog, visit_index, cfg, skipped_rows)
+        starts = np.searchsorted(vidx, np.arange(len(csns) + 1))
+        eligible = []
+        n_no_labs = 0
+        for i, csn in enumerate(csns):
+            if starts[i] == starts[i + 1]:
+                n_no_labs += 1
+            elif csn in split_of:
+                eligible.append(i)
+        step = cfg.visits_per_unit
+        return cls(
+            csns=csns,
+            mrns=mrns,
+            split_of=split_of,
+            labs=tuple(labs),
+            starts=starts,
+            units=[eligible[j : j + step] for j in range(0, len(eligible), step)],
+            n_eligible=len(eligible),
+            n_no_labs=n_no_labs,
+            conflicts=conflicts,
+            lab_stats=lab_stats,
+            skipped_rows=skipped_rows,
+            from_split_files=csn_split is not None,
+        )
+
+    def payload(self, unit: int) -> list[tuple]:
+        """What a worker needs of a unit: per visit CSN, MRN, split and its lab arrays."""
+        lab, order_ms, result_ms, value, abnormal = self.labs
         items = []
-        for i in unit_visits:
-            a, b = int(starts[i]), int(starts[i + 1])
+        for i in self.units[unit]:
+            a, b = int(self.starts[i]), int(self.starts[i + 1])
             items.append(
                 (
-                    csns[i],
-                    mrns[i],
-                    split_of[csns[i]],
+                    self.csns[i],
+                    self.mrns[i],
+                    self.split_of[self.csns[i]],
                     {
                         "lab": lab[a:b].astype(np.int64),
                         "order_ms": order_ms[a:b],
@@ -360,293 +449,71 @@ def build_corpus(
             )
         return items
 
-    pending = [
-        u for u in range(len(units)) if not (out / "done" / f"{_unit_name(u)}.json").is_file()
-    ]
-    n_resumed = len(units) - len(pending)
-    cfg_dict = asdict(cfg)
-    with _progress_bar(progress, len(units), n_resumed) as advance:
-        if workers == 1 or len(pending) <= 1:
-            _worker_init(cfg_dict, str(root), str(out))
-            for u in pending:
-                advance(_process_unit(u, payload(units[u]))["windows"])
-        else:
-            import multiprocessing as mp
-
-            ctx = mp.get_context("spawn")  # no fork: safe with threads (rich) and any BLAS
-            with ProcessPoolExecutor(
-                max_workers=workers,
-                mp_context=ctx,
-                initializer=_worker_init,
-                initargs=(cfg_dict, str(root), str(out)),
-            ) as ex:
-                todo = list(pending)
-                running = set()
-                try:
-                    while todo or running:
-                        while todo and len(running) < 2 * workers:  # bounded: flat memory
-                            u = todo.pop(0)
-                            running.add(ex.submit(_process_unit, u, payload(units[u])))
-                        done, running = wait(running, return_when=FIRST_COMPLETED)
-                        for f in done:
-                            advance(f.result()["windows"])
-                except BrokenProcessPool as exc:
-                    raise CorpusError(
-                        f"{out}: a worker process died mid-unit (killed from outside, or out "
-                        "of memory); the finished units are kept: run the same command again "
-                        "to resume (fewer --workers need less memory)"
-                    ) from exc
-                except BaseException:
-                    _stop_workers(ex)
-                    raise
-
-    manifest = _finalize(
-        out,
-        units,
-        cfg,
-        {
-            "visits_total": len(csns),
-            "visits_without_labs": n_no_labs,
-            "visits_eligible": len(eligible),
-            "patients_total": len(set(mrns)),
-            "split_conflicts_dropped": conflicts,
-        },
-        lab_stats,
-        skipped_rows,
-        csn_split is not None,
-    )
-    manifest["code_version"] = {"anyecg_edge": __version__, "git": _git_hash()}
-    manifest["run"] = {
-        "workers": workers,
-        "units_total": len(units),
-        "units_resumed": n_resumed,
-        "units_built": len(pending),
-        "seconds": round(time.perf_counter() - t_start, 3),
-    }
-    _atomic_write_json(out / "manifest.json", manifest)
-    return manifest
-
-
-class _progress_bar:
-    """rich progress over work units (a no-op when disabled); yields advance(n_windows)."""
-
-    def __init__(self, enabled: bool, total: int, done: int) -> None:
-        self.enabled, self.total, self.done = enabled, total, done
-        self.windows = 0
-
-    def __enter__(self):
-        if not self.enabled:
-            return lambda n: None
-        from rich.console import Console
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-            TimeRemainingColumn,
-        )
-
-        self.p = Progress(
-            TextColumn("corpus"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("units  {task.fields[windows]} windows"),
-            TimeElapsedColumn(),
-            TimeRemainingColumn(),
-            console=Console(stderr=True),  # stdout is the command's result
-            transient=True,
-        )
-        self.p.__enter__()
-        self.task = self.p.add_task("build", total=self.total, completed=self.done, windows=0)
-
-        def advance(n: int) -> None:
-            self.windows += n
-            self.p.update(self.task, advance=1, windows=self.windows)
-
-        return advance
-
-    def __exit__(self, *exc) -> None:
-        if self.enabled:
-            self.p.__exit__(*exc)
-
-
-def _finalize(
-    out: Path,
-    units: list,
-    cfg: CorpusConfig,
-    counts: dict,
-    lab_stats,
-    skipped_rows: Counter,
-    from_files: bool,
-) -> dict[str, Any]:
-    """Concatenate the unit parts into index.parquet and aggregate the manifest."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    n_labs = len(cfg.lab_keys)
-    agg: Counter = Counter()
-    cand: Counter = Counter()
-    rejected: Counter = Counter()
-    skipped_by: Counter = Counter()
-    skipped_list: list = []
-    shards: list[str] = []
-    split_windows: Counter = Counter()
-    split_visits: dict[str, set] = {s: set() for s in SPLIT_ORDER}
-    split_patients: dict[str, set] = {s: set() for s in SPLIT_ORDER}
-    measured = {s: np.zeros(n_labs, np.int64) for s in SPLIT_ORDER}
-    positive = {s: np.zeros(n_labs, np.int64) for s in SPLIT_ORDER}
-    index_path = out / "index.parquet"
-    tmp = index_path.with_name(index_path.name + ".tmp")
-    writer = None
-    next_id = 0
-    pending: list = []  # unit tables not yet written: one row group per ~64k windows
-    n_pending = 0
-
-    def write_pending() -> None:
-        nonlocal writer, pending, n_pending
-        if not pending:
-            return
-        table = pa.concat_tables(pending) if len(pending) > 1 else pending[0]
-        if writer is None:
-            writer = pq.ParquetWriter(tmp, table.schema, compression="zstd")
-        writer.write_table(table, row_group_size=table.num_rows)
-        pending, n_pending = [], 0
-
-    try:
-        for u in range(len(units)):
-            marker = json.loads((out / "done" / f"{_unit_name(u)}.json").read_text())
-            agg.update(marker["counts"])
-            cand.update(marker["candidate_windows"])
-            rejected.update(marker["rejected_by_reason"])
-            skipped_by.update(marker["skipped_records_by_reason"])
-            room = _MAX_LISTED_SKIPS - len(skipped_list)
-            skipped_list += marker["skipped_records"][: max(0, room)]
-            shards += [f"shards/{s}" for s in marker["shards"]]
-            table = _read_part(out / marker["part"])
-            n = table.num_rows
-            if n == 0:
-                continue
-            ids = pa.array(np.arange(next_id, next_id + n, dtype=np.int64))
-            next_id += n
-            table = table.add_column(0, "segment_id", ids)
-            pending.append(table)
-            n_pending += n
-            if n_pending >= _INDEX_ROW_GROUP:
-                write_pending()
-            split = np.asarray(table.column("split").to_numpy(zero_copy_only=False), dtype=object)
-            csn = np.asarray(table.column("csn").to_numpy(zero_copy_only=False), dtype=object)
-            mrn = np.asarray(table.column("mrn").to_numpy(zero_copy_only=False), dtype=object)
-            abn = (
-                np.stack([table.column(k).to_numpy() for k in cfg.lab_keys], axis=1)
-                if n_labs
-                else np.zeros((n, 0))
-            )
-            for s in SPLIT_ORDER:
-                m = split == s
-                if not m.any():
-                    continue
-                split_windows[s] += int(m.sum())
-                split_visits[s].update(csn[m].tolist())
-                split_patients[s].update(mrn[m].tolist())
-                a = abn[m]
-                measured[s] += np.isfinite(a).sum(axis=0)
-                positive[s] += (a == 1).sum(axis=0)
-        write_pending()
-        if writer is None:  # an empty corpus still gets a well-formed index
-            empty = _empty_index_schema(cfg)
-            writer = pq.ParquetWriter(tmp, empty, compression="zstd")
-            writer.write_table(empty.empty_table())
-    finally:
-        if writer is not None:
-            writer.close()
-    os.replace(tmp, index_path)
-
-    tr, va, te = (split_patients[s] for s in SPLIT_ORDER)
-    leaked = (tr & va) | (tr & te) | (va & te)
-    if leaked:  # cannot happen by construction; refuse to hand out a leaking corpus
-        raise CorpusError(f"{out}: {len(leaked)} patient(s) in more than one split")
-    prevalence = {}
-    tot_m = sum(measured.values())
-    tot_p = sum(positive.values())
-    for j, key in enumerate(cfg.lab_keys):
-        if tot_m[j] == 0:
-            continue
-        prevalence[key] = {
-            "n_measured": int(tot_m[j]),
-            "n_abnormal": int(tot_p[j]),
-            "prevalence": round(float(tot_p[j] / tot_m[j]), 6),
-            "by_split": {
-                s: {"n_measured": int(measured[s][j]), "n_abnormal": int(positive[s][j])}
-                for s in SPLIT_ORDER
-            },
+    def counts(self) -> dict[str, int]:
+        return {
+            "visits_total": len(self.csns),
+            "visits_without_labs": self.n_no_labs,
+            "visits_eligible": self.n_eligible,
+            "patients_total": len(set(self.mrns)),
+            "split_conflicts_dropped": self.conflicts,
         }
-    return {
-        "format": FORMAT,
-        "config": {**asdict(cfg), "lab_keys": list(cfg.lab_keys)},
-        "window_samples": cfg.window_samples,
-        "counts": {
-            **counts,
-            **dict(sorted(agg.items())),
-            "candidate_windows_by_policy": dict(sorted(cand.items())),
-            "shards": len(shards),
-        },
-        "splits": {
-            "source": (
-                f"split_{cfg.split_scheme}_*.csv"
-                if from_files
-                else f"seeded MRN split 80/10/10 (seed {cfg.seed})"
-            ),
-            **{
-                s: {
-                    "windows": split_windows[s],
-                    "visits": len(split_visits[s]),
-                    "patients": len(split_patients[s]),
-                }
-                for s in SPLIT_ORDER
-            },
-        },
-        "prevalence": prevalence,
-        "quality_rejections": dict(sorted(rejected.items())),
-        "skipped_records": {"by_reason": dict(sorted(skipped_by.items())), "records": skipped_list},
-        "skipped_visits_and_rows": {k: v for k, v in sorted(skipped_rows.items()) if v},
-        "labs_csv": lab_stats.as_dict(),
-        "shards": shards,
-        "index_sha256": file_sha256(index_path),
-    }
 
 
-def _read_part(path: Path):
-    """A unit's index rows: Arrow IPC (this version) or parquet (older partial builds)."""
-    import pyarrow as pa
+def _run_units(
+    plan: _Plan,
+    pending: list[int],
+    n_resumed: int,
+    workers: int,
+    root: Path,
+    out: Path,
+    cfg_dict: dict,
+    *,
+    show: bool,
+) -> None:
+    """Process the ``pending`` units, in this process or a pool of ``workers``; with
+    ``show``, the progress bar counts units (resumed ones included) and their windows
+    (not drawn for progress=False even inside a command's open progress session)."""
+    n_units = len(plan.units)
+    done, windows = n_resumed, 0
 
-    if path.suffix == ".parquet":
-        import pyarrow.parquet as pq
+    def advance(result: dict[str, Any] | None) -> None:
+        nonlocal done, windows
+        if result is not None:
+            done, windows = done + 1, windows + result["windows"]
+        if show:
+            progress_report("corpus", done, n_units, note=f"units  {windows} windows")
 
-        table = pq.read_table(path)
-    else:
-        with pa.OSFile(str(path), "rb") as f:
-            table = pa.ipc.open_file(f).read_all()
-    return table.replace_schema_metadata(None)
+    advance(None)
+    if workers == 1 or len(pending) <= 1:
+        _worker_init(cfg_dict, str(root), str(out))
+        for u in pending:
+            advance(_process_unit(u, plan.payload(u)))
+        return
+    import multiprocessing as mp
 
-
-def _empty_index_schema(cfg: CorpusConfig):
-    import pyarrow as pa
-
-    fields = [
-        ("segment_id", pa.int64()),
-        ("csn", pa.string()),
-        ("mrn", pa.string()),
-        ("split", pa.string()),
-        ("shard", pa.string()),
-        ("offset", pa.int32()),
-        ("start_time", pa.timestamp("ms")),
-        ("quality", pa.float32()),
-        ("quality_ok", pa.bool_()),
-        ("heart_rate_bpm", pa.float32()),
-        ("record", pa.string()),
-        ("sample_offset", pa.int64()),
-    ]
-    for k in cfg.lab_keys:
-        fields += [(k, pa.float32()), (f"{k}_value", pa.float32())]
-    return pa.schema(fields)
+    ctx = mp.get_context("spawn")  # no fork: safe with threads (rich) and any BLAS
+    with ProcessPoolExecutor(
+        max_workers=workers,
+        mp_context=ctx,
+        initializer=_worker_init,
+        initargs=(cfg_dict, str(root), str(out)),
+    ) as ex:
+        todo = list(pending)
+        running = set()
+        try:
+            while todo or running:
+                while todo and len(running) < 2 * workers:  # bounded: flat memory
+                    u = todo.pop(0)
+                    running.add(ex.submit(_process_unit, u, plan.payload(u)))
+                finished, running = wait(running, return_when=FIRST_COMPLETED)
+                for f in finished:
+                    advance(f.result())
+        except BrokenProcessPool as exc:
+            raise CorpusError(
+                f"{out}: a worker process died mid-unit (killed from outside, or out "
+                "of memory); the finished units are kept: run the same command again "
+                "to resume (fewer --workers need less memory)"
+            ) from exc
+        except BaseException:
+            _stop_workers(ex)
+            raise
