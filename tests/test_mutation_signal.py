@@ -185,3 +185,59 @@ def test_resample_names_a_bad_target_rate() -> None:
     assert str(exc.value) == (
         "target_fs=10 Hz is not a plausible ECG sampling rate (expected 50-20000 Hz)"
     )
+
+
+# --- the QRS detector's rules (Pan-Tompkins style) ---------------------------------------------
+
+R_AT = list(range(200, N, 400))  # 12 beats, 75 bpm
+QRS_T = ((0.0, 1.0, 0.008), (0.025, -0.2, 0.007))
+
+
+def beats(r_samples, amps=None, t_wave=None, seed: int = 0) -> np.ndarray:
+    """R-S complexes at ``r_samples`` (mV, scaled by ``amps``), optionally a peaked T wave
+    (offset s, amplitude mV) after each: the T's slope energy is 20-25 % of the QRS's."""
+    t = np.arange(N, dtype=np.float64)
+    x = np.random.default_rng(seed).normal(0.0, 0.005, N)
+    for i, r in enumerate(r_samples):
+        a = 1.0 if amps is None else amps[i]
+        waves = QRS_T + ((t_wave[0], t_wave[1], 0.012),) if t_wave else QRS_T
+        for off, amp, sd in waves:
+            x += a * amp * np.exp(-0.5 * ((t - r - off * FS) / (sd * FS)) ** 2)
+    return x
+
+
+def test_a_peaked_t_wave_within_360_ms_is_not_a_beat() -> None:
+    # Pan & Tompkins' rule: a peak 300 ms after a beat with under a quarter of its slope
+    # energy is its T wave. Without the rule every T wave counts and the rate doubles.
+    x = beats(R_AT, t_wave=(0.3, 0.53))
+    assert detect_r_peaks(x, FS).tolist() == R_AT
+    q = assess_quality(x, FS)
+    assert q.reasons == [] and q.metrics["heart_rate_bpm"] == 75.0
+    # The same wave 400 ms after the R is past the rule's window: it is taken for a beat
+    # (as a premature beat would be), so the detector finds 24 peaks.
+    assert detect_r_peaks(beats(R_AT, t_wave=(0.4, 0.53)), FS).size == 24
+    # Rows of a batch keep the rule per row: a clean row next to a T-wave row.
+    rows = np.stack([x, beats(R_AT, seed=1), beats([r + 100 for r in R_AT], t_wave=(0.3, 0.53))])
+    got = [r.metrics["n_beats"] for r in assess_quality_batch(rows, FS)]
+    assert got == [12.0, 12.0, 12.0]
+
+
+def test_a_premature_beat_300_ms_after_a_beat_is_a_beat() -> None:
+    # Within 360 ms but as strong as the beat before: a couplet, not a T wave.
+    r = sorted(R_AT + [c + 150 for c in R_AT[2:10:3]])  # 3 premature beats, 300 ms early
+    got = detect_r_peaks(beats(r), FS)
+    assert got.tolist() == r
+
+
+def test_the_beat_threshold_follows_the_amplitude_locally() -> None:
+    # Beats drop to 0.3x amplitude (9 % of the energy) after 2.2 s: a threshold from the
+    # whole window (20 % of its QRS level) would lose all six. The local level (second
+    # largest candidate within +-3 s) loses only the two with two strong beats in reach.
+    amps = [1.0] * 6 + [0.3] * 6
+    got = detect_r_peaks(beats(R_AT, amps=amps), FS).tolist()
+    assert got == [r for r in R_AT if r not in (2600, 3000)]
+    # One artefact spike 5x a beat's amplitude (25x its energy) does not hide the beats
+    # around it: the local level is the second largest candidate, not the largest.
+    amps = [1.0] * 12
+    amps[5] = 5.0
+    assert detect_r_peaks(beats(R_AT, amps=amps), FS).tolist() == R_AT
