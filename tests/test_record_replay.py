@@ -12,24 +12,24 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 from anyecg_edge.benchmarks.bench_stream import write_tiny_onnx
-from click.testing import CliRunner
+from stream_helpers import (
+    LABS,
+    log_records,
+    read_jsonl,
+    run_stream,
+    start_sim_recording,
+    windows_and_events,
+)
 
-from anyecg_edge.cli import cli
-from anyecg_edge.stream.recording import LOG_NAME, LogReader
+from anyecg_edge.stream.recording import LOG_NAME
 
 pytestmark = pytest.mark.device  # no torch
 
-REPO = Path(__file__).resolve().parents[1]
-LABS = ["potassium", "sodium", "hemoglobin", "glucose"]
-TIMING = ("latency_ms", "t_utc")  # the only fields a replay may change
 FAULTS = "drop=0.01,reorder=0.08,disconnect=25,seed=3"
 
 
@@ -38,58 +38,40 @@ def model(tmp_path_factory) -> Path:
     return write_tiny_onnx(tmp_path_factory.mktemp("model") / "tiny.onnx", LABS, 0)
 
 
-def _stream(*args: object) -> tuple[int, str]:
-    res = CliRunner().invoke(cli, ["stream", "--no-live", *map(str, args)])
-    return res.exit_code, res.output
-
-
-def _lines(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines()]
-
-
-def _split(lines: list[dict]) -> tuple[list[dict], list[dict]]:
-    body = [{k: v for k, v in x.items() if k not in TIMING} for x in lines[1:-1]]
-    return [x for x in body if "event" not in x], [x for x in body if "event" in x]
-
-
-def _records(folder: Path) -> list[tuple[int, int, bytes]]:
-    return [(r.kind, r.utc_ns, r.body) for r in LogReader(folder / LOG_NAME)]
-
-
 def test_reordered_session_replays_and_regenerates_identically(
     shared_data: Path, model: Path, tmp_path: Path
 ) -> None:
     rec, regen = tmp_path / "rec", tmp_path / "regen"
-    code, text = _stream(
+    code, text = run_stream(
         "--source", f"sim-polar:{shared_data / 'mitdb' / '100'}", "--model", model,
         "--duration", "60", "--speed", "20", "--faults", FAULTS, "--queue", "100",
         "--jsonl", tmp_path / "live.jsonl", "--record", rec,
     )  # fmt: skip
     assert code == 0, text
-    live = _lines(tmp_path / "live.jsonl")
+    live = read_jsonl(tmp_path / "live.jsonl")
     seq = live[-1]["summary"]["source_info"]["sequencer"]
     # the faults happened: notifications arrived out of order, gaps and link losses
     assert seq["reordered"] > 0 and seq["gap"] > 0, seq
-    code, text = _stream(
+    code, text = run_stream(
         "--source", f"replay:{rec}", "--model", model, "--speed", "0",
         "--jsonl", tmp_path / "replay.jsonl", "--record", regen,
     )  # fmt: skip
     assert code == 0, text
-    replay = _lines(tmp_path / "replay.jsonl")
-    live_w, live_e = _split(live)
-    rep_w, rep_e = _split(replay)
+    replay = read_jsonl(tmp_path / "replay.jsonl")
+    live_w, live_e = windows_and_events(live)
+    rep_w, rep_e = windows_and_events(replay)
     assert len(live_w) >= 5 and {e["event"] for e in live_e} >= {"gap", "reconnect"}
     assert rep_w == live_w and rep_e == live_e
     assert replay[-1]["summary"]["source_info"]["sequencer"] == seq
     # The regenerated recording is the recording: same records, times and bytes; same signal.
-    assert _records(regen) == _records(rec)
+    assert log_records(regen) == log_records(rec)
     for name in ("signal.dat", "signal.hea", "signal.gap"):
         assert (regen / name).read_bytes() == (rec / name).read_bytes(), name
     meta, meta2 = (json.loads((d / "session.json").read_text()) for d in (rec, regen))
     assert meta2["replayed_from"]["source"] == meta["source"]
     assert meta2["start_utc"] == meta["start_utc"] and meta2["complete"]
     # replaying into the folder being replayed is refused before anything is written
-    code, text = _stream("--source", f"replay:{rec}", "--model", model, "--record", rec)
+    code, text = run_stream("--source", f"replay:{rec}", "--model", model, "--record", rec)
     assert code != 0 and text.startswith("Error: ") and len(text.strip().splitlines()) == 1
 
 
@@ -99,27 +81,22 @@ def test_sigkilled_recording_regenerates_its_wfdb(
     import wfdb
 
     rec, regen = tmp_path / "killed", tmp_path / "regen"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "anyecg_edge", "-q", "stream", "--no-live", "--source",
-         f"sim-polar:{shared_data / 'mitdb' / '100'}", "--model", str(model), "--speed", "20",
-         "--faults", "drop=0.03,seed=4", "--record", str(rec), "--duration", "600"],
-        cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    proc = start_sim_recording(
+        shared_data / "mitdb" / "100", model, rec, "--speed", "20", "--faults", "drop=0.03,seed=4",
+        min_log_bytes=30_000, timeout_s=90,
     )  # fmt: skip
     log = rec / LOG_NAME
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline and (not log.exists() or log.stat().st_size < 30_000):
-        time.sleep(0.2)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait(timeout=30)
     assert log.stat().st_size >= 30_000, proc.stderr.read().decode()[-2000:]
     assert not (rec / "signal.hea").exists()  # killed: no header, wfdb cannot open it
     killed_dat = (rec / "signal.dat").read_bytes()
-    code, text = _stream(
+    code, text = run_stream(
         "--source", f"replay:{rec}", "--model", model, "--speed", "0", "--record", regen,
         "--jsonl", tmp_path / "replay.jsonl",
     )  # fmt: skip
     assert code == 0, text
-    summary = _lines(tmp_path / "replay.jsonl")[-1]["summary"]
+    summary = read_jsonl(tmp_path / "replay.jsonl")[-1]["summary"]
     r = wfdb.rdrecord(str(regen / "signal"))
     ann = wfdb.rdann(str(regen / "signal"), "gap")
     x = r.p_signal[:, 0]
@@ -131,7 +108,7 @@ def test_sigkilled_recording_regenerates_its_wfdb(
     # What the killed session had written is the start of the regenerated signal.
     regen_dat = (regen / "signal.dat").read_bytes()
     assert len(killed_dat) > 0 and regen_dat[: len(killed_dat)] == killed_dat
-    assert _records(regen)[: len(_records(rec))] == _records(rec)
+    assert log_records(regen)[: len(log_records(rec))] == log_records(rec)
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
@@ -142,23 +119,16 @@ def test_signal_mid_recording_finalizes_the_wfdb(
     import wfdb
 
     rec = tmp_path / "rec"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "anyecg_edge", "-q", "stream", "--no-live", "--source",
-         f"sim-polar:{shared_data / 'mitdb' / '100'}", "--model", str(model), "--speed", "20",
-         "--faults", "drop=0.02,seed=5", "--record", str(rec), "--duration", "600",
-         "--jsonl", str(tmp_path / "s.jsonl")],
-        cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    proc = start_sim_recording(
+        shared_data / "mitdb" / "100", model, rec, "--speed", "20", "--faults", "drop=0.02,seed=5",
+        "--jsonl", str(tmp_path / "s.jsonl"), min_log_bytes=30_000, timeout_s=90,
     )  # fmt: skip
-    log = rec / LOG_NAME
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline and (not log.exists() or log.stat().st_size < 30_000):
-        time.sleep(0.2)
     proc.send_signal(signum)
     rc = proc.wait(timeout=60)
     assert rc in (128 + signum, 130, 143), (rc, proc.stderr.read().decode()[-2000:])
     meta = json.loads((rec / "session.json").read_text())
-    assert meta["complete"] and meta["records"] == len(_records(rec))
-    summary = _lines(tmp_path / "s.jsonl")[-1]["summary"]
+    assert meta["complete"] and meta["records"] == len(log_records(rec))
+    summary = read_jsonl(tmp_path / "s.jsonl")[-1]["summary"]
     assert summary["source_info"]["recording"]["records"] == meta["records"]
     r = wfdb.rdrecord(str(rec / "signal"))
     ann = wfdb.rdann(str(rec / "signal"), "gap")

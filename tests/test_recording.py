@@ -9,25 +9,22 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 from anyecg_edge.benchmarks.bench_stream import write_tiny_onnx
-from click.testing import CliRunner
+from stream_helpers import (
+    LABS,
+    read_jsonl,
+    run_stream,
+    start_sim_recording,
+    windows_and_events,
+)
 
-from anyecg_edge.cli import cli
 from anyecg_edge.stream.recording import LOG_NAME, LogReader
 
 pytestmark = pytest.mark.device  # no torch
-
-REPO = Path(__file__).resolve().parents[1]
-LABS = ["potassium", "sodium", "hemoglobin", "glucose"]
-# Timing fields: the only ones a replay may change.
-TIMING = ("latency_ms", "t_utc")
 
 
 @pytest.fixture(scope="module")
@@ -37,46 +34,30 @@ def model(tmp_path_factory) -> Path:
     )
 
 
-def _stream(*args: object) -> tuple[int, str]:
-    res = CliRunner().invoke(cli, ["stream", "--no-live", *map(str, args)])
-    return res.exit_code, res.output
-
-
-def _lines(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines()]
-
-
-def _split(lines: list[dict]) -> tuple[list[dict], list[dict]]:
-    """(windows, events) without their timing fields; windows come from the inference
-    thread, so their order among the events may differ: each list is compared on its own."""
-    body = [{k: v for k, v in x.items() if k not in TIMING} for x in lines[1:-1]]
-    return [x for x in body if "event" not in x], [x for x in body if "event" in x]
-
-
 @pytest.fixture(scope="module")
 def recorded(tmp_path_factory, shared_data: Path, model: Path) -> dict:
     out = tmp_path_factory.mktemp("rec")
     rec = out / "session"
-    code, text = _stream(
+    code, text = run_stream(
         "--source", f"sim-polar:{shared_data / 'mitdb' / '100'}", "--model", model,
         "--duration", "60", "--speed", "20", "--faults", "drop=0.03,disconnect=20,seed=2",
         "--jsonl", out / "live.jsonl", "--record", rec, "--queue", "100",  # (no drops)
     )  # fmt: skip
     assert code == 0, text
-    return {"dir": rec, "live": _lines(out / "live.jsonl"), "out": out}
+    return {"dir": rec, "live": read_jsonl(out / "live.jsonl"), "out": out}
 
 
 @pytest.mark.parametrize("speed", ["0", "40"])
 def test_replay_gives_the_same_windows_and_estimates(recorded: dict, model: Path, speed) -> None:
     out = recorded["out"] / f"replay_{speed}.jsonl"
-    code, text = _stream(
+    code, text = run_stream(
         "--source", f"replay:{recorded['dir']}", "--model", model, "--speed", speed,
         "--jsonl", out,
     )  # fmt: skip
     assert code == 0, text
-    live_w, live_e = _split(recorded["live"])
-    replay = _lines(out)
-    rep_w, rep_e = _split(replay)
+    live_w, live_e = windows_and_events(recorded["live"])
+    replay = read_jsonl(out)
+    rep_w, rep_e = windows_and_events(replay)
     assert len(live_w) >= 5 and any(w["segment"] > 0 for w in live_w)  # gaps were there
     assert {e["event"] for e in live_e} >= {"gap", "disconnect", "reconnect"}
     assert rep_w == live_w
@@ -112,16 +93,11 @@ def test_wfdb_signal_reads_back_with_gap_annotations(recorded: dict) -> None:
 
 def test_sigkill_mid_recording_still_replays(shared_data: Path, model: Path, tmp_path) -> None:
     rec = tmp_path / "killed"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "anyecg_edge", "-q", "stream", "--no-live", "--source",
-         f"sim-polar:{shared_data / 'mitdb' / '100'}", "--model", str(model), "--speed", "10",
-         "--record", str(rec), "--duration", "600"],
-        cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    proc = start_sim_recording(
+        shared_data / "mitdb" / "100", model, rec, "--speed", "10",
+        min_log_bytes=20_000, timeout_s=60,
     )  # fmt: skip
     log = rec / LOG_NAME
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and (not log.exists() or log.stat().st_size < 20_000):
-        time.sleep(0.2)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait(timeout=30)
     assert log.stat().st_size >= 20_000, proc.stderr.read().decode()[-2000:]
@@ -132,11 +108,11 @@ def test_sigkill_mid_recording_still_replays(shared_data: Path, model: Path, tmp
     reader = LogReader(log)
     assert len(list(reader)) == len(whole) and reader.torn_bytes == 6
     out = tmp_path / "replay.jsonl"
-    code, text = _stream(
+    code, text = run_stream(
         "--source", f"replay:{rec}", "--model", model, "--speed", "0", "--jsonl", out
     )
     assert code == 0, text
-    summary = _lines(out)[-1]["summary"]
+    summary = read_jsonl(out)[-1]["summary"]
     assert summary["windows"] >= 10 and summary["source_info"]["torn_bytes"] == 6
     assert summary["source_info"]["complete"] is False
 
@@ -149,11 +125,11 @@ def test_record_and_replay_errors_are_one_line(recorded: dict, model: Path, tmp_
         (["--source", f"sim-polar:{rec}", "--record", rec], "already holds a recording"),
         (["--source", f"replay:{rec}", "--jsonl", rec / LOG_NAME], "--jsonl"),
     ]:
-        code, text = _stream(*args, "--model", model)
+        code, text = run_stream(*args, "--model", model)
         assert code in (1, 2) and text.startswith("Error: ") and needle in text, (args, text)
         assert len(text.strip().splitlines()) == 1, text
     bad = tmp_path / "bad"
     bad.mkdir()
     (bad / "session.json").write_text(json.dumps({"format": "anyecg-edge-recording/1"}))
-    code, text = _stream("--source", f"replay:{bad}", "--model", model)
+    code, text = run_stream("--source", f"replay:{bad}", "--model", model)
     assert code == 1 and "profile" in text, text
