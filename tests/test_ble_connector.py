@@ -150,3 +150,32 @@ def test_missing_connector_is_one_line(tmp_path):
     lines = res.stderr.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in res.stderr
     assert 'BLE needs bleak-retry-connector: pip install "anyecg-edge[ble]"' in lines[0]
+
+
+def test_ble_extra_closure_pulls_no_training_stack(repo_root):
+    """The ble extra (bleak, bumble, bleak-retry-connector) and everything they require,
+    as installed here, stay off the training/export stack (the device install is
+    `pip install ".[edge,ble]"`; test_install builds the `.[edge]` venv)."""
+    from importlib import metadata
+
+    import tomllib
+    from packaging.requirements import Requirement
+    from test_install import FORBIDDEN
+
+    extras = tomllib.loads((repo_root / "pyproject.toml").read_text())["project"]
+    ble = [Requirement(r) for r in extras["optional-dependencies"]["ble"]]
+    assert "bleak-retry-connector" in {r.name for r in ble}
+    seen: set[str] = set()
+    todo = [r for r in ble if r.marker is None or r.marker.evaluate()]
+    while todo:
+        req = todo.pop()
+        name = req.name.lower().replace("_", "-")
+        if name in seen:
+            continue
+        seen.add(name)
+        for raw in metadata.requires(req.name) or []:
+            sub = Requirement(raw)
+            if sub.marker is None or sub.marker.evaluate({"extra": ""}):
+                todo.append(sub)
+    assert {"bleak", "bumble", "bleak-retry-connector", "bluetooth-adapters"} <= seen
+    assert not seen & FORBIDDEN, sorted(seen & FORBIDDEN)
