@@ -254,7 +254,7 @@ def test_progress_is_off_without_a_terminal_and_reports_are_no_ops() -> None:
 
 def test_progress_bar_draws_on_a_terminal_stderr_only(tmp_path: Path) -> None:
     """With stderr a terminal the bar (with ETA) is drawn there; stdout stays clean."""
-    import pty
+    from tty_stderr import run_with_tty_stderr
 
     code = (
         "import time\n"
@@ -265,24 +265,6 @@ def test_progress_bar_draws_on_a_terminal_stderr_only(tmp_path: Path) -> None:
         "        report('train steps', i, 5); time.sleep(0.15)\n"
         "print('done')\n"
     )
-    master, slave = pty.openpty()
-    try:
-        proc = subprocess.run(
-            [sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=slave, timeout=60,
-            env={**os.environ, "COLUMNS": "120"},
-        )  # fmt: skip
-        os.close(slave)
-        drawn = b""
-        while True:
-            try:
-                chunk = os.read(master, 65536)
-            except OSError:  # the other side is closed: all read
-                break
-            if not chunk:
-                break
-            drawn += chunk
-    finally:
-        os.close(master)
+    proc, text = run_with_tty_stderr(code)
     assert proc.returncode == 0 and proc.stdout == b"done\n"
-    text = drawn.decode(errors="replace")
     assert "train steps" in text and "ETA" in text and "5/5" in text

@@ -25,6 +25,7 @@ from anyecg_edge.training.data.corpus import (
     parse_duration_s,
 )
 from anyecg_edge.training.data.synth import synth_cohort
+from tty_stderr import run_with_tty_stderr
 
 from anyecg_edge.labs import load_catalog, parse_lab_value
 from anyecg_edge.signal import preprocess
@@ -539,8 +540,6 @@ def test_bench_corpus_peak_is_the_build_not_the_parent(tmp_path):
 def test_progress_bar_counts_units_and_windows_on_a_terminal(tmp_path):
     """build_corpus' bar is anyecg_edge.progress' (drawn on a terminal stderr): units done
     of all, resumed ones included, and the windows written; stdout stays clean."""
-    import pty
-
     root = tmp_path / "mcmed"
     synth_cohort(root, 8, seed=5, segments_per_visit=(1, 1), segment_s=(20.0, 30.0))
     out = tmp_path / "corpus"
@@ -555,30 +554,13 @@ def test_progress_bar_counts_units_and_windows_on_a_terminal(tmp_path):
         f"build_corpus({str(root)!r}, {str(out)!r}, workers=1, visits_per_unit=2)\n"
         "print('done')\n"
     )
-    master, slave = pty.openpty()
-    try:
-        proc = subprocess.run(
-            [sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=slave, timeout=120,
-            env={**os.environ, "COLUMNS": "120"},
-        )  # fmt: skip
-        os.close(slave)
-        drawn = b""
-        while True:
-            try:
-                chunk = os.read(master, 65536)
-            except OSError:  # the other side is closed: all read
-                break
-            if not chunk:
-                break
-            drawn += chunk
-    finally:
-        os.close(master)
+    proc, drawn = run_with_tty_stderr(code, timeout_s=120)
     assert proc.returncode == 0 and proc.stdout == b"done\n"
     manifest = json.loads((out / "manifest.json").read_text())
     n_units = manifest["run"]["units_total"]
     assert manifest["run"]["units_resumed"] == 1 and n_units >= 2
     built_windows = manifest["counts"]["windows"] - windows_resumed
-    text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", drawn.decode(errors="replace"))  # colours
+    text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", drawn)  # colours
     assert "corpus" in text and "ETA" in text
     assert f"{n_units}/{n_units} units  {built_windows} windows" in text
     assert f"1/{n_units} units  0 windows" in text  # the resumed unit counted from the start
