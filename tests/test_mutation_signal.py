@@ -88,7 +88,9 @@ def test_summary_of_an_ok_report() -> None:
 
 
 def test_metrics_of_a_clean_window() -> None:
-    m = assess_quality(sinus(), FS).metrics
+    x = sinus()
+    m = assess_quality(x, FS).metrics
+    assert m["peak_to_peak_mv"] == x.max() - x.min()
     assert m["duration_s"] == 10.0
     assert m["nan_fraction"] == 0.0 and m["longest_nan_run_s"] == 0.0
     assert m["n_beats"] == 12.0 and m["heart_rate_bpm"] == 75.0
@@ -114,6 +116,24 @@ def test_a_block_swinging_exactly_the_flat_limit_is_not_flat() -> None:
         for b in (4, 12):
             x[b * 250 : (b + 1) * 250] = swing * (np.arange(250) % 2)
         assert assess_quality(x, FS).reasons == expected, swing
+
+
+def test_a_window_swinging_exactly_the_flat_limit_is_judged() -> None:
+    # A 2.5 Hz square wave between 0 and 0.02 mV: every 0.5 s block holds a step, so none
+    # is flat, and a window of exactly FLAT_PTP_MV is not "flat" either: its 0.4 s rails
+    # are clipping and saturation, its 0.02 mV far too small a swing.
+    x = 0.02 * ((np.arange(N) // 200) % 2)
+    reasons = assess_quality(x, FS).reasons
+    assert reasons[:3] == ["clipping", "saturation", "implausible_amplitude"]
+
+
+@pytest.mark.parametrize("ptp_mv", [0.1, 10.0])
+def test_amplitude_limits_are_inclusive(ptp_mv: float) -> None:
+    # Peak-to-peak exactly 0.1 mV or exactly 10 mV is still a plausible lead.
+    x = synth(range(200, N, 400), noise=0.0005)
+    x = (x - x.min()) / (x.max() - x.min()) * ptp_mv  # min 0, max exactly ptp_mv
+    q = assess_quality(x, FS)
+    assert q.metrics["peak_to_peak_mv"] == ptp_mv and q.reasons == []
 
 
 def test_two_sample_plateaus_are_cut_tops_at_128_hz() -> None:
