@@ -226,6 +226,72 @@ def write_report(result: dict[str, Any], out_dir: str | os.PathLike, *, top: int
     _reliability_figure(result, best, out / "reliability.png")
 
     s = result["summary"]
+    summary_rows = "".join(
+        f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>" for k, v in _summary_rows(s)
+    )
+
+    def img(name: str) -> str:
+        data = base64.b64encode((out / name).read_bytes()).decode()
+        return f'<img src="data:image/png;base64,{data}" alt="{name}">'
+
+    esc = html.escape
+    page = f"""<!doctype html><html><head><meta charset="utf-8">
+<title>AnyECG-Edge evaluation</title>
+<style>body{{font-family:sans-serif;max-width:1200px;margin:2em auto}}
+table{{border-collapse:collapse;margin-bottom:1em}}
+td,th{{border:1px solid #ccc;padding:2px 6px;font-size:13px;text-align:left}}
+li{{margin-bottom:.3em}}</style>
+</head><body>
+<h1>Per-lab evaluation ({esc(str(result.get("split", "")))})</h1>
+<p>Model {esc(str(result.get("model", {}).get("path", "")))}; corpus
+{esc(str(result.get("corpus", "")))}; {s["n_visits"]} visits, {s["n_segments"]} windows.
+Research estimates of lab abnormality from one ECG lead, not diagnoses.</p>
+{_reading_guide(result)}
+<h2>Summary</h2><table>{summary_rows}</table>
+<h2>AUROC per lab</h2>{img("auroc.png")}
+<h2>ROC, best labs</h2>{img("roc.png")}
+<h2>Reliability, best labs</h2>{img("reliability.png")}
+<h2>Evaluated labs</h2>{_lab_table(labs, scored)}
+<h2>Insufficient labs</h2>{_insufficient_table(labs, scored)}
+</body></html>
+"""
+    write_text_atomic(out / "report.html", page)
+    return out / "report.html"
+
+
+def _reading_guide(result: dict[str, Any]) -> str:
+    """ "How to read this report": buckets, AUROC, CI, the evaluation rule, the columns."""
+    esc = html.escape
+    n_min = result["summary"].get("min_visits_per_class", MIN_VISITS_PER_CLASS)
+    boot = result.get("bootstrap", {})
+    swatches = ", ".join(
+        f'<span style="background:{_COLOURS[b]};color:#fff;padding:0 4px">{html.escape(b)}</span>'
+        f" ({_COLOUR_NAMES[b]})"
+        for b in BUCKETS
+    )
+    return f"""<h2>How to read this report</h2><ul>
+<li><b>Buckets and colours</b> (the AnyECG-Lab paper's): AUROC {swatches}. In the AUROC
+plot the bars start at chance (0.5, solid line); dashed lines mark 0.55 and 0.65.</li>
+<li><b>AUROC</b> per segment ranks every measured 10 s window; <b>per visit</b> uses the mean
+logit over a visit's windows, abnormal if any of them is.</li>
+<li><b>95 % CI</b>: percentile bootstrap resampling visits ({esc(str(boot.get("n", "")))}
+resamples, seed {esc(str(boot.get("seed", "")))}); n/a when too few resamples had both
+classes. Windows of one visit are correlated, so visits, not windows, are resampled.</li>
+<li><b>Evaluated vs insufficient</b>: a lab is scored only with at least {n_min} abnormal and
+{n_min} normal visits in this split. Other labs are listed apart with their counts, and are
+left out of the means, buckets and best labs.</li>
+<li><b>Prevalence</b>: share of the lab's measured windows that are abnormal.</li>
+<li><b>Threshold</b>: the model's decision threshold on the calibrated probability (fitted on
+the validation split); sensitivity, specificity, PPV and NPV are those of the calls
+p &ge; threshold on this split's windows. <i>not calibrated</i>: the model has no threshold
+for the lab (too little validation data), so it makes no calls.</li>
+<li><b>ECE</b>: expected calibration error over 10 equal-width probability bins, as drawn in
+the reliability plots (grey bars and numbers: windows per bin; a point from a few windows
+says little). <b>Brier</b>: mean squared error of the probabilities.</li></ul>"""
+
+
+def _lab_table(labs: dict[str, Any], scored: list[str]) -> str:
+    """The evaluated labs, best AUROC first: scores, CI, prevalence, calls, bucket."""
     rows = []
     for k in reversed(scored):
         r = labs[k]
@@ -255,8 +321,21 @@ def write_report(result: dict[str, Any], out_dir: str | os.PathLike, *, top: int
             + _cells((bucket,), f' style="background:{_COLOURS[bucket]};color:#fff"')
             + "</tr>"
         )
-    insufficient = [k for k in labs if k not in scored]
-    rows_insufficient = [
+    if not rows:
+        return "<p>No lab could be evaluated on this split.</p>"
+    return (
+        "<table><tr><th>lab</th><th>name</th><th>AUROC</th><th>95 % CI</th>"
+        "<th>AUROC per visit</th><th>AUPRC</th><th>prevalence (abnormal/windows)</th>"
+        "<th>visits abnormal / normal</th><th>ECE</th><th>Brier</th><th>threshold</th>"
+        "<th>sensitivity</th><th>specificity</th><th>PPV</th><th>NPV</th><th>bucket</th></tr>"
+        + "".join(rows)
+        + "</table>"
+    )
+
+
+def _insufficient_table(labs: dict[str, Any], scored: list[str]) -> str:
+    """The labs not scored, with their visit and window counts and why."""
+    rows = [
         "<tr>"
         + _cells(
             (
@@ -270,82 +349,16 @@ def write_report(result: dict[str, Any], out_dir: str | os.PathLike, *, top: int
             )
         )
         + "</tr>"
-        for k in sorted(insufficient)
+        for k in sorted(k for k in labs if k not in scored)
     ]
-    summary_rows = "".join(
-        f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>" for k, v in _summary_rows(s)
-    )
-    n_min = s.get("min_visits_per_class", MIN_VISITS_PER_CLASS)
-    boot = result.get("bootstrap", {})
-    swatches = ", ".join(
-        f'<span style="background:{_COLOURS[b]};color:#fff;padding:0 4px">{html.escape(b)}</span>'
-        f" ({_COLOUR_NAMES[b]})"
-        for b in BUCKETS
-    )
-
-    def img(name: str) -> str:
-        data = base64.b64encode((out / name).read_bytes()).decode()
-        return f'<img src="data:image/png;base64,{data}" alt="{name}">'
-
-    lab_table = (
-        "<table><tr><th>lab</th><th>name</th><th>AUROC</th><th>95 % CI</th>"
-        "<th>AUROC per visit</th><th>AUPRC</th><th>prevalence (abnormal/windows)</th>"
-        "<th>visits abnormal / normal</th><th>ECE</th><th>Brier</th><th>threshold</th>"
-        "<th>sensitivity</th><th>specificity</th><th>PPV</th><th>NPV</th><th>bucket</th></tr>"
-        + "".join(rows)
-        + "</table>"
-        if rows
-        else "<p>No lab could be evaluated on this split.</p>"
-    )
-    insufficient_table = (
+    if not rows:
+        return "<p>None: every lab had enough visits of both classes.</p>"
+    return (
         "<table><tr><th>lab</th><th>name</th><th>abnormal visits</th><th>normal visits</th>"
         "<th>abnormal windows</th><th>normal windows</th><th>why</th></tr>"
-        + "".join(rows_insufficient)
+        + "".join(rows)
         + "</table>"
-        if rows_insufficient
-        else "<p>None: every lab had enough visits of both classes.</p>"
     )
-    esc = html.escape
-    page = f"""<!doctype html><html><head><meta charset="utf-8">
-<title>AnyECG-Edge evaluation</title>
-<style>body{{font-family:sans-serif;max-width:1200px;margin:2em auto}}
-table{{border-collapse:collapse;margin-bottom:1em}}
-td,th{{border:1px solid #ccc;padding:2px 6px;font-size:13px;text-align:left}}
-li{{margin-bottom:.3em}}</style>
-</head><body>
-<h1>Per-lab evaluation ({esc(str(result.get("split", "")))})</h1>
-<p>Model {esc(str(result.get("model", {}).get("path", "")))}; corpus
-{esc(str(result.get("corpus", "")))}; {s["n_visits"]} visits, {s["n_segments"]} windows.
-Research estimates of lab abnormality from one ECG lead, not diagnoses.</p>
-<h2>How to read this report</h2><ul>
-<li><b>Buckets and colours</b> (the AnyECG-Lab paper's): AUROC {swatches}. In the AUROC
-plot the bars start at chance (0.5, solid line); dashed lines mark 0.55 and 0.65.</li>
-<li><b>AUROC</b> per segment ranks every measured 10 s window; <b>per visit</b> uses the mean
-logit over a visit's windows, abnormal if any of them is.</li>
-<li><b>95 % CI</b>: percentile bootstrap resampling visits ({esc(str(boot.get("n", "")))}
-resamples, seed {esc(str(boot.get("seed", "")))}); n/a when too few resamples had both
-classes. Windows of one visit are correlated, so visits, not windows, are resampled.</li>
-<li><b>Evaluated vs insufficient</b>: a lab is scored only with at least {n_min} abnormal and
-{n_min} normal visits in this split. Other labs are listed apart with their counts, and are
-left out of the means, buckets and best labs.</li>
-<li><b>Prevalence</b>: share of the lab's measured windows that are abnormal.</li>
-<li><b>Threshold</b>: the model's decision threshold on the calibrated probability (fitted on
-the validation split); sensitivity, specificity, PPV and NPV are those of the calls
-p &ge; threshold on this split's windows. <i>not calibrated</i>: the model has no threshold
-for the lab (too little validation data), so it makes no calls.</li>
-<li><b>ECE</b>: expected calibration error over 10 equal-width probability bins, as drawn in
-the reliability plots (grey bars and numbers: windows per bin; a point from a few windows
-says little). <b>Brier</b>: mean squared error of the probabilities.</li></ul>
-<h2>Summary</h2><table>{summary_rows}</table>
-<h2>AUROC per lab</h2>{img("auroc.png")}
-<h2>ROC, best labs</h2>{img("roc.png")}
-<h2>Reliability, best labs</h2>{img("reliability.png")}
-<h2>Evaluated labs</h2>{lab_table}
-<h2>Insufficient labs</h2>{insufficient_table}
-</body></html>
-"""
-    write_text_atomic(out / "report.html", page)
-    return out / "report.html"
 
 
 def _fmt(v: Any) -> str:
