@@ -84,7 +84,7 @@ def iter_lab_chunks(
     """
     import pandas as pd
 
-    from anyecg_edge.labs import load_catalog, parse_lab_value
+    from anyecg_edge.labs import load_catalog
 
     if on_bad_date not in ("error", "skip"):
         raise MCMEDError(f"on_bad_date must be 'error' or 'skip', got {on_bad_date!r}")
@@ -96,9 +96,7 @@ def iter_lab_chunks(
     usecols = list(LAB_REQUIRED)
     if "Component_result" in header:
         usecols.append("Component_result")
-    name_cache: dict[str, str | None] = {}
-    value_cache: dict[str, Any] = {}
-    abn_cache: dict[tuple[str, str], bool | None] = {}
+    parser = _ValueParser(catalog, stats)
     line = 2  # CSV record number + 1; equals the file line when no field holds a newline
     for chunk in _csv_chunks(path, usecols, chunksize):
         n = len(chunk)
@@ -111,73 +109,9 @@ def iter_lab_chunks(
             alt = chunk["Component_result"].to_numpy(dtype=object)
             empty = np.array([not str(t).strip() for t in texts])
             texts = np.where(empty, alt, texts)
-        # Map through caches of the distinct names/strings: a chunk has few of each.
-        for name in set(names.tolist()) - name_cache.keys():
-            lab = catalog.lookup(name)
-            name_cache[name] = None if lab is None else lab.key
-        if len(value_cache) > 500_000:  # free text can be unbounded
-            value_cache.clear()
-            abn_cache.clear()
-        for text in set(texts.tolist()) - value_cache.keys():
-            value_cache[text] = parse_lab_value(text)
-        keys = np.array([name_cache[nm] for nm in names], dtype=object)
-        unknown = np.array([k is None for k in keys], dtype=bool)
-        for name in names[unknown]:
-            stats.unknown_components[" ".join(str(name).split())] += 1
-        stats.skipped["unknown component"] += int(unknown.sum())
-        keep = ~unknown
-        values = np.full(n, np.nan)
-        cens = np.full(n, "", dtype=object)
-        abnormal = np.zeros(n, dtype=bool)
-        for i in np.flatnonzero(keep).tolist():
-            pv = value_cache[texts[i]]
-            if not pv.ok or pv.value is None or not math.isfinite(pv.value):
-                keep[i] = False
-                stats.skipped[_skip_reason(pv)] += 1
-                continue
-            pair = (keys[i], texts[i])
-            label = abn_cache.get(pair)
-            if label is None and pair not in abn_cache:
-                label = catalog.by_key(keys[i]).abnormal_label(pv)
-                abn_cache[pair] = label
-            if label is None:  # e.g. '<5' for a lab whose low bound is 3.5
-                keep[i] = False
-                stats.skipped["censored value straddles the reference bound"] += 1
-                continue
-            values[i] = pv.value
-            cens[i] = pv.censored or ""
-            abnormal[i] = label
-        bad_o: list[int] = []
-        bad_r: list[int] = []
-        sink_o = bad_o if on_bad_date == "skip" else None
-        sink_r = bad_r if on_bad_date == "skip" else None
-        otime = parse_datetimes(
-            chunk["Order_time"].to_numpy(dtype=object),
-            file=path,
-            column="Order_time",
-            first_line=first,
-            bad=sink_o,
-        )
-        rtime = parse_datetimes(
-            chunk["Result_time"].to_numpy(dtype=object),
-            file=path,
-            column="Result_time",
-            first_line=first,
-            bad=sink_r,
-        )
-        for col, bad in (("Order_time", bad_o), ("Result_time", bad_r)):
-            b = np.asarray(bad, dtype=np.int64)
-            if b.size:
-                hit = keep[b]
-                stats.skipped[f"bad {col}"] += int(hit.sum())
-                keep[b] = False
-        miss_o = keep & np.isnat(otime)
-        stats.skipped["missing Order_time"] += int(miss_o.sum())
-        keep &= ~miss_o
-        early = keep & ~np.isnat(rtime) & (rtime < otime)
-        stats.skipped["result before order"] += int(early.sum())
-        keep &= ~early
-        stats.missing_result_time += int((keep & np.isnat(rtime)).sum())
+        keys, keep = parser.keys(names)
+        values, cens, abnormal = parser.values(keys, texts, keep)
+        otime, rtime = _times(chunk, path, first, keep, stats, skip_bad=on_bad_date == "skip")
         idx = np.flatnonzero(keep)
         if idx.size == 0:
             continue
@@ -201,6 +135,104 @@ def iter_lab_chunks(
                 "Result_time": rtime[idx],
             }
         )
+
+
+class _ValueParser:
+    """Component names -> catalog keys and value strings -> (value, censoring, abnormal),
+    through caches of the distinct names / strings (a chunk has few of each); unusable
+    rows are dropped from ``keep`` and counted in ``stats``."""
+
+    def __init__(self, catalog: Any, stats: LabReadStats) -> None:
+        self.catalog = catalog
+        self.stats = stats
+        self.name_cache: dict[str, str | None] = {}
+        self.value_cache: dict[str, Any] = {}
+        self.abn_cache: dict[tuple[str, str], bool | None] = {}
+
+    def keys(self, names: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(catalog key per row, None for an unknown component; the rows to keep)."""
+        for name in set(names.tolist()) - self.name_cache.keys():
+            lab = self.catalog.lookup(name)
+            self.name_cache[name] = None if lab is None else lab.key
+        keys = np.array([self.name_cache[nm] for nm in names], dtype=object)
+        unknown = np.array([k is None for k in keys], dtype=bool)
+        for name in names[unknown]:
+            self.stats.unknown_components[" ".join(str(name).split())] += 1
+        self.stats.skipped["unknown component"] += int(unknown.sum())
+        return keys, ~unknown
+
+    def values(
+        self, keys: np.ndarray, texts: np.ndarray, keep: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(value, censoring '<' / '>' / '', abnormal) of the kept rows; ``keep`` loses the
+        rows whose value is unusable or whose censored bound straddles the range."""
+        from anyecg_edge.labs import parse_lab_value
+
+        if len(self.value_cache) > 500_000:  # free text can be unbounded
+            self.value_cache.clear()
+            self.abn_cache.clear()
+        for text in set(texts.tolist()) - self.value_cache.keys():
+            self.value_cache[text] = parse_lab_value(text)
+        n = len(keys)
+        values = np.full(n, np.nan)
+        cens = np.full(n, "", dtype=object)
+        abnormal = np.zeros(n, dtype=bool)
+        for i in np.flatnonzero(keep).tolist():
+            pv = self.value_cache[texts[i]]
+            if not pv.ok or pv.value is None or not math.isfinite(pv.value):
+                keep[i] = False
+                self.stats.skipped[_skip_reason(pv)] += 1
+                continue
+            pair = (keys[i], texts[i])
+            label = self.abn_cache.get(pair)
+            if label is None and pair not in self.abn_cache:
+                label = self.catalog.by_key(keys[i]).abnormal_label(pv)
+                self.abn_cache[pair] = label
+            if label is None:  # e.g. '<5' for a lab whose low bound is 3.5
+                keep[i] = False
+                self.stats.skipped["censored value straddles the reference bound"] += 1
+                continue
+            values[i] = pv.value
+            cens[i] = pv.censored or ""
+            abnormal[i] = label
+        return values, cens, abnormal
+
+
+def _times(
+    chunk: Any, path: Path, first: int, keep: np.ndarray, stats: LabReadStats, *, skip_bad: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """Order_time and Result_time of a chunk; ``keep`` loses rows with a bad date (only with
+    ``skip_bad``, else that raises), no order time, or a result before its order."""
+    bad_o: list[int] = []
+    bad_r: list[int] = []
+    otime = parse_datetimes(
+        chunk["Order_time"].to_numpy(dtype=object),
+        file=path,
+        column="Order_time",
+        first_line=first,
+        bad=bad_o if skip_bad else None,
+    )
+    rtime = parse_datetimes(
+        chunk["Result_time"].to_numpy(dtype=object),
+        file=path,
+        column="Result_time",
+        first_line=first,
+        bad=bad_r if skip_bad else None,
+    )
+    for col, bad in (("Order_time", bad_o), ("Result_time", bad_r)):
+        b = np.asarray(bad, dtype=np.int64)
+        if b.size:
+            hit = keep[b]
+            stats.skipped[f"bad {col}"] += int(hit.sum())
+            keep[b] = False
+    miss_o = keep & np.isnat(otime)
+    stats.skipped["missing Order_time"] += int(miss_o.sum())
+    keep &= ~miss_o
+    early = keep & ~np.isnat(rtime) & (rtime < otime)
+    stats.skipped["result before order"] += int(early.sum())
+    keep &= ~early
+    stats.missing_result_time += int((keep & np.isnat(rtime)).sum())
+    return otime, rtime
 
 
 def _skip_reason(pv: Any) -> str:
