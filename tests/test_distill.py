@@ -45,7 +45,7 @@ def test_indexed_dataset_and_feature_matching_model(tmp_path_factory) -> None:
 
 @pytest.mark.slow
 def test_distill_with_feature_matching_reuses_teacher_cache_on_resume(tmp_path_factory, tmp_path):
-    teacher, _, _ = teacher_run(tmp_path_factory)
+    teacher, _ = teacher_run(tmp_path_factory)
     _, corpus = target_corpus(tmp_path_factory)
     args = ["train", "distill", "--teacher", teacher, "--corpus", corpus, "--out", tmp_path]
     args += ["--student", "student-xs", "--feature-weight", "0.5", "--batch-size", "32"]
@@ -69,7 +69,7 @@ def test_distill_with_feature_matching_reuses_teacher_cache_on_resume(tmp_path_f
 def test_distill_resume_with_dropout_is_bit_exact(tmp_path_factory, tmp_path, monkeypatch) -> None:
     """student-xs has dropout: resuming from a mid-epoch checkpoint must replay the same RNG
     stream (restored states, loaders that do not draw from the global generator)."""
-    teacher, _, _ = teacher_run(tmp_path_factory)
+    teacher, _ = teacher_run(tmp_path_factory)
     _, corpus = target_corpus(tmp_path_factory)
     # Keep three checkpoints (no CLI option; keep_checkpoints does not change the run), so
     # that two are left to choose from once the last is removed.
@@ -111,7 +111,7 @@ def test_qat_phase_resumes_from_its_own_checkpoint(tmp_path_factory, tmp_path, m
     """The QAT phase (--qat-steps) has its own Trainer under out/qat: a run stopped in the
     middle of QAT resumes from QAT's newest checkpoint, says so in metrics["qat"], takes only
     the QAT steps left, and ends in the same weights as the uninterrupted run."""
-    teacher, _, _ = teacher_run(tmp_path_factory)
+    teacher, _ = teacher_run(tmp_path_factory)
     _, corpus = target_corpus(tmp_path_factory)
     post_init = TrainConfig.__post_init__
 

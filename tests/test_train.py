@@ -1,5 +1,5 @@
-"""The training loop: losses, schedule, options, exact resume after a SIGKILL mid-epoch, and
-net1d-tiny + LoRA learning the planted labs of a synthetic cohort (with a leakage check)."""
+"""The training loop: losses, schedule, options, exact resume after a SIGKILL mid-epoch, a
+LoRA run's trainable part. (LoRA learning the planted labs with a leakage check: test_demo.)"""
 
 from __future__ import annotations
 
@@ -211,26 +211,14 @@ def test_killed_run_resumes_to_the_same_result(tmp_path_factory, tmp_path) -> No
 # ----------------------------------------------------------------------------- learning
 
 
-@pytest.mark.slow
-def test_lora_on_pretrained_tiny_learns_the_planted_labs_only(tmp_path_factory) -> None:
-    """net1d-tiny pretrained on another cohort (frozen) + LoRA + new head, on the target
-    cohort: planted labs learned on the held-out test split, unplanted labs at chance."""
-    run, ev, text = teacher_run(tmp_path_factory)
+def test_lora_run_trains_adapters_and_head_only(tmp_path_factory) -> None:
+    """`train lora` on net1d-tiny: a LoRA run (adapters + new head, the rest frozen), said
+    on the console. That LoRA on a pretrained base learns the planted labs and not the
+    unplanted ones (the leakage check) is asserted on the demo's teacher, tests/test_demo.py:
+    the same recipe, run once per suite."""
+    run, text = teacher_run(tmp_path_factory)
     metrics = json.loads((run / "metrics.json").read_text())
     config = json.loads((run / "train_config.json").read_text())
     assert config["task"] == "lora" and config["arch"] == "net1d-tiny"
-    assert "trainable parameters:" in text and metrics["trainable_pct"] < 100
-    truth = ev["summary"]["truth"]
-    labs = ev["labs"]
-    planted = {k: round(labs[k]["auroc"], 3) for k in truth["planted_labs"]}
-    unplanted = {k: round(labs[k]["auroc"], 3) for k in truth["unplanted_labs"] if labs[k]["auroc"]}
-    print(
-        f"\nLoRA teacher, test split ({ev['summary']['n_visits']} visits, "
-        f"{ev['summary']['n_segments']} segments): planted mean AUROC "
-        f"{truth['planted_mean_auroc']:.3f} {planted}; unplanted mean "
-        f"{truth['unplanted_mean_auroc']:.3f} {unplanted}; per visit "
-        f"{truth['planted_mean_auroc_visit']:.3f} / {truth['unplanted_mean_auroc_visit']:.3f}"
-    )
-    assert truth["planted_mean_auroc"] >= 0.70
-    assert abs(truth["unplanted_mean_auroc"] - 0.5) < 0.08  # leakage check
-    assert truth["planted_mean_auroc_visit"] >= 0.70
+    assert "trainable parameters:" in text and 0 < metrics["trainable_pct"] < 100
+    assert (run / "adapter" / "adapter_config.json").is_file() and metrics["steps"] == 2
