@@ -164,3 +164,46 @@ def test_simulated_wearable_frames_decode_with_their_times(mod, fmt, n, bits) ->
                movesense: (movesense.T_BASE_MS + 3000) * 1_000_000,
                anyecg: (anyecg.T_BASE_US + 3_000_000) * 1000}[mod]  # fmt: skip
     assert f.t_ns == want_ns
+
+
+def test_polar_control_point_codec() -> None:
+    # F0 op type err more params...: the H10's answers to get-settings / start / stop.
+    r = polar.decode_control_response(polar.encode_control_response(0x01, 0, polar.ECG_SETTINGS))
+    assert (r.op, r.measurement_type, r.error, r.more) == (1, 0, 0, False)
+    assert r.ok and r.message == "success" and r.params == polar.ECG_SETTINGS
+    assert polar.encode_control_response(0x02, 5, mtype=2) == bytes([0xF0, 2, 2, 5, 0])
+    r = polar.decode_control_response(bytes([0xF0, 0x02, 0x00, 10, 1, 0xAA]))
+    assert (r.op, r.measurement_type, r.error, r.more, r.params) == (2, 0, 10, True, b"\xaa")
+    assert not r.ok and r.message == "invalid MTU (ATT MTU too small for the frame)"
+    r = polar.decode_control_response(bytes([0xF0, 0x03, 0x00, 99]))  # no 'more' byte
+    assert (r.op, r.error, r.more, r.params, r.message) == (3, 99, False, b"", "error 99")
+    assert _refusal(polar.decode_control_response, bytes([0x0F, 5, 0, 0, 0])) == (
+        "Polar control-point response '0f 05 00 00 00'; expected 'f0 op type err ...'",
+        "control")  # fmt: skip
+    assert _refusal(polar.decode_control_response, bytes([0xF0, 1, 0]))[1] == "control"
+    # A setting with no values at the very end is still a setting.
+    assert polar.parse_settings(bytes([0, 1, 0x82, 0, 5, 0])) == {0: [130], 5: []}
+
+
+def test_movesense_command_codec() -> None:
+    assert movesense.subscribe_command(128) == b"\x01\x61Meas/ECG/128"
+    assert movesense.unsubscribe_command() == b"\x02\x61"
+    assert movesense.encode_command_result(97, 200) == b"\x01\x61\xc8\x00"
+    assert movesense.decode_command_result(b"\x01\x61\xc8\x00") == (97, 200)
+    # A result may carry a payload after its status (GSP): the status stays 2 bytes.
+    assert movesense.decode_command_result(b"\x01\x61\x94\x01\x07\x08") == (97, 404)
+    data = movesense.encode_ecg_frame(np.arange(16), 1000)  # a data packet is no result
+    assert _refusal(movesense.decode_command_result, data)[1] == "control"
+
+
+def test_anyecg_config_and_control_limits() -> None:
+    for lead in ("", "x" * 16):  # no name (12 bytes) and the longest name
+        cfg = anyecg.AnyEcgConfig(fs_hz=250.0, lead=lead)
+        assert anyecg.AnyEcgConfig.decode(cfg.encode()) == cfg
+    with pytest.raises(ValueError) as exc:
+        anyecg.AnyEcgConfig(fs_hz=250.0, lead="x" * 17).encode()
+    assert str(exc.value) == "lead name longer than 16 bytes: 'xxxxxxxxxxxxxxxxx'"
+    for op in (anyecg.OP_START, anyecg.OP_STOP):
+        assert anyecg.decode_control_response(anyecg.encode_control_response(op, 0)) == (op, 0)
+    assert anyecg.encode_control_response(anyecg.OP_STOP, 3) == b"\x82\x03"
+    assert anyecg.WEARABLE.uv_per_code(500) == 0.5
