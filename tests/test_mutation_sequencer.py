@@ -409,3 +409,47 @@ def test_a_frame_lost_over_a_reconnect_that_turns_up_late() -> None:
     _run(seq, [_seq_frame(k) for k in range(4, 10)], list(range(2, 8)))
     out = seq.push(_seq_frame(2), 8)  # 80 samples behind: beyond the horizon, in the hole
     assert [e["event"] for e in _events(out)] == ["late"] and seq.segment == 1
+
+
+def test_after_a_clock_jump_a_gap_still_advances_stream_time() -> None:
+    # The stamps jump +1000 s for good at frame 3 (re-anchored there); frame 6 is lost
+    # later: the frames after the hole start 0.1 s later in stream time, not right on.
+    seq = Sequencer(FS, time_scale=1.0)
+    ks = [0, 1, 2, 3, 4, 5, 7, 8, 9, 10]
+    frames = [_ts_frame(k, shift_ns=(1000 * 10**9 if k >= 3 else 0)) for k in ks]
+    out = _run(seq, frames, [100 * k for k in ks])
+    evs = _events(out)
+    assert [e["event"] for e in evs] == ["clock_jump", "gap"]
+    assert evs[1]["missing_samples"] == 10 and evs[1]["t"] == 0.6
+    blocks = _blocks(out)
+    assert [b[2] for b in blocks] == [round(0.1 * k, 6) for k in ks]
+    assert [b[0] for b in blocks] == [0] * 6 + [1] * 4
+
+
+def test_a_corrupted_stamp_is_reverted_when_the_next_stamp_jitters() -> None:
+    # Real stamps jitter: the frame after the corrupted one is 3 ms (0.3 samples) off the
+    # old time base, well within a quarter frame: still a revert, not a second jump.
+    seq = Sequencer(FS, time_scale=1.0)
+    frames = [_ts_frame(k) for k in range(6)]
+    frames[3] = _ts_frame(3, shift_ns=1000 * 10**9)
+    frames[4] = _ts_frame(4, shift_ns=3 * MS)
+    out = _run(seq, frames, [0, 100, 200, 300, 400, 500])
+    assert [e["event"] for e in _events(out)] == ["clock_jump", "clock_jump_reverted"]
+    # (stream time follows the stamps again: the jittered frame at its stamp)
+    assert [b[2] for b in _blocks(out)] == [0.0, 0.1, 0.2, 0.3, 0.403, 0.5]
+
+
+def test_a_clock_reset_keeps_arrivals_and_the_reorder_window_at_once() -> None:
+    # A counter restart (clock reset) and, right after it, a swapped pair: the swap is put
+    # back in order (the window works from the first frame after the reset), and the
+    # blocks carry their arrival times (the host clock goes on checking).
+    seq = Sequencer(FS, time_scale=1.0)
+    frames = [_seq_frame(k) for k in range(4)]
+    frames += [_seq_frame(k, seq_shift=-300) for k in (4, 6, 5, 7)]
+    arrivals = [0, 100, 200, 300, 400, 500, 510, 700]
+    out = _run(seq, frames, arrivals)
+    assert [g["reason"] for g in _events(out)] == ["clock_reset"]
+    assert seq.counts["reordered"] == 1 and seq.counts["gap"] == 1
+    blocks = _blocks(out)
+    assert [b[3] for b in blocks] == [a * MS for a in (0, 100, 200, 300, 400, 510, 500, 700)]
+    assert [b[4] for b in blocks] == [10 * k for k in range(8)]
