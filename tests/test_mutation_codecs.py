@@ -207,3 +207,5 @@ def test_anyecg_config_and_control_limits() -> None:
         assert anyecg.decode_control_response(anyecg.encode_control_response(op, 0)) == (op, 0)
     assert anyecg.encode_control_response(anyecg.OP_STOP, 3) == b"\x82\x03"
     assert anyecg.WEARABLE.uv_per_code(500) == 0.5
+    # BLE's default ATT MTU (23) leaves 2 bytes after the frame's 18: no int24 sample fits.
+    assert anyecg.max_samples(23, 1) == 0 and anyecg.max_samples(23, 0) == 1
