@@ -209,3 +209,10 @@ def test_anyecg_config_and_control_limits() -> None:
     assert anyecg.WEARABLE.uv_per_code(500) == 0.5
     # BLE's default ATT MTU (23) leaves 2 bytes after the frame's 18: no int24 sample fits.
     assert anyecg.max_samples(23, 1) == 0 and anyecg.max_samples(23, 0) == 1
+
+
+def test_polar_encodes_whole_microvolts_given_as_floats() -> None:
+    # A float array of whole uV (a recording's samples) encodes as its integers.
+    uv = np.array([1.0, -2.0, 8388607.0, -8388608.0])
+    assert polar.decode_ecg_frame(polar.encode_ecg_frame(uv, 10**9)).codes.tolist() == [
+        1, -2, 8388607, -8388608]  # fmt: skip
