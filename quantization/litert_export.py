@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from anyecg_edge.quantization.calib_progress import HISTOGRAM, tick
 from anyecg_edge.quantization.errors import ExportError
 
 from anyecg_edge.native_stderr import native_stderr_to_debug
@@ -46,26 +47,35 @@ RECIPES = {8: "static_wi8_ai8", 16: "static_wi8_ai16"}
 
 
 @contextlib.contextmanager
-def _quiet():
-    """litert-torch and the quantizer print progress (stdout/stderr, root-logger INFO lines,
-    tqdm bars) and debug-only warnings; keep them for the debug log."""
-    buf = io.StringIO()
+def _quiet_logs():
+    """Root-logger INFO lines and debug-only warnings off (the debug log keeps the lines)."""
     root = logging.getLogger()
     level = root.level
     if not log.isEnabledFor(logging.DEBUG):
         root.setLevel(logging.WARNING)
     try:
-        with (
-            contextlib.redirect_stdout(buf),
-            contextlib.redirect_stderr(buf),
-            native_stderr_to_debug(),  # C++ lines: absl, oneDNN, XNNPACK
-            warnings.catch_warnings(),
-        ):
+        with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
             warnings.simplefilter("ignore", FutureWarning)
             yield
     finally:
         root.setLevel(level)
+
+
+@contextlib.contextmanager
+def _quiet():
+    """litert-torch and the quantizer print progress (stdout/stderr, root-logger INFO lines,
+    tqdm bars) and debug-only warnings; keep them for the debug log."""
+    buf = io.StringIO()
+    try:
+        with (
+            _quiet_logs(),
+            contextlib.redirect_stdout(buf),
+            contextlib.redirect_stderr(buf),
+            native_stderr_to_debug(),  # C++ lines: absl, oneDNN, XNNPACK
+        ):
+            yield
+    finally:
         if buf.getvalue().strip():
             log.debug("%s", buf.getvalue().strip())
 
@@ -127,13 +137,15 @@ def _value_percentile_ranges(
     lo_hi = {n: (float(np.min(qsvs[n]["min"])), float(np.max(qsvs[n]["max"]))) for n in names}
     hist = {n: np.zeros(bins, np.int64) for n in names}
     input_index = interp.get_input_details()[0]["index"]
-    for item in data:
+    tick(0, len(data), HISTOGRAM)
+    for done, item in enumerate(data, 1):
         interp.set_tensor(input_index, next(iter(item.values())))
         interp.invoke()
         for n in names:
             lo, hi = lo_hi[n]
             if hi > lo:
                 hist[n] += np.histogram(interp.get_tensor(index[n]), bins=bins, range=(lo, hi))[0]
+        tick(done, len(data), HISTOGRAM)
     cut = (100.0 - percentile) / 200.0
     out = dict(qsvs)
     for n in names:
@@ -152,6 +164,31 @@ def _value_percentile_ranges(
             "max": np.full_like(q["max"], max(new_hi, 0.0)),
         }
     return out
+
+
+# ai-edge-quantizer draws its own tqdm bar for a calibrate() call of >= 100 op steps
+# (ops x windows); below that it prints nothing.
+_QUANTIZER_BAR_MIN_OPS = 100
+
+
+def _calibrate_per_window(
+    calib: Any, fp32_path: Path, key: str, data: list[dict[str, np.ndarray]], rm: Any
+) -> None:
+    """Feed the calibrator one window per call, so the calibration bar advances per window.
+    The ranges are those of one call over all windows: the global min/max update is
+    order-free and the calibrator keeps its ranges between calls (checked tensor by tensor
+    on the stand-in student: 98 tensors, equal). One window of a graph under
+    `_QUANTIZER_BAR_MIN_OPS` ops prints nothing, so its calls run outside `_quiet` (which
+    redirects stderr and would swallow the bar's redraws); larger graphs keep `_quiet`."""
+    from ai_edge_litert.tools import flatbuffer_utils as fu
+
+    n_ops = sum(len(g.operators) for g in fu.read_model(str(fp32_path)).subgraphs)
+    quiet = _quiet if n_ops >= _QUANTIZER_BAR_MIN_OPS else _quiet_logs
+    tick(0, len(data))
+    for done, item in enumerate(data, 1):
+        with quiet():
+            calib.calibrate({key: [item]}, rm)
+        tick(done, len(data))
 
 
 def quantize_static_int8(
@@ -189,7 +226,7 @@ def quantize_static_int8(
     data = [{input_name: w[None, None, :].astype(np.float32)} for w in calib_x]
     with _quiet():
         calib = calibrator.Calibrator(str(fp32_path), num_threads=1, qsv_update_func=update)
-        calib.calibrate({key: data}, rm)
+    _calibrate_per_window(calib, fp32_path, key, data, rm)
     qsvs = calib.get_model_qsvs()
     if method == "percentile":
         qsvs = _value_percentile_ranges(fp32_path, qsvs, data, _PERCENTILE)

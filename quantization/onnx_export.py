@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from anyecg_edge.quantization.calib_progress import tick
 from anyecg_edge.quantization.errors import ExportError
 
 log = logging.getLogger(__name__)
@@ -89,14 +90,18 @@ def ort_optimize(src: Path, dst: Path) -> Path:
 
 
 class _Reader:
-    """onnxruntime CalibrationDataReader over preprocessed windows, in batches."""
+    """onnxruntime CalibrationDataReader over preprocessed windows, in batches. Each call
+    advances the calibration bar to the windows ORT has run so far (it asks for the next
+    batch when the previous one went through the model)."""
 
     def __init__(self, x: np.ndarray, batch: int = CALIB_BATCH) -> None:
         self.x = np.ascontiguousarray(x[:, None, :], dtype=np.float32)
         self.batch = batch
         self.i = 0
+        tick(0, len(self.x))
 
     def get_next(self) -> dict[str, np.ndarray] | None:
+        tick(self.i, len(self.x))
         if self.i >= len(self.x):
             return None
         batch = self.x[self.i : self.i + self.batch]

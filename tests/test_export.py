@@ -500,3 +500,56 @@ def test_labs_without_a_threshold_make_no_calls_in_the_gate(art, tmp_path) -> No
     assert all(r["per_lab"][lab]["vs_calls"]["reference"] == "median" for lab in dropped)
     assert r["auroc"]["n_labs"] == len(meta.labs)
     assert f"({calls['n_labs_called']} of 108 labs have a threshold)" in res.stdout
+
+
+def test_calibration_bar_counts_every_window_on_a_terminal(art, tmp_path) -> None:
+    """On a terminal the export draws a calibration bar that advances per calibration window:
+    ORT through our data reader (percentile feeds one window at a time), LiteRT per window
+    through ai-edge-quantizer and again through the value-percentile histogram pass. Its
+    count reaches the number of calibration windows (the stage bar only counts 3)."""
+    import os
+    import pty
+    import re
+    import sys
+
+    n = 24
+    code = (
+        "import sys\n"
+        "from anyecg_edge.cli import cli\n"
+        "for fmt, ext in (('onnx', 'onnx'), ('tflite', 'tflite')):\n"
+        "    cli.main(['export', '--model', sys.argv[1], '--format', fmt, '--int8',\n"
+        "              '--calib', sys.argv[2], '--heldout', sys.argv[3], '--calib-size',\n"
+        f"              '{n}', '--heldout-size', '16', '--out', f'{{sys.argv[4]}}/m.{{ext}}'],\n"
+        "             standalone_mode=False)\n"
+        "    print(fmt, 'done', flush=True)\n"
+        "    print(f'@@ {fmt} done @@', file=sys.stderr, flush=True)\n"
+    )
+    master, slave = pty.openpty()
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-c", code, str(art.checkpoint), str(art.windows_npy),
+             str(art.heldout_npy), str(tmp_path)],
+            stdout=subprocess.PIPE, stderr=slave, env={**os.environ, "COLUMNS": "200"},
+        )  # fmt: skip
+        os.close(slave)
+        drawn = b""
+        while True:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:  # the other side is closed: all read
+                break
+            if not chunk:
+                break
+            drawn += chunk
+        stdout = proc.communicate(timeout=600)[0]
+    finally:
+        os.close(master)
+    assert proc.returncode == 0, drawn.decode(errors="replace")[-2000:]
+    assert b"onnx done" in stdout and b"tflite done" in stdout
+    text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", drawn.decode(errors="replace"))  # no ANSI
+    onnx, tflite = text.split("@@ onnx done @@")
+    calib, hist = "int8 calibration (windows)", "int8 calibration: value histogram (windows)"
+    for part, task in ((onnx, calib), (tflite, calib), (tflite, hist)):
+        seen = [int(k) for k in re.findall(re.escape(task) + rf"[^0-9\n]*?(\d+)/{n}\b", part)]
+        assert seen and max(seen) == n, (task, seen, part[-1500:])  # every window counted
+    assert "3/3" in text  # the stage bar beside it
