@@ -524,6 +524,8 @@ def test_calibration_bar_counts_every_window_on_a_terminal(art, tmp_path) -> Non
         "    print(fmt, 'done', flush=True)\n"
         "    print(f'@@ {fmt} done @@', file=sys.stderr, flush=True)\n"
     )
+    # Read while it runs (not tty_stderr.run_with_tty_stderr, which reads after the exit):
+    # a pty holds ~17 KB unread and two exports redraw more, so the child would block.
     master, slave = pty.openpty()
     try:
         proc = subprocess.Popen(
