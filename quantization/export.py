@@ -30,14 +30,14 @@ from pathlib import Path
 from typing import Any
 
 from anyecg_edge.quantization import layer_error, litert_export, onnx_export
-from anyecg_edge.quantization.checkpoint import (
+from anyecg_edge.quantization.errors import ExportError, ParityError
+from anyecg_edge.quantization.export_checkpoint import (
     CHECKPOINT_NAMES,
     fused,
     load_torch,
     resolve_checkpoint,
     torch_logits,
 )
-from anyecg_edge.quantization.errors import ExportError, ParityError
 from anyecg_edge.quantization.export_report import (
     build_manifest,
     manifest_parity,

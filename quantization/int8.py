@@ -12,8 +12,8 @@ from typing import Any
 
 import numpy as np
 from anyecg_edge.quantization import layer_error, litert_export, onnx_export
-from anyecg_edge.quantization.checkpoint import torch_logits
 from anyecg_edge.quantization.errors import ExportError, WindowsError
+from anyecg_edge.quantization.export_checkpoint import torch_logits
 from anyecg_edge.quantization.parity import check_tolerance, metric_values, parity_report
 from anyecg_edge.quantization.windows import WindowSet, split_heldout
 
