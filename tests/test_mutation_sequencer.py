@@ -453,3 +453,73 @@ def test_a_clock_reset_keeps_arrivals_and_the_reorder_window_at_once() -> None:
     blocks = _blocks(out)
     assert [b[3] for b in blocks] == [a * MS for a in (0, 100, 200, 300, 400, 510, 500, 700)]
     assert [b[4] for b in blocks] == [10 * k for k in range(8)]
+
+
+def test_a_swap_right_after_the_first_frame_is_put_back_in_order() -> None:
+    seq = Sequencer(FS)
+    out = _run(seq, [_seq_frame(k) for k in (0, 2, 1, 3)], [0, 1, 2, 3])
+    assert _events(out) == [] and seq.counts["reordered"] == 1
+    assert [b[4] for b in _blocks(out)] == [0, 10, 20, 30]
+
+
+def test_battery_low_from_the_first_frame_is_reported() -> None:
+    seq = Sequencer(FS)
+    frames = [dataclasses.replace(_seq_frame(k), flags=FrameFlags.BATTERY_LOW) for k in range(2)]
+    assert _events(_run(seq, frames, [0, 1])) == [{"event": "battery_low", "t": 0.0}]
+
+
+def test_a_timestamp_device_reconnect_gap_and_its_late_frame() -> None:
+    # Polar-like (stamps only): two frames lost over a reconnect are a gap at once, with
+    # the reconnect's reason; one of them turning up later (beyond the reorder horizon)
+    # is late, in the hole, not a clock reset. Blocks keep their arrival times.
+    seq = Sequencer(FS)
+    out = _run(seq, [_ts_frame(0), _ts_frame(1)], [0, 1])
+    seq.break_segment("disconnect")
+    out += _run(seq, [_ts_frame(k) for k in range(4, 10)], list(range(2, 8)))
+    out += seq.push(_ts_frame(2), 8 * MS)
+    assert [(e["event"], e.get("missing_samples"), e.get("reason")) for e in _events(out)] == [
+        ("gap", 20, "disconnect"), ("late", None, None)]  # fmt: skip
+    assert [b[3] for b in _blocks(out)] == [k * MS for k in range(8)]
+    assert seq.segment == 1 and seq.counts["late"] == 1
+
+
+def test_a_frame_lost_right_after_the_first_stamped_frame_is_a_gap() -> None:
+    for frames in ([_ts_frame(0), _ts_frame(2), _ts_frame(3), _ts_frame(4)],
+                   [_ts_frame(0, t_ref="first"), _ts_frame(2, t_ref="first"),
+                    _ts_frame(3, t_ref="first"), _ts_frame(4, t_ref="first")]):  # fmt: skip
+        seq = Sequencer(FS, reorder_depth=2)
+        out = _run(seq, frames, [0, 1, 2, 3]) + seq.flush()
+        assert [e.get("missing_samples") for e in _events(out)] == [10]
+        assert [b[2] for b in _blocks(out)] == [0.0, 0.2, 0.3, 0.4]
+
+
+def test_the_host_clock_bound_for_a_short_wait() -> None:
+    # 0.1 s (host) after the last frame, a frame may lie at most 0.1 x 1.5 + 2 = 2.15 s
+    # (device) ahead: 2.5 s ahead is a clock jump, 2.0 s a gap. (Arrivals far from host
+    # time 0: the bound depends on the time between arrivals only.)
+    for ahead_frames, event in ((25, "clock_jump"), (20, "gap")):
+        seq = Sequencer(FS, time_scale=1.0, reorder_depth=0)
+        frames = [_seq_frame(0), _seq_frame(1), _seq_frame(1 + ahead_frames)]
+        out = _run(seq, frames, [10_000, 10_100, 10_200])
+        assert [e["event"] for e in _events(out)] == [event], ahead_frames
+
+
+def test_counter_and_stamp_disagreements_count_and_keep_stream_time() -> None:
+    # Stamps start at 5 s (device clock since power-on); counter continuous; the stamp
+    # jumps +2 s at frame 3 and +3 s more at frame 5: two clock jumps, stream time goes on
+    # with the samples from 0.
+    seq = Sequencer(FS)
+    shift = [0, 0, 0, 2, 2, 5, 5]
+    frames = [_seq_frame(k, t_shift_ns=(5 + shift[k]) * 10**9) for k in range(7)]
+    out = _run(seq, frames, list(range(7)))
+    assert [e["jump_s"] for e in _events(out)] == [2.0, 3.0]
+    assert seq.counts["clock_jump"] == 2
+    assert [b[2] for b in _blocks(out)] == [round(0.1 * k, 6) for k in range(7)]
+
+
+def test_a_device_reset_block_keeps_its_arrival() -> None:
+    seq = Sequencer(FS)
+    _run(seq, [_seq_frame(0), _seq_frame(1)], [0, 1])
+    flagged = Frame(np.arange(20, 30), 1000.0, 0, "first", seq=0, flags=FrameFlags.TIME_RESET)
+    # (a new segment; stream time goes on where the stream was)
+    assert _blocks(seq.push(flagged, 7 * MS)) == [(1, 0, 0.2, 7 * MS, 20)]
