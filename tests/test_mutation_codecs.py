@@ -216,3 +216,35 @@ def test_polar_encodes_whole_microvolts_given_as_floats() -> None:
     uv = np.array([1.0, -2.0, 8388607.0, -8388608.0])
     assert polar.decode_ecg_frame(polar.encode_ecg_frame(uv, 10**9)).codes.tolist() == [
         1, -2, 8388607, -8388608]  # fmt: skip
+
+
+@pytest.mark.parametrize(("fmt", "bits"), [(0, 16), (1, 24), (2, 32)])
+def test_anyecg_sample_code_range_per_format(fmt: int, bits: int) -> None:
+    lo, hi = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
+    data = anyecg.encode_frame(np.array([lo, hi]), seq=0, t_us=0, fmt=fmt)
+    assert anyecg.decode_frame(data, 1.0).codes.tolist() == [lo, hi]
+    name = {0: "int16", 1: "int24", 2: "int32"}[fmt]
+    for bad in (lo - 1, hi + 1):
+        with pytest.raises(ValueError) as exc:
+            anyecg.encode_frame(np.array([0, bad]), seq=0, t_us=0, fmt=fmt)
+        assert str(exc.value) == f"sample codes out of the {name} range"
+
+
+def test_polar_and_movesense_encoders_refuse_what_the_device_cannot_send() -> None:
+    for mod, lo, hi, what in ((polar, -(1 << 23), (1 << 23) - 1, "the 24-bit signed range"),
+                              (movesense, -(1 << 31), (1 << 31) - 1, "the int32 range")):  # fmt: skip
+        for bad in (lo - 1, hi + 1):
+            with pytest.raises(ValueError) as exc:
+                mod.encode_ecg_frame(np.array([0, bad]), 0)
+            assert str(exc.value) == f"samples_uv out of {what}"
+        for shape in ((0,), (2, 3)):
+            with pytest.raises(ValueError) as exc:
+                mod.encode_ecg_frame(np.zeros(shape, dtype=np.int64), 0)
+            assert str(exc.value) == (
+                f"samples_uv must be a non-empty 1-D array, got shape {shape}")  # fmt: skip
+    with pytest.raises(ValueError) as exc:
+        polar.encode_ecg_frame(np.arange(3), 1 << 64)
+    assert str(exc.value) == f"t_last_ns must fit uint64, got {1 << 64}"
+    # Movesense stamps are a uint32 ms clock: it wraps after ~49.7 days.
+    data = movesense.encode_ecg_frame(np.arange(16), (1 << 32) + 5)
+    assert movesense.decode_ecg_frame(data).t_ns == 5_000_000
