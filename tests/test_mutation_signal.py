@@ -261,3 +261,74 @@ def test_the_beat_threshold_follows_the_amplitude_locally() -> None:
     amps = [1.0] * 12
     amps[5] = 5.0
     assert detect_r_peaks(beats(R_AT, amps=amps), FS).tolist() == R_AT
+
+
+def test_the_gate_rate_is_sixty_over_the_median_rr() -> None:
+    # 13 beats, RR alternating 380 / 420 samples: the median of 12 intervals is their mean,
+    # 400 samples = 75 bpm, what heart_rate_bpm (np.median) gives on the same peaks.
+    r = [100]
+    while len(r) < 13:
+        r.append(r[-1] + (380 if len(r) % 2 else 420))
+    x = beats(r)
+    peaks = detect_r_peaks(x, FS)
+    assert peaks.tolist() == r and heart_rate_bpm(peaks, FS) == 75.0
+    assert assess_quality(x, FS).metrics["heart_rate_bpm"] == 75.0
+
+
+def test_median_helpers_equal_np_median() -> None:
+    # The gate's medians skip np.median's overhead; their docstrings promise its values.
+    from anyecg_edge.signal.quality import _median, _median_rows
+
+    rng = np.random.default_rng(7)
+    for n in (1, 2, 3, 4, 5, 8, 9, 160, 161):
+        a = rng.exponential(1.0, (3, n))
+        assert np.array_equal(_median_rows(a), np.median(a, axis=-1)), n
+        assert _median(a[0].copy()) == float(np.median(a[0])), n
+
+
+def test_the_median_bound_never_changes_the_noise_floor_decision() -> None:
+    # _median_bound may return an upper bound of a row's median instead of the median, but
+    # only where that cannot change "height > 3 x median" for a kept candidate. Rows built
+    # to tempt a wrong bound: 40 % tiny values including every 16th sample (the subsample
+    # the bound starts from), values in a wide range, and a plain row.
+    from anyecg_edge.signal.quality import _median_bound
+
+    n = 1600
+    rng = np.random.default_rng(1)
+    tricky = np.ones(n)
+    tiny = np.zeros(n, dtype=bool)
+    tiny[::16] = True
+    tiny[rng.choice(np.flatnonzero(~tiny), int(0.4 * n) - tiny.sum(), replace=False)] = True
+    tricky[tiny] = 0.01
+    wide = rng.uniform(0.0, 20.0, n)
+    plain = rng.exponential(1.0, n)
+    mwi = np.stack([tricky, wide, plain])
+    heights = np.array([0.5, 2.0, 2.9, 3.1, 5.0, 20.0, 29.0, 31.0, 40.0, 1.0, 3.5, 9.0])
+    row = np.array([0, 0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2])
+    keep = np.ones(row.size, dtype=bool)
+    out = _median_bound(mwi, row, heights, keep)
+    median = np.median(mwi, axis=1)
+    assert (out >= median).all()
+    assert ((heights > 3 * out[row]) == (heights > 3 * median[row])).tolist() == [True] * 12
+
+
+def test_detector_edges_notches_and_length() -> None:
+    # A beat 20 samples (40 ms) before the window's end is found.
+    r = [*range(200, N, 400), N - 20]
+    assert detect_r_peaks(beats(r), FS).tolist() == r
+    # A notched (rsR', 60 ms apart) QRS is one beat: no two beats within 250 ms.
+    t = np.arange(N, dtype=np.float64)
+    x = np.random.default_rng(0).normal(0.0, 0.005, N)
+    for c in R_AT:
+        for off, amp in ((0.0, 0.8), (0.03, -0.3), (0.06, 1.0), (0.09, -0.3)):
+            x += amp * np.exp(-0.5 * ((t - c - off * FS) / 4.0) ** 2)
+    assert detect_r_peaks(x, FS).size == 12
+    # The shortest signal the detector takes: 2 x 0.25 s + 16 samples = 266 at 500 Hz.
+    assert detect_r_peaks(beats(R_AT)[:266], FS).size == 0
+    with pytest.raises(SignalError, match="needs >= 266"):
+        detect_r_peaks(beats(R_AT)[:265], FS)
+    with pytest.raises(SignalError) as exc:
+        assess_quality(np.zeros(600), FS)
+    assert (
+        str(exc.value) == "window is 1.20 s (600 samples at 500 Hz); the quality gate needs >= 2 s"
+    )
