@@ -34,7 +34,7 @@ def repo_root() -> Path:
 @pytest.fixture(scope="session")
 def edge_venv(tmp_path_factory, repo_root: Path) -> Path:
     """Python of a clean venv holding only the device install `pip install ".[edge]"`
-    (no torch), built once per session from a copy of the sources (~40 s)."""
+    (no torch), built once per session from a copy of the sources (~25 s)."""
     root = tmp_path_factory.mktemp("edge-venv")
     src = root / "src"
     shutil.copytree(
@@ -47,13 +47,22 @@ def edge_venv(tmp_path_factory, repo_root: Path) -> Path:
     env_dir = root / "venv"
     venv.EnvBuilder(with_pip=True).create(env_dir)
     py = env_dir / "bin" / "python"
+    # --no-compile, then compileall without the packages' own test folders (a third of the
+    # files: scipy's, pandas', numpy's test suites, never imported on a device), on every
+    # core: 42 s of CPU (pip compiles all, one file at a time) -> 32 s, ~15 s less wall.
     proc = subprocess.run(
-        [str(py), "-m", "pip", "install", "--quiet", f"{src}[edge]"],
+        [str(py), "-m", "pip", "install", "--quiet", "--no-compile", f"{src}[edge]"],
         capture_output=True,
         text=True,
         env={**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1"},
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
+    site = next((env_dir / "lib").glob("python3*/site-packages"))
+    # (a file that does not compile is left as pip leaves it: not an install failure)
+    subprocess.run(
+        [str(py), "-m", "compileall", "-q", "-j", "0", "-x", "/tests?/", str(site)],
+        capture_output=True,
+    )
     return py
 
 
