@@ -332,3 +332,52 @@ def test_detector_edges_notches_and_length() -> None:
     assert (
         str(exc.value) == "window is 1.20 s (600 samples at 500 Hz); the quality gate needs >= 2 s"
     )
+
+
+def test_one_beat_and_its_t_wave_are_no_beats() -> None:
+    # A 2 s window with a single beat: its T wave is not a second beat (no 200 bpm pair).
+    y = beats([400], t_wave=(0.3, 0.53))[:1000]
+    assert detect_r_peaks(y, FS).size == 0
+    assert assess_quality(y, FS).reasons == ["no_beats"]
+
+
+def test_the_t_wave_rule_in_a_later_row_of_a_block() -> None:
+    # Only the second row of the block has T waves: its rule still runs.
+    rows = np.stack([beats(R_AT, seed=1), beats(R_AT, t_wave=(0.3, 0.53))])
+    assert [q.metrics["n_beats"] for q in assess_quality_batch(rows, FS)] == [12.0, 12.0]
+
+
+# --- preprocess limits --------------------------------------------------------------------------
+
+
+def test_preprocess_mains_must_lie_below_nyquist() -> None:
+    from anyecg_edge.signal import preprocess
+
+    x = np.random.default_rng(0).normal(0.0, 1.0, 1200)
+    assert preprocess(x, 120, target_fs=120).shape == (1200,)  # 50 Hz < 60 Hz Nyquist
+    with pytest.raises(SignalError) as exc:
+        preprocess(x, 100, target_fs=100)
+    assert str(exc.value) == "mains_hz=50 is not below the Nyquist rate of fs=100 Hz"
+
+
+def test_preprocess_shortest_signal() -> None:
+    # The 4th-order band-pass pads 3 x 9 = 27 samples each side: 28 samples is the least.
+    from anyecg_edge.signal import preprocess
+
+    x = np.random.default_rng(0).normal(0.0, 1.0, 28)
+    assert preprocess(x, FS).shape == (28,)
+    with pytest.raises(SignalError) as exc:
+        preprocess(x[:27], FS)
+    assert str(exc.value) == (
+        "signal has 27 samples at 500 Hz; the zero-phase filters need at least 28"
+    )
+
+
+def test_preprocess_of_a_lead_in_volts_matches_the_authors_chain() -> None:
+    # A lead in V (std ~1e-4 after filtering) is where the z-score's +1e-8 shows.
+    from anyecg_edge.signal import preprocess
+    from anyecg_edge.signal.reference import authors_preprocess
+
+    x = sinus() / 1000.0
+    want = authors_preprocess(x, FS)
+    np.testing.assert_allclose(preprocess(x, FS), want, rtol=0, atol=2e-6)
