@@ -381,3 +381,22 @@ def test_preprocess_of_a_lead_in_volts_matches_the_authors_chain() -> None:
     x = sinus() / 1000.0
     want = authors_preprocess(x, FS)
     np.testing.assert_allclose(preprocess(x, FS), want, rtol=0, atol=2e-6)
+
+
+def test_rate_limits_are_inclusive_and_bad_input_is_named() -> None:
+    from anyecg_edge.signal import check_fs, preprocess
+
+    assert check_fs(50) == 50.0 and check_fs(20_000) == 20_000.0
+    with pytest.raises(SignalError) as exc:
+        preprocess(np.array(["a", "b"]), FS)
+    assert str(exc.value) == "x must be a numeric array, got dtype <U1"
+
+
+def test_preprocess_a_batch_of_more_rows_than_samples() -> None:
+    # 40 rows of 30 samples (blocks of 16 rows): every row as if alone.
+    from anyecg_edge.signal import preprocess
+
+    rows = np.random.default_rng(2).normal(0.0, 1.0, (40, 30))
+    got = preprocess(rows, FS, mains_hz=None)
+    want = np.stack([preprocess(r, FS, mains_hz=None) for r in rows])
+    np.testing.assert_array_equal(got, want)
