@@ -89,7 +89,7 @@ def test_loader_workers_do_not_change_the_run(tmp_path_factory, tmp_path) -> Non
     same weights and metrics as loading in the main process."""
     _, corpus = target_corpus(tmp_path_factory)
     args = ["train", "lora", "--arch", "net1d-tiny", "--corpus", corpus, "--threads", "1"]
-    args += ["--epochs", "3", "--batch-size", "512", "--eval-every", "3", "--patience", "99"]
+    args += ["--epochs", "3", "--batch-size", "256", "--eval-every", "3", "--patience", "99"]
     args += ["--log-every", "4"]
     run_cli(*args, "--out", tmp_path / "w0", "--workers", "0")
     run_cli(*args, "--out", tmp_path / "w2", "--workers", "2")
