@@ -6,6 +6,7 @@ import subprocess
 import venv
 from pathlib import Path
 
+import demo_background
 import pytest
 from data_skips import (  # noqa: F401  (hooks: a run that skipped data tests fails)
     pytest_collection_modifyitems,
@@ -17,6 +18,16 @@ from recordings import DATA
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = DATA
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Start the demo run of tests/test_demo.py now, in the background (demo_background.py),
+    when that file's tests are to run and the recordings are here."""
+    if session.config.option.collectonly or not SHARED_DATA.is_dir():
+        return
+    if any("quick_demo" in getattr(item, "fixturenames", ()) for item in session.items):
+        demo_background.start(session.config._tmp_path_factory.mktemp("demo"))
+        session.config.add_cleanup(demo_background.stop)
 
 
 @pytest.fixture(scope="session")

@@ -11,6 +11,7 @@ import json
 import shlex
 from pathlib import Path
 
+import demo_background
 import pytest
 from click.testing import CliRunner
 from rich.console import Console
@@ -23,9 +24,9 @@ STAGE_NAMES = [s.name for s in demo_mod.STAGES]
 
 @pytest.fixture(scope="module")
 def quick_demo(tmp_path_factory, shared_data: Path) -> dict:
-    out = tmp_path_factory.mktemp("demo") / "demo_out"
-    result = CliRunner().invoke(cli, ["demo", "--quick", "--out", str(out)])
-    return {"out": out, "code": result.exit_code, "text": result.output}
+    """The suite's one `anyecg-edge demo --quick` run, started in the background at
+    collection (tests/demo_background.py); this waits for it to end."""
+    return demo_background.start(tmp_path_factory.mktemp("demo")).wait()
 
 
 def test_every_stage_runs_and_names_its_artefacts(quick_demo: dict) -> None:
