@@ -248,3 +248,60 @@ def test_polar_and_movesense_encoders_refuse_what_the_device_cannot_send() -> No
     # Movesense stamps are a uint32 ms clock: it wraps after ~49.7 days.
     data = movesense.encode_ecg_frame(np.arange(16), (1 << 32) + 5)
     assert movesense.decode_ecg_frame(data).t_ns == 5_000_000
+
+
+def test_anyecg_frame_layout_and_length_refusals() -> None:
+    data = anyecg.encode_frame(np.array([1, -2, 3]), seq=9, t_us=(1 << 64) + 7)
+    assert data[2] == 1 and len(data) == 16 + 3 * 3 + 2  # int24 by default
+    f = anyecg.decode_frame(data, 1.0)
+    assert f.t_ns == 7000 and f.seq_modulo == 1 << 32  # the us clock wraps at 2**64
+    assert anyecg.decode_frame(anyecg.encode_frame(np.array([1.0, -2.0]), seq=0, t_us=0),
+                               1.0).codes.tolist() == [1, -2]  # fmt: skip
+    assert len(anyecg.encode_frame(np.zeros(255), seq=0, t_us=0)) == 16 + 255 * 3 + 2
+    for shape in ((0,), (256,), (2, 3)):
+        with pytest.raises(ValueError) as exc:
+            anyecg.encode_frame(np.zeros(shape), seq=0, t_us=0)
+        assert str(exc.value) == f"a frame carries 1-255 samples, got shape {shape}"
+    good = anyecg.encode_frame(np.arange(8), seq=5, t_us=1000, fmt=1, flags=0)
+    assert _refusal(anyecg.decode_frame, good[:19], 1.0) == (
+        "AnyECG frame of 19 bytes; at least 20 expected", "truncated")  # fmt: skip
+    assert _refusal(anyecg.decode_frame, good[:-2] + b"\0" + good[-2:], 1.0) == (
+        "AnyECG frame of 43 bytes for 8 int24 samples; expected 42", "length")  # fmt: skip
+
+
+def test_profile_defaults() -> None:
+    p = anyecg.AnyEcgProfile()
+    assert (p.nominal_fs, p.lead) == (250.0, "I")
+    p = movesense.MovesenseProfile()
+    assert (p.nominal_fs, p.lead) == (128.0, "chest")
+    p = polar.PolarH10Profile()
+    assert (p.nominal_fs, p.lead) == (130.0, "chest")
+
+
+def test_movesense_notification_refusals_in_full() -> None:
+    assert _refusal(movesense.decode_ecg_frame, b"\x02") == (
+        "Movesense notification of 1 bytes", "truncated")  # fmt: skip
+    for data in (b"\x02\x61", b"\x02\x61\0\0\0\0", b"\x02\x61\0\0\0\0\1\2\3"):
+        assert _refusal(movesense.decode_ecg_frame, data) == (
+            f"Movesense ECG notification of {len(data)} bytes; expected a 6-byte header and "
+            "whole 4-byte samples", "truncated")  # fmt: skip
+    assert _refusal(movesense.decode_ecg_frame, b"\x01\x61\xc8\x00")[0] == (
+        "Movesense notification type 0x01 (command result); expected 0x02 (data)"
+    )
+    assert _refusal(movesense.decode_ecg_frame, b"\x07\x61\0\0")[0] == (
+        "Movesense notification type 0x07 (unknown); expected 0x02 (data)"
+    )
+    f = movesense.decode_ecg_frame(movesense.encode_ecg_frame(np.array([5, -5]), 10))
+    assert f.codes.dtype == np.int64 and f.t_modulo_ns == (1 << 32) * 1_000_000
+
+
+def test_polar_frame_type_and_payload_refusals_in_full() -> None:
+    good = polar.encode_ecg_frame(np.arange(5), 10**9)
+    typed = bytearray(good)
+    typed[9] = 0x01
+    assert _refusal(polar.decode_ecg_frame, bytes(typed))[0] == (
+        "Polar PMD ECG frame type 1; the H10 sends type 0 uncompressed (3-byte samples)"
+    )
+    assert _refusal(polar.decode_ecg_frame, good[:14]) == (
+        "Polar PMD ECG payload of 4 bytes is not a whole number of 3-byte samples",
+        "truncated")  # fmt: skip
