@@ -6,11 +6,14 @@ its file path, which must be the module's import name: firmware_bridge/ ->
 anyecg_edge/firmware_bridge/ ...). The working tree is never touched.
 
     python tests/mutate.py [GROUP ...] [--report benchmarks/results/mutation]
+    python tests/mutate.py GROUP --retest        # only last run's survivors, today's tests
+    python tests/mutate.py GROUP --retest --extend-sample 13579   # grow a sampled run
 
 writes <report>.json (per group: counts, survivors) and <report>.md (the table, survivors
 with the one-line justification from tests/mutation_survivors.json: by mutant name, or by a
 regex over the mutant's diff for a class of equivalent mutants). Groups already in the
 JSON and not named on the command line are kept, so groups can be run one at a time.
+It nices mutmut to 15 itself (run it without an outer `nice`).
 mutmut mutates code inside functions and methods only, not module-level constants (the
 quality gate's limits are probed at their boundaries by tests/test_gate_limits.py).
 """
