@@ -29,6 +29,7 @@ import shutil
 import subprocess
 import sys
 import time
+from fnmatch import fnmatch
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -221,7 +222,11 @@ def _sample_note(digits: str) -> str | None:
 
 
 def run_group(
-    group: str, sample: str | None = None, retest: dict | None = None, extend: str | None = None
+    group: str,
+    sample: str | None = None,
+    retest: dict | None = None,
+    extend: str | None = None,
+    only: list[str] | None = None,
 ) -> dict:
     """Mutate one group; ``sample`` (digits, e.g. "0"): only the mutants whose number ends
     in one of them (a systematic 1-in-10 sample per digit, over every function).
@@ -232,7 +237,8 @@ def run_group(
     since that run: a changed module is staged and mutated afresh instead.
 
     ``extend`` (digits, with ``retest``): run the mutants of these digits as well, in the
-    same staging copy, so a sampled group grows to a full run in steps.
+    same staging copy, so a sampled group grows to a full run in steps. ``only`` (name
+    patterns, with ``retest``): re-run only the survivors that match.
     """
     modules, selection = GROUPS[group]
     stage = ROOT / "build" / "mutate" / group
@@ -249,7 +255,9 @@ def run_group(
         _grow_selection(stage, modules, selection)
         sample = None
     elif reuse:
-        names = _retest_names(stage)
+        names = [
+            n for n in _retest_names(stage) if not only or any(fnmatch(n, p) for p in only)
+        ]  # fmt: skip
         ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
         shutil.copytree(ROOT / "tests", stage / "tests", ignore=ignore, dirs_exist_ok=True)
         _grow_selection(stage, modules, selection)
@@ -395,6 +403,10 @@ def main() -> None:
         help="with --retest: also run the mutants numbered *[DIGITS] in the same staging copy",
     )  # fmt: skip
     ap.add_argument(
+        "--only", nargs="+", metavar="PATTERN",
+        help="with --retest: only the survivors whose mutant name matches (fnmatch)",
+    )  # fmt: skip
+    ap.add_argument(
         "--retest", action="store_true",
         help="re-run only the last run's surviving mutants of each group, with today's tests",
     )  # fmt: skip
@@ -411,7 +423,7 @@ def main() -> None:
     for group in args.groups:
         print(f"mutate: {group} ...", flush=True)
         prev = report["groups"].get(group) if args.retest else None
-        report["groups"][group] = run_group(group, args.sample, prev, args.extend_sample)
+        report["groups"][group] = run_group(group, args.sample, prev, args.extend_sample, args.only)
         write_report(report, base)
         g = report["groups"][group]
         for module, counts in g["per_module"].items():
