@@ -245,7 +245,7 @@ def test_fp32_onnx_export_matches_torch_tightly(art, tmp_path) -> None:
 def test_broken_calibration_set_fails_the_export_loudly(
     art, tmp_path, fmt: str, broken: str, method: str
 ) -> None:
-    x = np.load(art.windows_npy)[:200]
+    x = np.load(art.windows_npy)[:64]  # a broken set is broken at any size
     # zeros: a dead sensor / all-constant set; huge: raw ADC counts instead of z-scores.
     bad = np.zeros_like(x) if broken == "zeros" else x * 1000.0
     calib = tmp_path / f"{broken}.npy"
