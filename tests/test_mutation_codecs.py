@@ -175,6 +175,7 @@ def test_polar_control_point_codec() -> None:
     r = polar.decode_control_response(bytes([0xF0, 0x02, 0x00, 10, 1, 0xAA]))
     assert (r.op, r.measurement_type, r.error, r.more, r.params) == (2, 0, 10, True, b"\xaa")
     assert not r.ok and r.message == "invalid MTU (ATT MTU too small for the frame)"
+    assert polar.decode_control_response(bytes([0xF0, 0x01, 0x00, 0, 1])).more  # no params
     r = polar.decode_control_response(bytes([0xF0, 0x03, 0x00, 99]))  # no 'more' byte
     assert (r.op, r.error, r.more, r.params, r.message) == (3, 99, False, b"", "error 99")
     assert _refusal(polar.decode_control_response, bytes([0x0F, 5, 0, 0, 0])) == (
@@ -293,6 +294,7 @@ def test_movesense_notification_refusals_in_full() -> None:
     )
     f = movesense.decode_ecg_frame(movesense.encode_ecg_frame(np.array([5, -5]), 10))
     assert f.codes.dtype == np.int64 and f.t_modulo_ns == (1 << 32) * 1_000_000
+    assert f.uv_per_code == 1.0 and f.samples_mv.tolist() == [0.005, -0.005]  # uV codes
 
 
 def test_polar_frame_type_and_payload_refusals_in_full() -> None:
