@@ -310,7 +310,7 @@ def corpus_bench(tmp_path_factory) -> dict:
 
     root = tmp_path_factory.mktemp("bench_corpus")
     cohort, corpus = root / "cohort", root / "corpus"
-    synth_cohort(cohort, 500, seed=3, segments_per_visit=(1, 1), segment_s=(20.0, 40.0))
+    synth_cohort(cohort, 250, seed=3, segments_per_visit=(1, 1), segment_s=(20.0, 40.0))
     build_corpus(cohort, corpus, visits_per_unit=128, workers=1, progress=False)
     labs = list(load_catalog().keys)  # more outputs than the corpus has labs: the overlap counts
     torch.manual_seed(0)
