@@ -184,7 +184,7 @@ RULES: list[tuple[str, str, object]] = [
     (
         r"^anyecg-edge bench --models teacher=",
         "stand-in",
-        [(r"$", " --quick --threads 1 --stream-s 0")],
+        [(r"$", " --quick --iterations 3 --warmup 1 --threads 1 --stream-s 0")],
     ),
     (r"^scp ", "skip", "copies to a Raspberry Pi over the network"),
     (r"^cd anyecg$", "stand-in", "the folder scp made: run_on_device.sh and exports/ here"),
