@@ -507,10 +507,9 @@ def test_calibration_bar_counts_every_window_on_a_terminal(art, tmp_path) -> Non
     ORT through our data reader (percentile feeds one window at a time), LiteRT per window
     through ai-edge-quantizer and again through the value-percentile histogram pass. Its
     count reaches the number of calibration windows (the stage bar only counts 3)."""
-    import os
-    import pty
     import re
-    import sys
+
+    from tty_stderr import run_with_tty_stderr
 
     n = 24
     code = (
@@ -524,31 +523,14 @@ def test_calibration_bar_counts_every_window_on_a_terminal(art, tmp_path) -> Non
         "    print(fmt, 'done', flush=True)\n"
         "    print(f'@@ {fmt} done @@', file=sys.stderr, flush=True)\n"
     )
-    # Read while it runs (not tty_stderr.run_with_tty_stderr, which reads after the exit):
-    # a pty holds ~17 KB unread and two exports redraw more, so the child would block.
-    master, slave = pty.openpty()
-    try:
-        proc = subprocess.Popen(
-            [sys.executable, "-c", code, str(art.checkpoint), str(art.windows_npy),
-             str(art.heldout_npy), str(tmp_path)],
-            stdout=subprocess.PIPE, stderr=slave, env={**os.environ, "COLUMNS": "200"},
-        )  # fmt: skip
-        os.close(slave)
-        drawn = b""
-        while True:
-            try:
-                chunk = os.read(master, 65536)
-            except OSError:  # the other side is closed: all read
-                break
-            if not chunk:
-                break
-            drawn += chunk
-        stdout = proc.communicate(timeout=600)[0]
-    finally:
-        os.close(master)
-    assert proc.returncode == 0, drawn.decode(errors="replace")[-2000:]
+    proc, drawn = run_with_tty_stderr(
+        code, timeout_s=600, columns=200,
+        args=(art.checkpoint, art.windows_npy, art.heldout_npy, tmp_path),
+    )  # fmt: skip
+    stdout = proc.stdout
+    assert proc.returncode == 0, drawn[-2000:]
     assert b"onnx done" in stdout and b"tflite done" in stdout
-    text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", drawn.decode(errors="replace"))  # no ANSI
+    text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", drawn)  # no ANSI
     onnx, tflite = text.split("@@ onnx done @@")
     calib, hist = "int8 calibration (windows)", "int8 calibration: value histogram (windows)"
     for part, task in ((onnx, calib), (tflite, calib), (tflite, hist)):
