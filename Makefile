@@ -20,7 +20,7 @@ test: $(STAMP)
 	.ci/ensure_chromium.sh
 	ANYECG_REQUIRE_DATA=$$([ -d ../shared/data ] && echo 1 || echo 0) \
 	ANYECG_REQUIRE_BROWSER=$$([ "$$(id -u)" = 0 ] && echo 1 || echo 0) \
-	$(BIN)/python -m pytest tests
+	$(BIN)/python -m pytest tests -n 2 --dist loadfile
 
 # Device side on an emulated Debian 12 arm64 root (root needed; not part of `make test`).
 # ARM64_ROOT=/var/cache/anyecg-arm64 by default; see benchmarks/arm64/run.sh.

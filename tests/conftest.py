@@ -25,6 +25,10 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     when that file's tests are to run and the recordings are here."""
     if session.config.option.collectonly or not SHARED_DATA.is_dir():
         return
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        # Under pytest-xdist every worker collects every test but only one runs
+        # test_demo.py: its fixture starts the demo there (the other worker is the overlap).
+        return
     if any("quick_demo" in getattr(item, "fixturenames", ()) for item in session.items):
         demo_background.start(session.config._tmp_path_factory.mktemp("demo"))
         session.config.add_cleanup(demo_background.stop)

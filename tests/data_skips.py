@@ -22,6 +22,7 @@ import pytest
 REQUIRE = "ANYECG_REQUIRE_DATA"
 _DATA_FIXTURES = {"shared_data", "art"}
 _REASON = "real recordings"
+_PROPERTY = "needs_real_recordings"
 
 _needs: set[str] = set()
 _counts = {"ran": 0, "skipped": 0}
@@ -34,7 +35,12 @@ def _needs_recordings(item: pytest.Item) -> bool:
 
 
 def pytest_collection_modifyitems(session, config, items) -> None:
-    _needs.update(item.nodeid for item in items if _needs_recordings(item))
+    for item in items:
+        if _needs_recordings(item):
+            _needs.add(item.nodeid)
+            # The mark travels with the test's reports: under pytest-xdist the counting
+            # process (the controller) never collects, it only receives reports.
+            item.user_properties.append((_PROPERTY, True))
 
 
 def pytest_runtest_logreport(report) -> None:
@@ -42,7 +48,10 @@ def pytest_runtest_logreport(report) -> None:
         reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
         if _REASON in reason:
             _counts["skipped"] += 1
-    elif report.when == "call" and report.nodeid in _needs:
+    elif report.when == "call" and (
+        report.nodeid in _needs
+        or any(tuple(p) == (_PROPERTY, True) for p in getattr(report, "user_properties", ()))
+    ):
         _counts["ran"] += 1
 
 
