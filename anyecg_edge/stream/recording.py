@@ -441,6 +441,10 @@ def run_replay(
             ev = json.loads(rec.body)
             if recorder is not None:
                 recorder.event(ev)
+            if engine.utc_anchor is None and "t_utc" not in ev:
+                # Before the first sample the engine stamps an event with the host clock
+                # (the replay's): give it the recorded one, as the live session wrote it.
+                ev = {**ev, "t_utc": _utc_iso(rec.utc_ns)}
             engine.event(ev)
             counts["events"] += 1
         elif rec.kind == END:
