@@ -349,9 +349,19 @@ class _ReplayEngine:
     arrival times (the sequencer's checks need them) but reach the engine stamped with
     their real delivery (latency) and anchored at the recorded UTC (t_utc)."""
 
-    def __init__(self, engine: Any, perf_to_utc_ns: Callable[[int], int]) -> None:
+    def __init__(
+        self, engine: Any, perf_to_utc_ns: Callable[[int], int], now_perf_ns: Callable[[], int]
+    ) -> None:
         object.__setattr__(self, "_engine", engine)
         object.__setattr__(self, "_to_utc", perf_to_utc_ns)
+        object.__setattr__(self, "_now", now_perf_ns)
+
+    def event(self, ev: dict[str, Any]) -> None:
+        if self._engine.utc_anchor is None and "t_utc" not in ev:
+            # Before the first sample the engine stamps an event with the host clock (the
+            # replay's): give it the current record's recorded one, as the live session had.
+            ev = {**ev, "t_utc": _utc_iso(self._to_utc(self._now()))}
+        self._engine.event(ev)
 
     def push(self, block: Block) -> None:
         engine = self._engine
@@ -407,11 +417,13 @@ def run_replay(
     def to_perf(utc_ns: int) -> int:  # recorded UTC -> the replay's arrival clock
         return base_perf + (utc_ns - (first_utc or utc_ns))
 
-    proxy = _ReplayEngine(engine, lambda perf: (first_utc or 0) + (perf - base_perf))
+    now = [base_perf]  # the current record's time on the replay's arrival clock
+    proxy = _ReplayEngine(
+        engine, lambda perf: (first_utc or 0) + (perf - base_perf), lambda: now[0]
+    )
     pipe = BlePipeline(
         _replay_profile(meta), proxy, time_scale=float(meta.get("time_scale", 1)), recorder=recorder
     )
-    now = [base_perf]  # the current record's time on the replay's arrival clock
     if recorder is not None:
         recorder.now_ns = lambda: now[0]
         recorder.meta["replayed_from"] = {"dir": str(folder), "source": meta.get("source")}
@@ -441,11 +453,7 @@ def run_replay(
             ev = json.loads(rec.body)
             if recorder is not None:
                 recorder.event(ev)
-            if engine.utc_anchor is None and "t_utc" not in ev:
-                # Before the first sample the engine stamps an event with the host clock
-                # (the replay's): give it the recorded one, as the live session wrote it.
-                ev = {**ev, "t_utc": _utc_iso(rec.utc_ns)}
-            engine.event(ev)
+            proxy.event(ev)
             counts["events"] += 1
         elif rec.kind == END:
             pipe.end_ns = to_perf(rec.utc_ns)
