@@ -11,7 +11,7 @@ import logging
 import click
 
 from anyecg_edge import __version__
-from anyecg_edge.commands._group import EXIT_CODES, Group, set_verbosity
+from anyecg_edge.commands._group import EXIT_CODES, Group, exit_at_once_on_signals, set_verbosity
 
 # Third-party loggers that warn at import about what a user cannot act on (torchao's optional
 # CUDA/Triton kernels, torch's pytree enum registration, pulled in by peft and litert-torch):
@@ -68,7 +68,11 @@ _register()
 
 
 def main() -> None:
-    cli(prog_name="anyecg-edge")
+    """The process entry point (`anyecg-edge`, `python -m anyecg_edge[.cli]`)."""
+    try:
+        cli(prog_name="anyecg-edge")
+    finally:
+        exit_at_once_on_signals()
 
 
 # `python -m anyecg_edge.cli ...` is the form the torchrun lines (README, demo) launch; without

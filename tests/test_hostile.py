@@ -13,6 +13,7 @@ wrong result.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import hashlib
@@ -739,6 +740,45 @@ def test_signals_end_every_source_kind_with_the_summary_written(world, tmp_path)
         for proc, _, _ in runs:
             if proc.poll() is None:
                 proc.kill()
+
+
+@pytest.mark.parametrize("serve", [False, True], ids=["plain", "serve"])
+def test_ctrl_c_pressed_again_while_stopping_gives_no_traceback(world, tmp_path, serve) -> None:
+    """A user who presses Ctrl-C again while the stream stops (summary being written, the
+    dashboard closing, the interpreter tearing down): SIGINT every 5 ms from the first one
+    until the process is gone. Still 130, the summary line and table written, no traceback
+    (CI once saw a KeyboardInterrupt traceback out of a weakref callback at teardown)."""
+    out = tmp_path / "s.jsonl"
+    extra = ["--serve", "127.0.0.1:0"] if serve else []
+    args = stream_args(world, "--jsonl", out, "--loop", "--duration", "600", *extra, speed="2")
+    proc = subprocess.Popen([*CLI, *map(str, args)], cwd=REPO, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        while not (out.is_file() and '"window_labs"' in out.read_text()):
+            assert proc.poll() is None, "the stream ended before it was signalled"
+            assert time.monotonic() < deadline, "no window within 120 s"
+            time.sleep(0.05)
+        sent, stop_at = 0, time.monotonic() + 30
+        while proc.poll() is None and time.monotonic() < stop_at:
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(signal.SIGINT)
+                sent += 1
+            time.sleep(0.005)
+        stdout, stderr = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    if _has_traceback(stderr) or "Exception ignored" in stderr:
+        OUTCOMES["traceback"] += 1
+        raise AssertionError(f"after {sent} SIGINTs:\n{stderr}")
+    # -2: a SIGINT in the interpreter's very last step, after it restored the default
+    # handlers; a shell reports that as 130 too.
+    assert proc.returncode in (130, -signal.SIGINT), (proc.returncode, stderr)
+    assert sent >= 2, sent  # the test pressed again while it stopped
+    lines = strict_json_lines(out.read_text())
+    assert lines[-1]["summary"]["interrupted"] is True
+    assert "windows" in stdout, stdout  # the summary table
 
 
 # --------------------------------------------------------------------------- properties

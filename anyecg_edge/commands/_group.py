@@ -220,6 +220,28 @@ def _terminate_on_signals() -> Iterator[None]:
             signal.signal(sig, handler)
 
 
+def _exit_now(signum: int, frame: Any) -> None:
+    os._exit(128 + signum)
+
+
+def exit_at_once_on_signals() -> None:
+    """For the process's last steps, once the command has ended and set its status: a stop
+    signal then (Ctrl-C pressed twice, a supervisor's SIGTERM) ends the process at once with
+    128 + the signal, instead of a KeyboardInterrupt traceback out of whatever the
+    interpreter's teardown runs (weakref callbacks, thread joins). Output is flushed first;
+    a signal someone set to be ignored (``nohup``) stays ignored. Only for the process entry
+    point: it changes process-wide handlers."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    for name in ("SIGINT", "SIGTERM", "SIGHUP"):
+        sig = getattr(signal, name, None)
+        if sig is not None and signal.getsignal(sig) is not signal.SIG_IGN:
+            signal.signal(sig, _exit_now)
+
+
 class Group(click.Group):
     """A click group whose ``main`` (only ever called on the root) is the error boundary."""
 

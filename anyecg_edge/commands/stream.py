@@ -235,7 +235,7 @@ def stream(
         # arrival times, so waiting changes nothing): every window of the session is scored.
         lossless=spec.kind == "replay" or (spec.kind == "file" and speed == 0), jsonl=jsonl,
         jsonl_name="-" if to_stdout else str(jsonl_path), close_jsonl=not to_stdout,
-        live=use_live, serve=serve, record_dir=record_dir,
+        live=use_live, serve=serve, record_dir=record_dir, exit_after_signal=True,
     )  # fmt: skip
     ble = {} if record is not None else {
         "faults": fault_spec, "lead": lead, "fs": fs, "hci": hci, "silence_timeout_s": silence_s,

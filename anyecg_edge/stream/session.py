@@ -110,7 +110,10 @@ class Stopper:
         self.event.set()
 
     @contextlib.contextmanager
-    def installed(self, enabled: bool = True) -> Iterator[Stopper]:
+    def installed(self, enabled: bool = True, linger: bool = False) -> Iterator[Stopper]:
+        """The stop signals set the flag inside the block. ``linger``: once a stop signal
+        came, they stay caught after the block (its caller exits next: a second Ctrl-C
+        must not break the summary being written or the exit into a traceback)."""
         old: dict[int, Any] = {}
         for sig in _STOP_SIGNALS if enabled else ():
             with contextlib.suppress(ValueError, OSError):  # not the main thread
@@ -118,9 +121,10 @@ class Stopper:
         try:
             yield self
         finally:
-            for sig, handler in old.items():
-                with contextlib.suppress(ValueError, OSError, TypeError):
-                    signal.signal(sig, handler)
+            if not (linger and self.signum is not None):
+                for sig, handler in old.items():
+                    with contextlib.suppress(ValueError, OSError, TypeError):
+                        signal.signal(sig, handler)
 
 
 @dataclass
@@ -157,6 +161,9 @@ class StreamSession:
     live: bool = False
     console: Any = None
     handle_signals: bool = True
+    #: The caller exits once a stop signal ended the session (the CLI): the stop signals
+    #: then stay caught (`Stopper.installed`'s ``linger``) instead of being restored.
+    exit_after_signal: bool = False
     stopper: Stopper = field(default_factory=Stopper)
     #: A `serve.ServeAddress`: serve the live browser dashboard there while streaming.
     serve: Any = None
@@ -236,7 +243,7 @@ class StreamSession:
             recorder = Recorder(
                 self.record_dir, {"source": self.spec.label, "model": self.model_label}
             )
-        with stopper.installed(self.handle_signals):
+        with stopper.installed(self.handle_signals, linger=self.exit_after_signal):
             engine.start()
             try:
                 if view is not None:
