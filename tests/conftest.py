@@ -30,7 +30,7 @@ def pytest_collection_finish(session: pytest.Session) -> None:
         # test_demo.py: its fixture starts the demo there (the other worker is the overlap).
         return
     if any("quick_demo" in getattr(item, "fixturenames", ()) for item in session.items):
-        demo_background.start(session.config._tmp_path_factory.mktemp("demo"))
+        demo_background.start(session.config._tmp_path_factory.mktemp("demo"), background=True)
         session.config.add_cleanup(demo_background.stop)
 
 

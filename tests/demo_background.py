@@ -44,8 +44,12 @@ def _yield_to_the_tests() -> None:
     os.nice(10)
 
 
-def start(folder: Path) -> DemoJob:
-    """Start the demo into ``folder``/demo_out (once per process; later calls get that job)."""
+def start(folder: Path, background: bool = False) -> DemoJob:
+    """Start the demo into ``folder``/demo_out (once per process; later calls get that job).
+    ``background``: started at collection, beside the serial suite, at a lower priority.
+    Otherwise (pytest-xdist: test_demo's fixture starts it and its worker waits) it keeps
+    its worker's core at the tests' priority; niced there, a busy machine starved it past
+    pytest's 600 s limit."""
     if _JOB:
         return _JOB[0]
     out, log = folder / "demo_out", folder / "demo.log"
@@ -55,7 +59,7 @@ def start(folder: Path) -> DemoJob:
         proc = subprocess.Popen(
             [str(cli), "demo", "--quick", "--out", str(out)],
             stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
-            preexec_fn=_yield_to_the_tests,
+            preexec_fn=_yield_to_the_tests if background else None,
         )  # fmt: skip
     _JOB.append(DemoJob(out, log, proc))
     return _JOB[0]
