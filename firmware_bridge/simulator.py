@@ -50,6 +50,25 @@ __all__ = ["SimLink", "SimulatedWearable", "device_signal"]
 
 log = logging.getLogger(__name__)
 
+
+class _LateAclFilter(logging.Filter):
+    """bumble's virtual controller warns "!!! no connection for handle" for an ACL packet
+    that was still in flight on the LocalLink when a simulated link loss tore the
+    connection down. On a radio such a packet is simply lost, and the stream reports the
+    loss itself (disconnect and gap events), so the warning is noise on the user's
+    terminal: shown only when bumble's debug logging is on (-vv)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not str(record.msg).startswith("!!! no connection for handle"):
+            return True
+        return logging.getLogger(record.name).isEnabledFor(logging.DEBUG)
+
+
+# Only the simulator runs bumble's virtual Controller, so the filter lives with it.
+_bumble_controller_log = logging.getLogger("bumble.controller")
+if not any(isinstance(f, _LateAclFilter) for f in _bumble_controller_log.filters):
+    _bumble_controller_log.addFilter(_LateAclFilter())
+
 PERIPHERAL_ADDRESS = "F0:F0:F0:F0:F0:F0"
 CENTRAL_ADDRESS = "F1:F1:F1:F1:F1:F1"
 
