@@ -62,7 +62,16 @@ def _mode_for(path: Path) -> int:
 
 
 def _open_temp(path: Path) -> tuple[int, Path]:
-    """An fd on a fresh, locked temporary file beside ``path`` and its name."""
+    """An fd on a fresh, locked temporary file beside ``path`` and its name. A folder that
+    takes no new file (read-only, full, a pseudo file system) is reported as ``path``, the
+    file the user named, not as the hidden temporary name."""
+    try:
+        return _open_temp_named(path)
+    except OSError as exc:
+        raise type(exc)(exc.errno, f"cannot write here: {exc.strerror}", str(path)) from exc
+
+
+def _open_temp_named(path: Path) -> tuple[int, Path]:
     tmp = temp_name(path)
     if fcntl is not None:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT, 0o600)

@@ -92,6 +92,21 @@ def test_json_dash_is_one_document_on_stdout_and_a_path_a_file(tmp_path: Path) -
     assert "wrote 3 visits" in res.stdout and res.stderr == ""
 
 
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux /proc")
+def test_an_unwritable_json_path_is_named_as_given(tmp_path: Path) -> None:
+    """/proc takes no new file (as a read-only mount would not): the one line names the
+    path the user typed, not the hidden temporary file the write goes through."""
+    target = "/proc/anyecg_edge_result.json"
+    args = ["data", "synth", "--visits", "3", "--segments-per-visit", "1", "1",
+            "--segment-s", "12", "12", "--no-defects", "--out", str(tmp_path / "a")]  # fmt: skip
+    res = subprocess.run([sys.executable, "-m", "anyecg_edge", "-q", *args, "--json", target],
+                         capture_output=True, text=True, timeout=120, cwd=REPO_ROOT)  # fmt: skip
+    assert res.returncode != 0
+    assert res.stderr.splitlines() == [
+        f"Error: {target}: cannot write here: No such file or directory [errno ENOENT]"
+    ], res.stderr
+
+
 def test_data_folder_from_one_place_not_the_current_directory(tmp_path: Path) -> None:
     code = (
         "from anyecg_edge.datadir import data_dir; from anyecg_edge.demo import find_shared_data;"
