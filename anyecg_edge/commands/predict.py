@@ -113,7 +113,6 @@ def predict(
 
 def _print_prediction(result: dict[str, Any]) -> None:
     from rich.console import Console
-    from rich.table import Table
 
     console = Console()
     q = result["quality"]
@@ -127,33 +126,7 @@ def _print_prediction(result: dict[str, Any]) -> None:
     else:
         model = result["model"]
         level = (model.get("interval") or {}).get("level")
-        table = Table(title="Lab abnormality estimates (research estimates, not diagnoses)")
-        interval_col = f"{level:.0%} interval" if level else "interval"
-        for col in ("lab", "P(abnormal)", interval_col, "threshold", "call", "±sd windows"):
-            table.add_column(col)
-        table.add_column("reference")
-        table.add_column("unit")
-        rows = sorted(result["labs"].items(), key=lambda kv: -kv[1]["probability"])
-        for _name, lab in rows:
-            ref = lab["reference_range"]
-            ref_s = (
-                ""
-                if not ref
-                else f"{ref[0] if ref[0] is not None else ''}–{ref[1] if ref[1] is not None else ''}"
-            )
-            iv = lab["interval"]
-            call = lab["status"]
-            table.add_row(
-                lab["display_name"],
-                f"{lab['probability']:.3f}",
-                f"{iv[0]:.2f}–{iv[1]:.2f}" if iv else "-",
-                "-" if lab["threshold"] is None else f"{lab['threshold']:.3f}",
-                f"[red]{call}[/]" if call == "abnormal" else f"[dim]{call}[/]",
-                f"{lab['spread']['std']:.3f}",
-                ref_s,
-                lab["unit"] or "",
-            )
-        console.print(table)
+        console.print(_prediction_table(result, console))
         missing = model.get("labs_not_calibrated") or []
         if missing:
             console.print(
@@ -164,9 +137,76 @@ def _print_prediction(result: dict[str, Any]) -> None:
             console.print(
                 f"interval: {level:.0%} range of the probability over "
                 f"{model['interval'].get('n', '?')} bootstrap calibrations (validation "
-                "uncertainty); ±sd windows: spread between windows."
+                "uncertainty); ±sd: spread of P between windows."
             )
     console.print(f"[yellow]{RESEARCH_USE_NOTE}[/]")
+
+
+def _prediction_table(result: dict[str, Any], console: Any) -> Any:
+    """The per-lab table, as wide as the console allows: reference and unit in their own
+    columns where they fit, else under the lab's name, so that at 80 columns (a pipe, a
+    narrow terminal) no name, number or call is cut to an ellipsis."""
+    from rich.measure import Measurement
+
+    wide = _lab_table(result, compact=False)
+    natural = Measurement.get(console, console.options.update_width(10_000), wide).maximum
+    if natural <= console.width:
+        return wide
+    return _lab_table(result, compact=True)
+
+
+def _range_text(ref: list[float | None] | None, unit: str | None) -> str:
+    if not ref:
+        return unit or ""
+    low, high = ref
+    if low is None and high is None:
+        text = ""
+    elif low is None:
+        text = f"≤{high:g}"
+    elif high is None:
+        text = f"≥{low:g}"
+    else:
+        text = f"{low:g}–{high:g}"
+    return f"{text} {unit or ''}".strip()
+
+
+def _lab_table(result: dict[str, Any], *, compact: bool) -> Any:
+    from rich.table import Table
+
+    level = (result["model"].get("interval") or {}).get("level")
+    table = Table(title="Lab abnormality estimates (research estimates, not diagnoses)")
+    interval_col = f"{level:.0%} interval" if level else "interval"
+    if compact:
+        table.add_column("lab (reference)", ratio=1, min_width=12)
+        for col in ("P(abn.)", interval_col):
+            table.add_column(col, no_wrap=True)
+        table.add_column("thresh.", no_wrap=True)
+        table.add_column("call", min_width=10)
+        table.add_column("±sd", no_wrap=True)
+    else:
+        for col in ("lab", "P(abnormal)", interval_col, "threshold", "call", "±sd windows"):
+            table.add_column(col)
+        table.add_column("reference")
+        table.add_column("unit")
+    rows = sorted(result["labs"].items(), key=lambda kv: -kv[1]["probability"])
+    for _name, lab in rows:
+        iv = lab["interval"]
+        call = lab["status"]
+        cells = [
+            f"{lab['probability']:.3f}",
+            f"{iv[0]:.2f}–{iv[1]:.2f}" if iv else "-",
+            "-" if lab["threshold"] is None else f"{lab['threshold']:.3f}",
+            f"[red]{call}[/]" if call == "abnormal" else f"[dim]{call}[/]",
+            f"{lab['spread']['std']:.3f}",
+        ]
+        reference = _range_text(lab["reference_range"], None)
+        if compact:
+            ref_unit = _range_text(lab["reference_range"], lab["unit"])
+            name = lab["display_name"] + (f"\n[dim]{ref_unit}[/]" if ref_unit else "")
+            table.add_row(name, *cells)
+        else:
+            table.add_row(lab["display_name"], *cells, reference, lab["unit"] or "")
+    return table
 
 
 COMMANDS = [predict]
