@@ -20,8 +20,13 @@ _IMPORT_NOISE = ("torchao", "torch.utils._pytree")
 
 
 def _setup_logging(verbose: int, quiet: bool) -> None:
-    level = logging.WARNING if quiet else (logging.DEBUG if verbose > 1 else logging.INFO)
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    """-q: warnings and errors only. Default: the project's own INFO lines, other libraries'
+    warnings (onnxruntime's "Performing symbolic shape inference..." is not the user's
+    business). -v: every library's INFO too; -vv: DEBUG everywhere."""
+    own = logging.WARNING if quiet else (logging.DEBUG if verbose > 1 else logging.INFO)
+    others = logging.WARNING if quiet or not verbose else own
+    logging.basicConfig(level=others, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("anyecg_edge").setLevel(own)
     if not verbose:
         for name in _IMPORT_NOISE:
             logging.getLogger(name).setLevel(logging.ERROR)

@@ -296,3 +296,24 @@ def test_quiet_export_and_predict_print_nothing_on_stderr(art, shared_data, tmp_
         capture_output=True, text=True, env=env, timeout=120,
     )  # fmt: skip
     assert proc.returncode == 0 and proc.stderr == "", proc.stderr[-2000:]
+
+
+def test_default_logging_shows_the_projects_info_not_other_libraries(art, tmp_path) -> None:
+    """Without -q the user sees the project's INFO lines but not onnxruntime's ("Performing
+    symbolic shape inference...") or other libraries' INFO; -v brings those back."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONWARNINGS"}
+    args = ["export", "--model", str(art.checkpoint), "--format", "onnx", "--int8",
+            "--calib", str(art.windows_npy), "--heldout", str(art.heldout_npy),
+            "--calib-size", "64", "--allow-degraded"]  # fmt: skip
+    runs = {}
+    for flag in ("", "-v"):
+        out = tmp_path / f"default{flag}.onnx"
+        proc = subprocess.run(
+            [sys.executable, "-m", "anyecg_edge.cli", *([flag] if flag else []), *args,
+             "--out", str(out)],
+            capture_output=True, text=True, env=env, timeout=300,
+        )  # fmt: skip
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        runs[flag] = [x for x in proc.stderr.splitlines() if x.startswith("INFO ")]
+    assert all(x.startswith("INFO anyecg_edge") for x in runs[""]), runs[""]
+    assert any(x.startswith("INFO onnxruntime") for x in runs["-v"]), runs["-v"]
