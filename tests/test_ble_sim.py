@@ -340,6 +340,32 @@ def test_cli_sim_anyecg_with_faults(model_path, record_path, tmp_path):
     assert "reconnect 2" in res.output
 
 
+def test_cli_sim_source_reads_its_record_once(model_path, record_path, tmp_path, monkeypatch):
+    """`stream --source sim-...` reads the record up front (its errors before any setup) and
+    hands it to the simulated wearable: one read, one "lead chosen" line (was two)."""
+    from anyecg_edge.cli import cli
+    from anyecg_edge.stream import sources
+
+    reads: list[str] = []
+    real_read = sources.read_record
+
+    def counted(path, **kwargs):
+        reads.append(str(path))
+        return real_read(path, **kwargs)
+
+    monkeypatch.setattr(sources, "read_record", counted)
+    out = tmp_path / "once.jsonl"
+    res = CliRunner().invoke(
+        cli,
+        ["stream", "--source", f"sim-polar:{record_path}", "--model", str(model_path),
+         "--duration", "12", "--speed", "20", "--jsonl", str(out), "--no-live"],
+        catch_exceptions=False,
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    assert reads == [str(record_path)]
+    assert json.loads(out.read_text().splitlines()[-1])["summary"]["windows"] >= 1
+
+
 def test_ctrl_c_stops_cleanly(model_path, record_path, tmp_path):
     out = tmp_path / "c.jsonl"
     proc = subprocess.Popen(

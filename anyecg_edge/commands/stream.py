@@ -194,7 +194,7 @@ def stream(
     serve = serve_option(serve_at, serve_public)
     record = None
     if spec.kind in ("file", "sim"):
-        # (a sim source reads it again itself; read here, its errors come before any setup)
+        # (read here, its errors come before any setup; a sim source is handed this one)
         record = load_record(
             spec.target, lead=lead, fs=fs if spec.kind == "file" else None, units=units
         )
@@ -213,6 +213,7 @@ def stream(
             "window: no estimate could be made",
             param_hint="'--duration'",
         )
+    sim_record = record if spec.kind == "sim" else None  # the simulated wearable samples it
     if spec.kind != "file":
         record = None
 
@@ -240,6 +241,7 @@ def stream(
     ble = {} if record is not None else {
         "faults": fault_spec, "lead": lead, "fs": fs, "hci": hci, "silence_timeout_s": silence_s,
         "find_timeout_s": connect_timeout_s, "max_reconnects": max_reconnects,
+        **({"sim_record": sim_record} if sim_record is not None else {}),
     }  # fmt: skip
     result = session.run(record, speed=speed, duration_s=duration_s, loop=loop, **ble)
     summary = result.summary

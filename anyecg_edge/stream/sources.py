@@ -282,6 +282,7 @@ async def run_ble(
     max_reconnects: int | None = None,
     loop: bool = True,
     recorder: Any = None,
+    sim_record: Record | None = None,
 ) -> dict[str, Any]:
     """Stream a simulated (``spec.kind == 'sim'``) or real wearable into the engine until
     ``duration_s`` of stream time, or ``stop``. Returns transport/codec statistics.
@@ -292,7 +293,8 @@ async def run_ble(
     limit); after a link loss at most ``max_reconnects`` failed attempts in a row are
     made (None: unlimited). Bluetooth being unusable, a device not found and a link
     given up on raise one-line
-    :class:`~anyecg_edge.firmware_bridge.frames.DeviceError` subclasses."""
+    :class:`~anyecg_edge.firmware_bridge.frames.DeviceError` subclasses. ``sim_record``: the
+    simulated wearable's record when the caller has read it already (else read here)."""
     from anyecg_edge.firmware_bridge.client import WearableClient
 
     stop = stop or asyncio.Event()
@@ -303,7 +305,7 @@ async def run_ble(
             spec, engine, speed=speed, duration_s=duration_s, faults=faults, lead=lead,
             silence_timeout_s=silence_timeout_s, stop=stop, keep_blocks=keep_blocks,
             on_ready=on_ready, max_reconnects=max_reconnects, find_timeout_s=find_timeout_s,
-            loop=loop, recorder=recorder,
+            loop=loop, recorder=recorder, record=sim_record,
         )  # fmt: skip
     if faults.any:
         raise SourceError("--faults applies to simulated sources (sim-polar:..., sim-anyecg:...)")
@@ -382,6 +384,7 @@ async def _run_sim(
     find_timeout_s: float,
     loop: bool = True,
     recorder: Any = None,
+    record: Record | None = None,
 ) -> dict[str, Any]:
     from anyecg_edge.firmware_bridge import anyecg
     from anyecg_edge.firmware_bridge.bumble_backend import BumbleClientBackend
@@ -394,7 +397,8 @@ async def _run_sim(
             "(e.g. 10 for 10x real time)"
         )
     assert spec.profile is not None
-    record = load_record(spec.target, lead=lead, fs=None)
+    if record is None:
+        record = load_record(spec.target, lead=lead, fs=None)
     wearable = SimulatedWearable.from_record(
         spec.profile, record, faults=faults, speed=speed, keep_log=keep_blocks
     )
