@@ -63,13 +63,14 @@ def test_mitdb_default_lead_prefers_ii_over_v5():
 
 
 @needs_data
-def test_cinc_default_lead_is_i_and_path_variants():
+def test_cinc_default_lead_is_ii_and_path_variants():
+    """Lead II, the lab models' training lead (MC-MED), not lead I listed first."""
     base = CINC / "E07500"
     for p in (base, Path(str(base) + ".hea"), Path(str(base) + ".mat"), str(base)):
         rec = read_record(p)
-        assert rec.lead == "I" and rec.fs == 500.0 and rec.signal_mv.shape == (5000,)
+        assert rec.lead == "II" and rec.fs == 500.0 and rec.signal_mv.shape == (5000,)
     assert "chosen automatically" in rec.note
-    ref = wfdb.rdrecord(str(base)).p_signal[:, 0]
+    ref = wfdb.rdrecord(str(base)).p_signal[:, 1]
     np.testing.assert_allclose(rec.signal_mv, ref, atol=1e-6)
     assert read_record(base, lead="avr").lead == "aVR"
     assert list_leads(base) == ["I", "II", "III", "aVR", "aVL", "aVF"] + [
@@ -158,7 +159,7 @@ def test_wfdb_absurd_header_rate(tmp_path):
 
 def test_wfdb_multichannel_without_i_or_ii_needs_a_lead(tmp_path):
     base = _wrsamp(tmp_path, "v", np.stack([_ecg_like()] * 2, 1), sig_name=["V1", "V2"])
-    with pytest.raises(RecordError, match="none is I or II; choose one with lead="):
+    with pytest.raises(RecordError, match="none is II or I; choose one with lead="):
         read_record(base)
     assert read_record(base, lead="v2").lead == "V2"
 
@@ -225,7 +226,10 @@ def test_csv_with_header_and_time_column(tmp_path):
     rec = read_record(p, fs=250, lead="ii")
     assert rec.lead == "II" and rec.fs == 250.0 and rec.signal_mv.dtype == np.float32
     np.testing.assert_allclose(rec.signal_mv, 2 * x, atol=1e-5)
-    assert read_record(p, fs=250).lead == "I"
+    assert read_record(p, fs=250).lead == "II"
+    assert (
+        read_record(_write_csv(tmp_path / "b.csv", "time,I,V1", [t, x, 2 * x]), fs=250).lead == "I"
+    )
 
 
 def test_csv_units_in_header(tmp_path):
@@ -364,7 +368,7 @@ def test_edf_mixed_rates_units_and_labels(tmp_path):
     np.testing.assert_allclose(rec.signal_mv, x_mv, atol=step_mv)
     rec2 = read_record(p, lead="mlii")  # MIT-style alias finds "ECG II"
     np.testing.assert_allclose(rec2.signal_mv, 2 * x_mv, atol=step_mv)
-    assert read_record(p).lead == "ECG I"
+    assert read_record(p).lead == "ECG II"  # the lab models' training lead first
     # A 25 Hz channel cannot hold an ECG: refused, naming the rate.
     with pytest.raises(RecordError, match="fs=25 Hz is not a plausible ECG sampling rate"):
         read_record(p, lead="resp")

@@ -135,7 +135,7 @@ async def _scan(timeout_s: float, hci: str | None) -> dict[str, Any]:
 )  # fmt: skip
 @click.option("--record", "record_path", type=click.Path(path_type=Path), required=True, help="Recording to replay (WFDB/CSV/EDF).")  # fmt: skip
 @sim_source_options(
-    lead="Lead of the record (default: I, then II/MLII).",
+    lead="Lead of the record (default: II/MLII, the lab models' training lead, then I).",
     fs="Sampling rate of a CSV record.",
     speed="Device clock speed x real time.",
     faults='Fault injection, e.g. "drop=0.02,disconnect=45".',

@@ -56,7 +56,11 @@ def load_model(path: Path, *, threads: int | None = None) -> Model:
     required=True,
     help="Record: WFDB (.hea), CSV (needs --fs), a 1-D .npy array (needs --fs) or EDF.",
 )
-@click.option("--lead", default=None, help="Lead name (I, II, MLII, ...). Default: I, then II.")
+@click.option(
+    "--lead",
+    default=None,
+    help="Lead name (I, II, MLII, ...). Default: II (the lab models' training lead), then I.",
+)
 @click.option(
     "--fs", type=positive(), default=None, help="Sampling rate in Hz (required for CSV and .npy)."
 )

@@ -49,7 +49,7 @@ SOURCE_HELP = (
     help="Seconds of stream to process (file/sim: of signal; real device: wall time). Default: all / until Ctrl-C.",
 )  # fmt: skip
 @sim_source_options(
-    lead="Lead to replay from a record (default: I, then II/MLII).",
+    lead="Lead to replay from a record (default: II/MLII, the lab models' training lead, then I).",
     fs="Sampling rate of a CSV record / Movesense rate.",
     speed="Replay speed x real time for file and sim sources; 0 = as fast as possible (file "
     "only, lossless).",

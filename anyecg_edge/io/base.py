@@ -16,9 +16,10 @@ from anyecg_edge.signal.preprocess import check_fs
 log = logging.getLogger("anyecg_edge.io.records")  # one logger name for all formats, as before
 
 
-# Preference when the caller names no lead: the single-lead ECGFounder was pretrained on
-# lead I; MC-MED and most monitors give lead II (MIT-BIH: MLII).
-_AUTO_LEAD_ORDER = ("i", "ii")
+# Preference when the caller names no lead: the lab models are fine-tuned on MC-MED, which
+# gives lead II only (MIT-BIH: MLII), so II first; lead I (what the single-lead ECGFounder
+# was pretrained on) only where a record has no II.
+_AUTO_LEAD_ORDER = ("ii", "i")
 
 
 class RecordError(ValueError):
@@ -83,7 +84,7 @@ def choose_lead(names: list[str], lead: str | None, src: str) -> tuple[int, str]
                     log.info("%s: %s", src, note)
                     return i, note
         raise RecordError(
-            f"{src}: has leads {', '.join(names)} but none is I or II; choose one with "
+            f"{src}: has leads {', '.join(names)} but none is II or I; choose one with "
             "lead= (--lead)"
         )
     want = _norm_lead(lead)

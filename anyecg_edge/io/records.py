@@ -96,8 +96,9 @@ def read_record(
     """Read one lead of a WFDB, CSV, .npy or EDF record as a float32 mV :class:`Record`.
 
     ``lead``: name (case-insensitive; MLII <-> II); None takes the only channel, else
-    lead I, else II/MLII (the choice is logged and put in ``Record.note``). A .npy array
-    or an unnamed CSV column is one lead, labelled ``lead`` if given.
+    lead II/MLII (the lab models' training lead), else I (the choice is logged and put in
+    ``Record.note``). A .npy array or an unnamed CSV column is one lead, labelled ``lead``
+    if given.
     ``fs``: required for CSV and .npy; for WFDB/EDF it must agree with the header.
     ``units``: unit of an unlabelled CSV column or a .npy array (default mV; "auto"
     infers mV/uV/V from the amplitude and refuses when ambiguous, naming it); for files
