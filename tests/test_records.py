@@ -167,8 +167,52 @@ def test_wfdb_multichannel_without_i_or_ii_needs_a_lead(tmp_path):
 def test_wfdb_missing_signal_file(tmp_path):
     base = _wrsamp(tmp_path, "gone", _ecg_like(), sig_name=["I"])
     (tmp_path / "gone.dat").unlink()
-    with pytest.raises(RecordError, match="gone: cannot read WFDB signal"):
+    with pytest.raises(RecordError, match=r"gone.dat: missing \(the signal file gone.hea names\)"):
         read_record(base)
+
+
+def test_wfdb_signal_file_cut_short_names_what_it_holds(tmp_path):
+    """wfdb said "could not broadcast input array from shape (334,) into shape (650000,)"
+    for a cut .dat; the error now says how many samples the file holds of how many."""
+    base = _wrsamp(tmp_path, "cut", np.stack([_ecg_like(), _ecg_like()], axis=1),
+                   sig_name=["I", "II"])  # fmt: skip
+    dat = tmp_path / "cut.dat"
+    full = dat.stat().st_size
+    assert full == 5000 * 2 * 2  # format 16, two signals: the size the check expects
+    dat.write_bytes(dat.read_bytes()[:1002])
+    with pytest.raises(
+        RecordError,
+        match=r"cut.dat: holds 250 of the 5000 samples per signal that cut.hea promises "
+        r"\(1002 bytes, 20000 needed\): the file is cut short",
+    ):
+        read_record(base)
+    # A header promising more samples than any file could hold is the same error.
+    hea = tmp_path / "cut.hea"
+    hea.write_text(hea.read_text().replace(" 5000", " 999999999999", 1))
+    with pytest.raises(RecordError, match="of the 999999999999 samples per signal"):
+        read_record(base)
+
+
+def test_wfdb_unknown_storage_format_and_unnamed_signals(tmp_path):
+    base = _wrsamp(tmp_path, "fmt", np.stack([_ecg_like(), _ecg_like()], axis=1),
+                   sig_name=["I", "II"])  # fmt: skip
+    hea = tmp_path / "fmt.hea"
+    lines = hea.read_text().splitlines()
+    lines[1] = lines[1].replace(" 16 ", " 999 ", 1)
+    hea.write_text("\n".join(lines) + "\n")
+    with pytest.raises(RecordError, match=r"fmt.hea: storage format '999' of I is not a WFDB"):
+        read_record(base)
+    # header(5) allows a signal line without a description: named by position, choosable.
+    lines = _wrsamp(tmp_path, "un", np.stack([_ecg_like(), 2 * _ecg_like()], axis=1),
+                    sig_name=["I", "II"]).with_suffix(".hea")  # fmt: skip
+    text = [" ".join(ln.split()[:-1]) if k else ln
+            for k, ln in enumerate(lines.read_text().splitlines())]  # fmt: skip
+    lines.write_text("\n".join(text) + "\n")
+    assert list_leads(tmp_path / "un") == ["signal 1", "signal 2"]
+    with pytest.raises(RecordError, match="has leads signal 1, signal 2 but none is II or I"):
+        read_record(tmp_path / "un")
+    rec = read_record(tmp_path / "un", lead="signal 2")
+    np.testing.assert_allclose(rec.signal_mv, 2 * _ecg_like(), atol=2e-3)
 
 
 def test_missing_wfdb_names_the_edge_extra(tmp_path, monkeypatch):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import re
 from pathlib import Path
+from typing import Any
 
 from anyecg_edge.io.base import (
     MissingDependencyError,
@@ -43,7 +44,53 @@ def _wfdb_header(base: Path):
             f"{base}.hea: sampling frequency {fs_written:g} Hz was read as {float(hdr.fs):g}; "
             "write it as a plain decimal number"
         )
+    if hasattr(hdr, "file_name"):  # a single-segment record (segments are records)
+        _check_signal_files(base, hdr)
     return wfdb, hdr
+
+
+# Bits per sample of each WFDB storage format (signal(5)); 0: a signal not stored. FLAC
+# formats (508/516/524) are compressed, so their size says nothing.
+_FORMAT_BITS = {"0": 0.0, "8": 8.0, "16": 16.0, "24": 24.0, "32": 32.0, "61": 16.0,
+                "80": 8.0, "160": 16.0, "212": 12.0, "310": 32 / 3, "311": 32 / 3}  # fmt: skip
+_FLAC_FORMATS = {"508", "516", "524"}
+
+
+def _check_signal_files(base: Path, hdr: Any) -> None:
+    """Each signal's storage format is one WFDB knows, and each signal file holds the
+    samples the header promises: wfdb reports a cut file or an unknown format with a
+    message about its internals ("could not broadcast...", "'999'")."""
+    names = _signal_names(hdr)
+    files: dict[str, dict[str, Any]] = {}
+    for k, name in enumerate(names):
+        fmt = str(hdr.fmt[k]) if hdr.fmt and hdr.fmt[k] is not None else "16"
+        if fmt not in _FORMAT_BITS and fmt not in _FLAC_FORMATS:
+            raise RecordError(
+                f"{base}.hea: storage format {fmt!r} of {name} is not a WFDB format "
+                f"(expected one of {', '.join([*_FORMAT_BITS, *sorted(_FLAC_FORMATS)])})"
+            )
+        spf = (hdr.samps_per_frame or [1] * len(names))[k] or 1
+        offsets = hdr.byte_offset or [None] * len(names)
+        entry = files.setdefault(hdr.file_name[k], {"bits": 0.0, "offset": 0, "flac": False})
+        entry["bits"] += _FORMAT_BITS.get(fmt, 0.0) * spf
+        entry["offset"] = max(entry["offset"], offsets[k] or 0)
+        entry["flac"] |= fmt in _FLAC_FORMATS
+    for file_name, entry in files.items():
+        if entry["bits"] == 0 and not entry["flac"]:
+            continue  # only format-0 signals: nothing stored
+        path = base.parent / file_name
+        if not path.is_file():
+            raise RecordError(f"{path}: missing (the signal file {base.name}.hea names)")
+        if entry["flac"] or hdr.sig_len is None:
+            continue
+        size = path.stat().st_size
+        need = entry["offset"] + math.floor(hdr.sig_len * entry["bits"] / 8)
+        if size < need:
+            have = max(0, math.floor((size - entry["offset"]) * 8 / entry["bits"]))
+            raise RecordError(
+                f"{path}: holds {have} of the {hdr.sig_len} samples per signal that "
+                f"{base.name}.hea promises ({size} bytes, {need} needed): the file is cut short"
+            )
 
 
 # A plain decimal number, as the WFDB header format writes them (Python's float() also
@@ -103,10 +150,16 @@ def _check_wfdb_header_text(base: Path) -> float | None:
     return fs
 
 
+def _signal_names(hdr: Any) -> list[str]:
+    """The header's signal names; a signal line without a description (allowed by
+    header(5)) is named by its position, "signal K", so it can be listed and chosen."""
+    return [str(n) if n else f"signal {k}" for k, n in enumerate(hdr.sig_name or [], start=1)]
+
+
 def read(base: Path, lead: str | None, fs: float | None, units: str | None) -> Record:
     src = str(base)
     wfdb, hdr = _wfdb_header(base)
-    names = list(hdr.sig_name or [])
+    names = _signal_names(hdr)
     idx, note = choose_lead(names, lead, src)
     # A channel with several samples per frame runs at that multiple of the frame rate.
     spf = (hdr.samps_per_frame or [1] * len(names))[idx] or 1
@@ -131,4 +184,4 @@ def read(base: Path, lead: str | None, fs: float | None, units: str | None) -> R
 def leads(base: Path) -> list[str]:
     """Signal names in the header, in file order."""
     _, hdr = _wfdb_header(base)
-    return list(hdr.sig_name or [])
+    return _signal_names(hdr)
