@@ -324,6 +324,20 @@ def test_csv_non_numeric_cell_names_line_and_column(tmp_path):
         read_record(p, fs=500, lead="II")
 
 
+def test_csv_decimal_commas_are_named(tmp_path):
+    p = tmp_path / "eu.csv"
+    p.write_text("MLII\n0,125\n-0,250\n")
+    with pytest.raises(
+        RecordError,
+        match=r"eu.csv: line 2 has 2 cells, expected 1 \('0,125' looks like a decimal comma",
+    ):
+        read_record(p, fs=500)
+    # Two real columns on a line of a one-column file: no such guess.
+    p.write_text("MLII\n0.125\n0.1,0.2\n")
+    with pytest.raises(RecordError, match=r"line 3 has 2 cells, expected 1$"):
+        read_record(p, fs=500)
+
+
 def test_csv_ragged_row(tmp_path):
     p = tmp_path / "rag.csv"
     p.write_text("I,II\n0.1,0.2\n0.3\n")

@@ -101,6 +101,19 @@ def _csv_layout(
     return ["unnamed"], [None], 0, [0]
 
 
+def _decimal_comma_hint(row: list[str], ncols: int) -> str:
+    """A one-column file written with decimal commas ("0,125") reads as two cells a row."""
+    whole, frac = (row + ["", ""])[:2]
+    if (
+        ncols == 1
+        and len(row) == 2
+        and whole.strip().lstrip("+-").isdigit()
+        and frac.strip().isdigit()
+    ):
+        return f" ({','.join(row)!r} looks like a decimal comma: write numbers with '.')"
+    return ""
+
+
 def _csv_column(path: Path, rows, start: int, col: int, ncols: int, line0: int, name: str):
     n = len(rows) - start
     out = np.empty(n, dtype=np.float64)
@@ -112,6 +125,7 @@ def _csv_column(path: Path, rows, start: int, col: int, ncols: int, line0: int, 
                 continue
             raise RecordError(
                 f"{path}: line {line0 + start + k} has {len(row)} cells, expected {ncols}"
+                + _decimal_comma_hint(row, ncols)
             )
         cell = row[col].strip()
         if cell == "":
