@@ -443,6 +443,26 @@ def test_edf_refuses_discontinuous_and_garbage(tmp_path):
     g.write_bytes(b"not an edf")
     with pytest.raises(RecordError, match="g.edf: too short for an EDF header"):
         read_record(g)
+    # 5 kB of noise: named as not EDF by its version field, not by the first number
+    # field the parser tripped on ("invalid literal for int()...").
+    g.write_bytes(np.random.default_rng(0).integers(0, 256, 5000, dtype=np.uint8).tobytes())
+    with pytest.raises(RecordError, match=r"g.edf: not an EDF file \(version field .*expected '0'"):
+        read_record(g)
+
+
+def test_edf_cut_short_is_read_and_said(tmp_path):
+    """A recording cut by a crash: the complete data records are read and the note (and
+    log) says how many of the declared ones there are."""
+    x = _ecg_like(12 * 500)
+    p = _write_edf(tmp_path / "cut.edf", [("II", "mV", 500, x, -5, 5)])
+    whole = read_record(p)
+    assert whole.signal_mv.size == 12 * 500 and "cut short" not in whole.note
+    data = p.read_bytes()
+    p.write_bytes(data[: len(data) - 2 * 500 * 3 - 7])  # 3 records and a piece gone
+    rec = read_record(p)
+    assert rec.signal_mv.size == 8 * 500
+    np.testing.assert_array_equal(rec.signal_mv, whole.signal_mv[: 8 * 500])
+    assert "holds 8 of the 12 data records its header declares (8 of 12 s): cut short" in rec.note
 
 
 def test_edf_unknown_units(tmp_path):

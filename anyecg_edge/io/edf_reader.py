@@ -18,6 +18,7 @@ from anyecg_edge.io.base import (
     check_fs_arg,
     choose_lead,
     finish_record,
+    log,
     one_line,
 )
 from anyecg_edge.io.units import check_units_arg, conversion_note, unit_scale
@@ -46,6 +47,11 @@ def _edf_header(path: Path) -> _EdfHeader:
             fixed = f.read(256)
             if len(fixed) < 256:
                 raise RecordError(f"{src}: too short for an EDF header (256 bytes)")
+            if fixed[:8].decode("latin-1").strip() != "0":
+                raise RecordError(
+                    f"{src}: not an EDF file (version field {fixed[:8]!r}, expected '0'; "
+                    "BDF unsupported)"
+                )
             ns_txt = fixed[252:256].decode("latin-1").strip()
             ns = int(ns_txt)
             if not 0 < ns <= _EDF_MAX_SIGNALS:  # (a huge count would allocate before reading)
@@ -57,8 +63,6 @@ def _edf_header(path: Path) -> _EdfHeader:
         raise
     except (ValueError, OSError) as exc:
         raise RecordError(f"{src}: not a readable EDF file: {one_line(exc)}") from None
-    if fixed[:8].decode("latin-1").strip() != "0":
-        raise RecordError(f"{src}: not an EDF file (version field {fixed[:8]!r}; BDF unsupported)")
     if len(var) < 256 * ns:
         raise RecordError(f"{src}: EDF header truncated ({ns} signals declared)")
     reserved = fixed[192:236].decode("latin-1").strip()
@@ -128,6 +132,14 @@ def read(path: Path, lead: str | None, fs: float | None, units: str | None) -> R
     n_rec = min(h.n_records, raw.size // total)
     if n_rec <= 0:
         raise RecordError(f"{src}: EDF file holds no complete data record")
+    cut = ""
+    if n_rec < h.n_records:
+        # A recording cut by a crash or a full disk: read what it holds, and say so.
+        cut = (
+            f"the EDF file holds {n_rec} of the {h.n_records} data records its header "
+            f"declares ({n_rec * h.record_s:g} of {h.n_records * h.record_s:g} s): cut short"
+        )
+        log.warning("%s: %s", src, cut)
     data = raw[: n_rec * total].reshape(n_rec, total)
     start = int(h.samples_per_record[:ch].sum())
     digital = data[:, start : start + int(h.samples_per_record[ch])].reshape(-1).astype(np.float64)
@@ -137,7 +149,7 @@ def read(path: Path, lead: str | None, fs: float | None, units: str | None) -> R
     gain = (h.phys_max[ch] - h.phys_min[ch]) / dspan
     values = h.phys_min[ch] + (digital - h.dig_min[ch]) * gain
     return finish_record(
-        values, scale, ch_fs, names[k], src, [note, conversion_note(unit_str, scale)]
+        values, scale, ch_fs, names[k], src, [note, cut, conversion_note(unit_str, scale)]
     )
 
 
