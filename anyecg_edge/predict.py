@@ -41,6 +41,8 @@ class RecordPrediction:
     windows: list[WindowQuality]
     labs: dict[str, dict[str, Any]] = field(default_factory=dict)
     model: dict[str, Any] = field(default_factory=dict)
+    # How the record was read: lead chosen, unit converted, file cut short ("" if nothing).
+    record_note: str = ""
 
     @property
     def n_used(self) -> int:
@@ -53,6 +55,7 @@ class RecordPrediction:
             "lead": self.lead,
             "fs": self.fs,
             "duration_s": round(self.duration_s, 3),
+            "record_note": self.record_note,
             "status": "ok" if self.n_used else "rejected",
             "quality": {
                 "windows_total": len(self.windows),
@@ -130,6 +133,7 @@ def predict_record(
         lead=record.lead,
         fs=record.fs,
         duration_s=record.duration_s,
+        record_note=record.note,
         windows=qualities,
         model={
             "source": model.source,

@@ -36,7 +36,10 @@ def predicted(tmp_path_factory, shared_data) -> tuple[Path, dict]:
     args = ["predict", "--input", str(shared_data / "mitdb" / "100"), "--model", str(model)]
     res = CliRunner().invoke(cli, [*args, "--json", "-"])
     assert res.exit_code == 0, res.output
-    return model, json.loads(res.stdout)
+    result = json.loads(res.stdout)
+    # How the record was read travels with the result (here: which lead, and why).
+    assert result["record_note"] == "lead MLII chosen automatically from MLII, V5"
+    return model, result
 
 
 @pytest.fixture(scope="module")
