@@ -21,6 +21,7 @@ from anyecg_edge.signal import (
     assess_quality_batch,
     extract_windows,
     preprocess,
+    raw_window_samples,
 )
 
 
@@ -92,7 +93,7 @@ def model_inputs(
     if not ok.any():
         return reports, None
     x = preprocess(w64[ok], fs, mains_hz=mains, target_fs=int(meta.fs))
-    return reports, x
+    return reports, x[:, : meta.window_samples]  # windows cut by raw_window_samples
 
 
 def predict_record(
@@ -112,7 +113,8 @@ def predict_record(
     """
     meta = model.metadata
     try:
-        raw_windows, starts = extract_windows(record.signal_mv, record.fs, meta.window_s, hop_s)
+        n_raw = raw_window_samples(meta.window_samples, record.fs, meta.fs)
+        raw_windows, starts = extract_windows(record.signal_mv, record.fs, n_raw / record.fs, hop_s)
     except SignalError as exc:
         raise RecordError(f"{record.source} (lead {record.lead}): {exc}") from None
     reports, accepted = model_inputs(raw_windows, record.fs, meta, mains_hz)

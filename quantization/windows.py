@@ -31,7 +31,7 @@ from anyecg_edge.quantization.errors import WindowsError
 from anyecg_edge.io import RecordError, list_leads, read_record
 from anyecg_edge.predict import model_inputs
 from anyecg_edge.runtime import ModelMetadata
-from anyecg_edge.signal import SignalError, extract_windows, preprocess
+from anyecg_edge.signal import SignalError, extract_windows, preprocess, raw_window_samples
 
 log = logging.getLogger(__name__)
 
@@ -147,7 +147,8 @@ def record_windows(
             raise WindowsError(str(exc)) from None
         for lead, sig_mv, fs in leads:
             try:
-                raw, _ = extract_windows(sig_mv, fs, meta.window_s)
+                n_raw = raw_window_samples(meta.window_samples, fs, meta.fs)
+                raw, _ = extract_windows(sig_mv, fs, n_raw / fs)
             except SignalError as exc:
                 log.info("%s lead %s: %s; skipped", rec_path, lead, exc)
                 continue
@@ -159,6 +160,7 @@ def record_windows(
                     continue
             else:
                 x = preprocess(raw, fs, mains_hz=meta.mains_hz, target_fs=int(meta.fs))
+                x = x[:, : meta.window_samples]
             xs.append(x)
             groups += [str(rec_path)] * len(x)
     if not xs:

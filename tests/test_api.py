@@ -207,3 +207,21 @@ def test_real_exports_and_run_folder(art, kind, shared_data, tmp_path):
     assert result.status == "ok" and len(result.labs) == len(model.labs)
     k = result.labs[model.labs[0]]
     assert 0 <= k.probability <= 1 and k.spread["n_windows"] == result.quality["windows_used"]
+
+
+@pytest.mark.parametrize("fs", [130.04, 129.96, 256.3, 500.3])
+def test_estimate_at_a_measured_rate_fills_the_model_window(model_path, shared_data, fs):
+    """A Polar H10 measures 130.04 Hz, not 130: round(10 s x fs) raw samples resampled to
+    4999 and the model refused the windows, blaming itself. Each window now takes the raw
+    samples that resample to 5000 at least (1301 at 130.04 Hz) and is cut to 5000; the
+    estimate equals the one at the nominal rate within the resampling's effect."""
+    from anyecg_edge.signal import raw_window_samples, resample
+
+    x_mv = read_record(shared_data / "mitdb" / "100").signal_mv[: 360 * 60]
+    model = ae.load_model(model_path)
+    at_fs = ae.estimate(model, resample(x_mv, 360.0, fs), fs=fs)
+    nominal = ae.estimate(model, resample(x_mv, 360.0, round(fs)), fs=float(round(fs)))
+    n_raw = raw_window_samples(5000, fs, 500.0)
+    assert at_fs.quality["windows_used"] == (round(60 * fs) - n_raw) // n_raw + 1 >= 5
+    for lab in LABS:
+        assert abs(at_fs.labs[lab].probability - nominal.labs[lab].probability) < 0.05

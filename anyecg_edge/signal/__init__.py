@@ -24,14 +24,14 @@ from anyecg_edge.signal.quality import (
     heart_rate_bpm,
 )
 from anyecg_edge.signal.reference import authors_preprocess
-from anyecg_edge.signal.windows import extract_windows, window_samples
+from anyecg_edge.signal.windows import extract_windows, raw_window_samples, window_samples
 
 __all__ = [
     "MAX_NAN_GAP_S",
-    "REASON_CODES",
-    "TARGET_FS",
     "QualityReport",
+    "REASON_CODES",
     "SignalError",
+    "TARGET_FS",
     "assess_quality",
     "assess_quality_batch",
     "authors_preprocess",
@@ -41,6 +41,7 @@ __all__ = [
     "fill_short_gaps",
     "heart_rate_bpm",
     "preprocess",
+    "raw_window_samples",
     "resample",
     "window_samples",
 ]

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import math
+from fractions import Fraction
+from functools import lru_cache
+
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
 from anyecg_edge.signal.errors import SignalError
-from anyecg_edge.signal.preprocess import check_fs
+from anyecg_edge.signal.preprocess import _MAX_RATIO_DENOMINATOR, check_fs
 
-__all__ = ["extract_windows", "window_samples"]
+__all__ = ["extract_windows", "raw_window_samples", "window_samples"]
 
 
 def window_samples(window_s: float, fs: float) -> int:
@@ -18,6 +22,17 @@ def window_samples(window_s: float, fs: float) -> int:
     if not window_s > 0 or n < 1:
         raise SignalError(f"window_s must be positive, got {window_s!r}")
     return int(n)
+
+
+@lru_cache(maxsize=64)
+def raw_window_samples(n_out: int, fs: float, target_fs: float) -> int:
+    """Raw samples at ``fs`` whose resampling to ``target_fs`` (preprocess's ratio) gives at
+    least ``n_out``: 3600 at 360 Hz for 5000 at 500 Hz, but 1301 at a Polar's measured
+    130.04 Hz, where round(10 s x fs) = 1300 samples resample to 4999. Crop the
+    preprocessed window to ``n_out``."""
+    fs = check_fs(fs)
+    ratio = Fraction(float(target_fs) / fs).limit_denominator(_MAX_RATIO_DENOMINATOR)
+    return math.ceil(n_out * ratio.denominator / ratio.numerator)
 
 
 def extract_windows(

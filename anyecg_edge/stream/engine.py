@@ -45,7 +45,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from fractions import Fraction
-from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -53,7 +52,7 @@ import numpy as np
 from anyecg_edge.estimates import interval_bounds, lab_entry
 from anyecg_edge.runtime import Model
 from anyecg_edge.signal import SignalError, assess_quality, preprocess
-from anyecg_edge.signal.preprocess import _MAX_RATIO_DENOMINATOR
+from anyecg_edge.signal.windows import raw_window_samples
 from anyecg_edge.stream.latency import LatencyStats
 from anyecg_edge.stream.ring import RingBuffer
 from anyecg_edge.stream.types import Block, FrameFlags
@@ -96,14 +95,6 @@ def resampling_rate(fs_est: float, nominal_fs: float | None, target_fs: float) -
 def utc_iso(epoch_s: float) -> str:
     """POSIX seconds -> ISO-8601 UTC with milliseconds (``2026-12-07T00:32:16.123+00:00``)."""
     return datetime.fromtimestamp(epoch_s, timezone.utc).isoformat(timespec="milliseconds")
-
-
-@lru_cache(maxsize=64)
-def _raw_window_len(n_out: int, target_fs: float, fs: float) -> int:
-    """Raw samples at ``fs`` whose resampling to ``target_fs`` (with preprocess's ratio)
-    yields at least ``n_out``; cached, since a stream has very few distinct rates."""
-    ratio = Fraction(target_fs / fs).limit_denominator(_MAX_RATIO_DENOMINATOR)
-    return math.ceil(n_out * ratio.denominator / ratio.numerator)
 
 
 @dataclass
@@ -295,7 +286,7 @@ class StreamEngine:
 
     def _window_len(self, block: Block) -> int:
         """Raw samples whose resampling yields at least the model's window."""
-        return _raw_window_len(self.n_out, self.target_fs, self._fs(block))
+        return raw_window_samples(self.n_out, self._fs(block), self.target_fs)
 
     def _schedule(self, block: Block) -> None:
         ring = self._ring
