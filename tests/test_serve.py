@@ -297,6 +297,7 @@ def test_port_in_use_and_foreign_host_fail_in_one_line(model_path, record_path, 
         busy.listen()
         port = busy.getsockname()[1]
         out = tmp_path / "x.jsonl"
+        out.write_text('{"kept": "an earlier session"}\n')
         res = _cli("stream", "--source", f"file:{record_path}", "--model", str(model_path),
                    "--serve", f"127.0.0.1:{port}", "--jsonl", str(out))  # fmt: skip
     assert res.exit_code == 7, res.stderr
@@ -304,7 +305,16 @@ def test_port_in_use_and_foreign_host_fail_in_one_line(model_path, record_path, 
     assert line == (
         f"Error: --serve 127.0.0.1:{port}: cannot listen (Address already in use, EADDRINUSE)"
     )
-    assert not out.exists() or out.read_text() == ""  # bound before anything is written
+    # Refused before anything is written: an earlier session's JSONL is left as it was
+    # (it was emptied when the file was opened).
+    assert out.read_text() == '{"kept": "an earlier session"}\n'
+    # The session that runs empties it first: its own lines only.
+    res = _cli("stream", "--source", f"file:{record_path}", "--model", str(model_path),
+               "--duration", "12", "--speed", "0", "--jsonl", str(out))  # fmt: skip
+    assert res.exit_code == 0, res.stderr
+    lines = out.read_text().splitlines()
+    assert "start" in json.loads(lines[0]) and "summary" in json.loads(lines[-1])
+    assert all("kept" not in line for line in lines)
     # 192.0.2.1 (TEST-NET-1) is no address of this machine: cannot be bound.
     res = _cli("stream", "--source", f"file:{record_path}", "--model", str(model_path),
                "--serve", "192.0.2.1:8080", "--serve-public")  # fmt: skip

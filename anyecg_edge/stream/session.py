@@ -27,10 +27,13 @@ import asyncio
 import contextlib
 import errno
 import logging
+import os
 import signal
+import stat
 import sys
 import threading
 import time
+import weakref
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -58,13 +61,33 @@ def reason(exc: BaseException) -> str:
 
 
 def open_jsonl(path: Path | str) -> IO[str]:
-    """``path`` opened line-buffered for the session's JSONL (one-line error if it cannot)."""
+    """``path`` opened line-buffered for the session's JSONL (one-line error if it cannot).
+    Opened without truncating: the session empties it when it writes its first line, so a
+    refusal before that (a --serve port in use) leaves an existing file as it was."""
     try:
-        return open(path, "w", buffering=1)  # noqa: SIM115 (the session closes it)
+        fh = open(path, "a", buffering=1)  # noqa: SIM115 (the session closes it)
+        _TRUNCATE_AT_START.add(fh)
+        return fh
     except OSError as exc:
         raise StreamOutputError(
             f"--jsonl {path}: cannot open for writing ({reason(exc)})"
         ) from None
+
+
+# Files `open_jsonl` opened: only those are emptied at the start (never stdout redirected
+# to a user's file, never a stream a library caller passed in).
+_TRUNCATE_AT_START: weakref.WeakSet[IO[str]] = weakref.WeakSet()
+
+
+def _empty_if_file(fh: IO[str]) -> None:
+    """Truncate a JSONL opened by `open_jsonl` when it is a regular file (a pipe, a FIFO or
+    a terminal cannot be and need not be)."""
+    if fh not in _TRUNCATE_AT_START:
+        return
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        if stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
+            fh.seek(0)
+            fh.truncate(0)
 
 
 class _Output:
@@ -208,6 +231,7 @@ class StreamSession:
         ble: dict[str, Any],
     ) -> SessionResult:
         if self.jsonl is not None:
+            _empty_if_file(self.jsonl)
             start = {"source": self.spec.label, "model": self.model_label, "hop_s": self.hop_s,
                      "t": 0.0, "t_utc": utc_iso(start_epoch)}  # fmt: skip
             try:
