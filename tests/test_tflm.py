@@ -57,6 +57,17 @@ def test_tflm_command_on_npy_windows(art) -> None:
     assert "DEPTHWISE_CONV_2D" in out["ops"] or "CONV_2D" in out["ops"]
 
 
+def test_an_onnx_model_is_refused_in_one_line(art) -> None:
+    """An .onnx given to tflm: exit 5 naming the file (it was an internal error, exit 70,
+    from the FlatBuffer reader: "unpack_from requires a buffer of at least ... bytes")."""
+    res = ef.run_cli("tflm", "--model", str(art.onnx_int8), "--calib", str(art.heldout_npy))
+    assert res.exit_code == 5, res.output
+    assert res.stderr.strip().splitlines() == [
+        f"Error: {art.onnx_int8}: not a .tflite model (no TFL3 FlatBuffer identifier); tflm "
+        "runs an int8 .tflite from `export --format tflite --int8` or `--format c-array`"
+    ]
+
+
 def _with_op_replaced(src: Path, dst: Path, old: str, new: str) -> Path:
     import flatbuffers
     from ai_edge_litert import schema_py_generated as schema

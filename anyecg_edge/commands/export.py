@@ -297,6 +297,13 @@ def tflm(model_path: Path, calib: tuple[str, ...], n_windows: int, json_out: Pat
     from anyecg_edge.runtime import ModelError
     from anyecg_edge.runtime.manifest import load_manifest
 
+    with open(model_path, "rb") as fh:
+        head = fh.read(8)
+    if head[4:8] != b"TFL3":  # the FlatBuffer file identifier of every .tflite
+        raise ModelError(
+            f"{model_path}: not a .tflite model (no TFL3 FlatBuffer identifier); tflm runs "
+            "an int8 .tflite from `export --format tflite --int8` or `--format c-array`"
+        )
     try:
         meta = load_manifest(model_path)
         ws = load_windows(list(calib), meta, role="calib", max_windows=n_windows)
