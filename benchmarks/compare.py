@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 from typing import Any
@@ -55,8 +56,8 @@ def compare_results(
     new: dict[str, Any], old: dict[str, Any], *, tolerance: float = 0.15
 ) -> dict[str, Any]:
     """Row-by-row changes of ``new`` against ``old``; see the module docstring."""
-    if tolerance <= 0:
-        raise BenchError(f"tolerance must be > 0, got {tolerance}")
+    if not (math.isfinite(tolerance) and tolerance > 0):  # NaN compares false: no regressions
+        raise BenchError(f"tolerance must be a finite number > 0, got {tolerance}")
     old_rows = {_key(r): r for r in old["rows"]}
     new_keys = {_key(r) for r in new["rows"]}
     rows: list[dict[str, Any]] = []

@@ -126,6 +126,10 @@ def test_compare_flags_regressions(smoke: dict, tmp_path: Path) -> None:
     target["p95_ms"] /= 3
     old["rows"] = [r for r in old["rows"] if r["runtime"] != "torch" or r["model"] != "student-xs"]
     cmp = compare_results(new, old, tolerance=0.2)
+    # A NaN tolerance compares false everywhere: "no regressions" for any slow-down.
+    for bad in (float("nan"), float("inf"), 0.0, -1.0):
+        with pytest.raises(BenchError, match="tolerance must be a finite number > 0"):
+            compare_results(new, old, tolerance=bad)
     status = {(e["model"], e["runtime"]): e for e in cmp["rows"]}
     assert status[("student-xs", "onnxruntime")]["status"] == "regression"
     assert "p50_ms" in status[("student-xs", "onnxruntime")]["regressed"]
