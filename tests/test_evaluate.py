@@ -244,3 +244,16 @@ def test_evaluate_errors_are_one_line(small_corpus, small_model, tmp_path) -> No
         cli, ["evaluate", "--model", str(path), "--corpus", str(tmp_path), "--json", "x.json"]
     )
     assert r.exit_code != 0 and "manifest.json" in r.output
+    # Any other JSON as --truth gave "planted labs mean AUROC n/a" and exit 0.
+    not_truth = tmp_path / "parity.json"
+    not_truth.write_text('{"passed": true}')
+    r = runner.invoke(
+        cli,
+        ["evaluate", "--model", str(path), "--corpus", str(corpus),
+         "--json", str(tmp_path / "t.json"), "--truth", str(not_truth)],
+    )  # fmt: skip
+    assert r.exit_code == 1, r.output
+    assert r.stderr.strip().splitlines() == [
+        f"Error: {not_truth}: not a synthetic cohort's truth.json (expected 'planted_keys' "
+        "and 'unplanted_keys' lists, as `data synth` writes)"
+    ]

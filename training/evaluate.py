@@ -60,6 +60,8 @@ from anyecg_edge.training.evaluate_metrics import (
 )
 from anyecg_edge.training.evaluate_report import write_report
 
+from anyecg_edge.io.base import one_line
+
 __all__ = [
     "BUCKETS",
     "MIN_VISITS_PER_CLASS",
@@ -388,7 +390,7 @@ def evaluate_model(
     cols = [meta.labs.index(k) for k in wanted]
     truth_doc = None
     if truth is not None:
-        truth_doc = truth if isinstance(truth, dict) else json.loads(Path(truth).read_text())
+        truth_doc = truth if isinstance(truth, dict) else _read_truth(Path(truth))
     result = evaluate_predictions(
         logits_all[:, cols],
         ds.targets,
@@ -438,3 +440,22 @@ def write_json(result: dict[str, Any], path: str | os.PathLike) -> Path:
     from anyecg_edge.fileio import write_json as write_json_atomic
 
     return write_json_atomic(path, {k: v for k, v in result.items() if not k.startswith("_")})
+
+
+def _read_truth(path: Path) -> dict[str, Any]:
+    """A synthetic cohort's truth.json: it names the planted and unplanted labs. Any other
+    JSON (a parity or evaluation file) would give "planted n/a" and exit 0."""
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise EvaluationError(f"{path}: cannot read a truth.json ({one_line(exc)})") from None
+    if not (
+        isinstance(doc, dict)
+        and isinstance(doc.get("planted_keys"), list)
+        and isinstance(doc.get("unplanted_keys"), list)
+    ):
+        raise EvaluationError(
+            f"{path}: not a synthetic cohort's truth.json (expected 'planted_keys' and "
+            "'unplanted_keys' lists, as `data synth` writes)"
+        )
+    return doc
