@@ -220,6 +220,26 @@ def test_train_config_reruns_a_run_and_the_line_overrides(tiny_corpus: Path, tmp
         cli, ["train", "lora", "--config", str(bad), "--out", str(tmp_path / "r4")]
     )
     assert res.exit_code == 1 and "written by `train distill`" in res.output
+    # A second run into a used --out replaced the first one's model.pt and metrics.json
+    # and left its checkpoints for a later --resume to pick up: refused, nothing written.
+    model_bytes = (first / "model.pt").read_bytes()
+    res = CliRunner().invoke(
+        cli, ["-q", "train", "lora", "--corpus", str(tiny_corpus), "--out", str(first), *TINY]
+    )
+    assert res.exit_code == 1
+    assert res.stderr.strip().splitlines() == [
+        f"Error: --out {first}: holds a training run (model.pt, checkpoints, "
+        "train_config.json, metrics.json); pass --resume to continue it, or choose a new --out"
+    ]
+    assert (first / "model.pt").read_bytes() == model_bytes
+    other = tmp_path / "notes"
+    other.mkdir()
+    (other / "todo.txt").write_text("mine")
+    res = CliRunner().invoke(
+        cli, ["-q", "train", "lora", "--corpus", str(tiny_corpus), "--out", str(other), *TINY]
+    )
+    assert res.exit_code == 1 and "is not empty (1 entries, e.g. 'todo.txt')" in res.stderr
+    assert sorted(p.name for p in other.iterdir()) == ["todo.txt"]
 
 
 def test_train_config_from_a_run_written_before_the_cli_section(

@@ -61,6 +61,30 @@ def _torch_threads(n: int | None):
         torch.set_num_threads(before)
 
 
+# What a training run writes at the top of its --out folder.
+_RUN_MARKERS = ("model.pt", "checkpoints", "train_config.json", "metrics.json")
+
+
+def _refuse_used_out(out: Path, resume: bool) -> None:
+    """A second run into a used --out replaced the first one's model and metrics and left
+    its checkpoints, which a later --resume then picked up. Every rank checks before any
+    writes (torchrun ranks meet in the process group set-up, after this)."""
+    if resume or not out.is_dir():
+        return
+    entries = sorted(p.name for p in out.iterdir())
+    if not entries:
+        return
+    if any(name in entries for name in _RUN_MARKERS):
+        raise click.ClickException(
+            f"--out {out}: holds a training run ({', '.join(n for n in _RUN_MARKERS if n in entries)}); "
+            "pass --resume to continue it, or choose a new --out"
+        )
+    raise click.ClickException(
+        f"--out {out}: is not empty ({len(entries)} entries, e.g. {entries[0]!r}) and holds no "
+        "training run; choose a new or empty folder"
+    )
+
+
 def _labs(text: str | None) -> list[str] | None:
     if text is None:
         return None
@@ -147,6 +171,7 @@ def train_lora(ctx: click.Context, **kw: Any) -> None:
     apply_config(ctx, kw, "lora")
     refuse_clobber(kw["out"], [kw["corpus"], kw["init"]], "--out")
     refuse_clobber(kw["json_out"], [kw["corpus"], kw["init"]], "--json")
+    _refuse_used_out(kw["out"], kw["resume"])
     from anyecg_edge.training.lora import (
         DEFAULT_TARGET_MODULES,
         LoraRun,
@@ -246,6 +271,7 @@ def train_distill(ctx: click.Context, **kw: Any) -> None:
         raise click.UsageError("Missing option '--teacher' (or --config RUN/train_config.json)")
     refuse_clobber(kw["out"], [kw["corpus"], kw["teacher"]], "--out")
     refuse_clobber(kw["json_out"], [kw["corpus"], kw["teacher"]], "--json")
+    _refuse_used_out(kw["out"], kw["resume"])
     from anyecg_edge.training.distill import DistillRun, train_distill
 
     run = DistillRun(
