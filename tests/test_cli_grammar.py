@@ -242,6 +242,17 @@ def test_train_config_reruns_a_run_and_the_line_overrides(tiny_corpus: Path, tmp
     assert sorted(p.name for p in other.iterdir()) == ["todo.txt"]
 
 
+def test_train_config_paths_are_absolute(tmp_path: Path, monkeypatch) -> None:
+    """The options a run records are rerun from anywhere: a corpus typed as "k1" is
+    written as the folder it named then ("Directory 'k1' does not exist" from elsewhere)."""
+    from anyecg_edge.commands._train_options import cli_options
+
+    monkeypatch.chdir(tmp_path)
+    opts = cli_options({"corpus": Path("k1"), "teacher": Path("runs/t1"), "rank": 4})
+    assert opts == {"corpus": str(tmp_path / "k1"), "teacher": str(tmp_path / "runs/t1"),
+                    "rank": 4}  # fmt: skip
+
+
 def test_train_config_from_a_run_written_before_the_cli_section(
     tiny_corpus: Path, tmp_path: Path
 ) -> None:

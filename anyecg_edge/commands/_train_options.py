@@ -229,7 +229,9 @@ class TrainConfigError(ValueError):
 
 def _jsonable(value: Any) -> Any:
     if isinstance(value, Path):
-        return str(value)
+        # Absolute: `--config RUN/train_config.json` reruns from any directory (a path as
+        # typed, "k1", named another folder or none once the shell was elsewhere).
+        return os.path.abspath(value)
     if isinstance(value, tuple):
         return [_jsonable(v) for v in value]
     return value
