@@ -366,6 +366,25 @@ def test_cli_sim_source_reads_its_record_once(model_path, record_path, tmp_path,
     assert json.loads(out.read_text().splitlines()[-1])["summary"]["windows"] >= 1
 
 
+def test_cli_sim_source_from_a_csv_takes_fs(model_path, record_path, tmp_path):
+    """A CSV carries no rate: `--fs` gives it for sim sources too (it was dropped for them:
+    "CSV files carry no sampling rate; pass fs (--fs)" although --fs was on the line)."""
+    from anyecg_edge.cli import cli
+
+    x_mv = read_record(record_path).signal_mv[: 360 * 20]
+    csv = tmp_path / "mit.csv"
+    csv.write_text("MLII\n" + "\n".join(f"{v:.4f}" for v in x_mv) + "\n")
+    out = tmp_path / "csv.jsonl"
+    res = CliRunner().invoke(
+        cli,
+        ["stream", "--source", f"sim-polar:{csv}", "--fs", "360", "--model", str(model_path),
+         "--duration", "12", "--speed", "20", "--jsonl", str(out), "--no-live"],
+        catch_exceptions=False,
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    assert json.loads(out.read_text().splitlines()[-1])["summary"]["windows"] >= 1
+
+
 def test_ctrl_c_stops_cleanly(model_path, record_path, tmp_path):
     out = tmp_path / "c.jsonl"
     proc = subprocess.Popen(

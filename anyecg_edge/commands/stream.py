@@ -50,7 +50,8 @@ SOURCE_HELP = (
 )  # fmt: skip
 @sim_source_options(
     lead="Lead to replay from a record (default: II/MLII, the lab models' training lead, then I).",
-    fs="Sampling rate of a CSV record / Movesense rate.",
+    fs="Sampling rate of a CSV / .npy record (file and sim sources); of a real Movesense: "
+    "the rate to ask it for.",
     speed="Replay speed x real time for file and sim sources; 0 = as fast as possible (file "
     "only, lossless).",
     faults='Sim sources: fault injection, e.g. "drop=0.02,disconnect=45" (keys: drop, dup, '
@@ -195,9 +196,7 @@ def stream(
     record = None
     if spec.kind in ("file", "sim"):
         # (read here, its errors come before any setup; a sim source is handed this one)
-        record = load_record(
-            spec.target, lead=lead, fs=fs if spec.kind == "file" else None, units=units
-        )
+        record = load_record(spec.target, lead=lead, fs=fs, units=units)
     model = load_model(model_path, threads=threads or all_cores())
     if record is not None:
         # As `predict` does (same check, same words): a record shorter than one window
