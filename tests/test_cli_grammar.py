@@ -107,6 +107,15 @@ def test_an_unwritable_json_path_is_named_as_given(tmp_path: Path) -> None:
     ], res.stderr
 
 
+def test_stream_refuses_jsonl_and_json_both_on_stdout(tmp_path: Path) -> None:
+    res = CliRunner().invoke(
+        cli, ["stream", "--source", f"file:{tmp_path / 'r.csv'}", "--model",
+              str(tmp_path / "m.onnx"), "--jsonl", "-", "--json", "-"],
+    )  # fmt: skip
+    assert res.exit_code == 2
+    assert "--jsonl - and --json - both write to stdout" in res.stderr
+
+
 def test_data_folder_from_one_place_not_the_current_directory(tmp_path: Path) -> None:
     code = (
         "from anyecg_edge.datadir import data_dir; from anyecg_edge.demo import find_shared_data;"

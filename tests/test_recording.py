@@ -128,6 +128,7 @@ def test_record_and_replay_errors_are_one_line(recorded: dict, model: Path, tmp_
     rec = recorded["dir"]
     for args, needle in [
         (["--source", f"replay:{tmp_path}"], "no session.json"),
+        (["--source", f"replay:{rec}/{LOG_NAME}"], "is a file; replay takes a `stream --record`"),
         (["--source", f"file:{rec}/signal", "--record", tmp_path / "r"], "--record applies to BLE"),
         (["--source", f"sim-polar:{rec}", "--record", rec], "already holds a recording"),
         (["--source", f"replay:{rec}", "--jsonl", rec / LOG_NAME], "--jsonl"),

@@ -30,7 +30,8 @@ log = logging.getLogger(__name__)
 SOURCE_HELP = (
     "file:PATH (WFDB/CSV/EDF replay), sim-polar:PATH / sim-movesense:PATH / sim-anyecg:PATH "
     "(simulated wearable over an in-process GATT link), polar:ADDR / movesense:ADDR / "
-    "anyecg:ADDR (real device)"
+    "anyecg:ADDR (real device), replay:DIR (a `stream --record DIR` session, replayed as "
+    "recorded)"
 )
 
 
@@ -55,7 +56,7 @@ SOURCE_HELP = (
     speed="Replay speed x real time for file and sim sources; 0 = as fast as possible (file "
     "only, lossless).",
     faults='Sim sources: fault injection, e.g. "drop=0.02,disconnect=45" (keys: drop, dup, '
-    "reorder, corrupt, cut, disconnect, stall, jump, jump_s, drift, seed).",
+    "reorder, corrupt, cut, disconnect, vanish, stall, jump, jump_s, drift, seed).",
     speed_type=Number(0.0, 1e6),
 )
 @click.option(
@@ -161,6 +162,11 @@ def stream(
     from anyecg_edge.stream.sources import SourceError, SourceSpec, load_record
 
     spec = SourceSpec.parse(source)
+    if json_to_stdout(json_out) and jsonl_path is not None and str(jsonl_path) == "-":
+        raise click.UsageError(
+            "--jsonl - and --json - both write to stdout, which would then be neither JSON "
+            "lines nor one JSON document; send one of them to a file"
+        )
     fault_spec = faults if faults is not None else FaultSpec()
     if fault_spec.any and spec.kind != "sim":
         raise SourceError("--faults applies to simulated sources (sim-polar:..., sim-anyecg:...)")

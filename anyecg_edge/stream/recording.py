@@ -328,6 +328,11 @@ def recording_files(folder: str | Path) -> list[Path]:
 
 def read_session(folder: str | Path) -> dict[str, Any]:
     folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise RecordingError(
+            f"--source replay:{folder}: is a file; replay takes a `stream --record` folder "
+            "(a record file streams with --source file:PATH)"
+        )
     path = folder / SESSION_NAME
     try:
         meta = json.loads(path.read_text())
