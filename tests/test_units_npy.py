@@ -59,7 +59,12 @@ def test_uv_csv_with_units_uv_or_auto_matches_mv(model_path, mv, tmp_path):
     # amplitude gate, predict says so and exits 3.
     res = _predict(model_path, uv, "--fs", "360")
     assert res.exit_code == 3
-    out = json.loads(res.output)
+    # stdout is the JSON; the failure is still one line on stderr, with the likely cause.
+    assert res.stderr.splitlines() == [
+        f"Error: {uv}: no window passed the signal-quality gate (implausible_amplitude) "
+        "(a µV signal read as mV? see --units); no estimates"
+    ]
+    out = json.loads(res.stdout)
     assert out["status"] == "rejected" and out["quality"]["reasons"] == ["implausible_amplitude"]
     rec = read_record(uv, fs=FS, units="auto")
     assert rec.note.startswith("units inferred as uV (median peak-to-peak ")

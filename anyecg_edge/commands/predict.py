@@ -112,6 +112,17 @@ def predict(
     if not json_to_stdout(json_out):
         _print_prediction(result)
     if result["status"] != "ok":
+        reasons = result["quality"]["reasons"]
+        hint = (
+            " (a µV signal read as mV? see --units)"
+            if "implausible_amplitude" in reasons and units is None
+            else ""
+        )
+        click.echo(
+            f"Error: {result['record']}: no window passed the signal-quality gate "
+            f"({', '.join(reasons) or 'no windows'}){hint}; no estimates",
+            err=True,
+        )
         sys.exit(3)
 
 
