@@ -54,6 +54,12 @@ HOST_MARGIN = 1.5
 HOST_SLACK_S = 2.0
 
 
+def _digest(frame: Frame) -> int:
+    """The frame's samples, hashed: a repeated notification repeats them too."""
+    data = frame.codes if frame.codes is not None else frame.samples_mv
+    return hash(data.tobytes())
+
+
 def _unwrap(value: int, last: int | None, modulo: int | None) -> int:
     """The unwrapped value nearest to ``last`` that is congruent to ``value``."""
     if modulo is None or last is None:
@@ -87,7 +93,10 @@ class Sequencer:
         self.seg_count = 0  # samples released in the current segment
         self.counts = {"duplicate": 0, "late": 0, "gap": 0, "clock_jump": 0, "reordered": 0}
         self._pending: list[_Pending] = []
-        self._recent: deque[float] = deque(maxlen=64)
+        # (key, content digest) of recently released frames: a duplicate repeats both. A
+        # frame whose key repeats with other samples is not a repeat but a clock that
+        # stepped back (it was dropped as a "duplicate", silently).
+        self._recent: deque[tuple[float, int]] = deque(maxlen=64)
         self._started = False
         self._break_reason: str | None = None
         self._last_seq: int | None = None  # unwrapped seq of the last released frame
@@ -131,7 +140,7 @@ class Sequencer:
         tol = self._tolerance(frame.n)
         pre_fault, self._pre_fault = self._pre_fault, None
         bound = self._host_bound(arrival_ns)
-        if pre_fault is not None and abs(d) > tol and self._reverts(frame, t_u, pre_fault):
+        if pre_fault is not None and abs(d) > tol and self._reverts(frame, t_u, pre_fault, bound):
             out.extend(self._revert_fault(frame, arrival_ns, seq_u, t_u, pre_fault))
         elif frame.flags & FrameFlags.TIME_RESET and abs(d) > tol:
             # The device says its counter/clock restarted (reboot): no continuity.
@@ -185,17 +194,26 @@ class Sequencer:
         return (elapsed_s * self.time_scale * HOST_MARGIN + HOST_SLACK_S) * self.fs_est
 
     def _clock_fault(
-        self, frame: Frame, arrival_ns: int, seq_u: int | None, t_u: int | None, d: float
+        self,
+        frame: Frame,
+        arrival_ns: int,
+        seq_u: int | None,
+        t_u: int | None,
+        d: float,
+        reason: str = "beyond_host_clock",
     ) -> Output:
         """A frame further ahead than the host clock allows: not lost samples but a clock
         (or counter) that jumped or a corrupted stamp. Counted, re-anchored on this frame,
         whose samples continue the stream."""
+        # Frames held for reordering arrived before this one: they are placed on the time
+        # base they belong to first (a gap if their hole stays open).
+        out: Output = self._flush_pending()
         self.counts["clock_jump"] += 1
         elapsed = (arrival_ns - (self._last_arrival_ns or arrival_ns)) / 1e9
-        out: Output = [
+        out += [
             SeqEvent(
                 "clock_jump", self._end_s,
-                {"jump_s": round(d / self.fs_est, 4), "reason": "beyond_host_clock",
+                {"jump_s": round(d / self.fs_est, 4), "reason": reason,
                  "host_elapsed_s": round(elapsed, 4)},
             )
         ]  # fmt: skip
@@ -211,14 +229,18 @@ class Sequencer:
         out.extend(self._drain())
         return out
 
-    def _reverts(self, frame: Frame, t_u: int | None, pre: tuple) -> bool:
-        """Does this frame continue the time base from before the last clock fault?"""
+    def _reverts(
+        self, frame: Frame, t_u: int | None, pre: tuple, bound: float | None = None
+    ) -> bool:
+        """Does this frame continue the time base from before the last clock fault: in
+        place, or after frames lost meanwhile (ahead by at most what the host clock allows)?"""
         _, last_t, last_ref = pre
         if t_u is None or last_t is None or frame.seq is not None:
             return False
         ref_index = self.seg_count + self._ref_offset(frame)
-        pred = last_t + (ref_index - last_ref) * 1e9 / self.fs_est
-        return abs(t_u - pred) * self.fs_est / 1e9 <= self._tolerance(frame.n)
+        ahead = (t_u - (last_t + (ref_index - last_ref) * 1e9 / self.fs_est)) * self.fs_est / 1e9
+        tol = self._tolerance(frame.n)
+        return -tol <= ahead <= max(tol, bound or 0.0)
 
     def _revert_fault(
         self, frame: Frame, arrival_ns: int, seq_u: int | None, t_u: int | None, pre: tuple
@@ -227,6 +249,10 @@ class Sequencer:
         self._t0_ns, self._last_t_ns, self._last_ref_index = pre
         self._anchor = None
         out: Output = [SeqEvent("clock_jump_reverted", self._end_s)]
+        d = self._distance(frame, seq_u, t_u)
+        if d > self._tolerance(frame.n):  # frames were lost after the corrupted one
+            out.append(self._gap_event(frame, seq_u, t_u, d))
+            self._new_segment(round(d))
         out.extend(self._release(frame, arrival_ns, seq_u, t_u))
         out.extend(self._drain())
         return out
@@ -324,6 +350,20 @@ class Sequencer:
                     self._t0_ns += jump_ns  # keep stream time continuous
                 self._anchor = None
         t_first = self._stream_t_first(frame, t_u)
+        behind_s = self._end_s - t_first
+        if behind_s > self._tolerance(frame.n) / self.fs_est:
+            # Accepted samples placed before samples already released: the time base is
+            # wrong (e.g. re-anchored on a corrupted stamp). Stream time never runs back:
+            # re-anchor here, say so, and keep the samples.
+            self.counts["clock_jump"] += 1
+            out.append(
+                SeqEvent("clock_jump", self._end_s,
+                         {"jump_s": round(-behind_s, 4), "reason": "behind_stream"})
+            )  # fmt: skip
+            if self._t0_ns is not None:
+                self._t0_ns -= behind_s * 1e9
+            self._anchor = None
+            t_first = self._end_s
         self._flag_events(frame, out, t_first)
         out.append(
             Block(
@@ -347,7 +387,9 @@ class Sequencer:
             self._last_t_ns = t_u
             self._last_ref_index = ref_index
             self._update_rate(ref_index, t_u)
-        self._recent.append(float(seq_u) if seq_u is not None else float(t_u or 0))
+        self._recent.append(
+            (float(seq_u) if seq_u is not None else float(t_u or 0), _digest(frame))
+        )
         return out
 
     def _update_rate(self, ref_index: int, t_ns: int) -> None:
@@ -435,7 +477,7 @@ class Sequencer:
             self._anchor = (self._anchor[0] - shift, self._anchor[1])
 
     def _behind(self, frame: Frame, arrival_ns: int, key: float, seq_u, t_u, d: float) -> Output:
-        if key in self._recent:
+        if (key, _digest(frame)) in self._recent:
             self.counts["duplicate"] += 1
             return []
         # Older than the released stream but recent (a reordered frame whose hole was
@@ -450,11 +492,24 @@ class Sequencer:
             return [
                 SeqEvent("late", self._end_s, {"samples": frame.n, "behind_samples": round(-d)})
             ]
+        if seq_u is None and self._break_reason is None and self._on_schedule(frame, arrival_ns):
+            # New samples (not a repeat) arriving when the next frame was due, stamped far
+            # back: the device clock stepped back (or one stamp is corrupted); the samples
+            # continue the stream. A Movesense clock step of -3 s dropped them as duplicates.
+            # (A counter that goes back is a device restart: the reset below.)
+            return self._clock_fault(frame, arrival_ns, seq_u, t_u, d, "behind_host_clock")
         out: Output = self._flush_pending()
         self._reset(self._break_reason or "clock_reset", out)
         self._begin(frame, arrival_ns)
         out.extend(self._release(frame, arrival_ns))
         return out
+
+    def _on_schedule(self, frame: Frame, arrival_ns: int) -> bool:
+        """Did the frame arrive about when the next one was due, by the host clock?"""
+        if self.time_scale is None or self._last_arrival_ns is None:
+            return False
+        elapsed_s = max(0.0, (arrival_ns - self._last_arrival_ns) / 1e9) * self.time_scale
+        return elapsed_s <= HOST_MARGIN * frame.n / self.fs_est + HOST_SLACK_S
 
     def _reset(self, reason: str, out: Output) -> None:
         """Lose the time base: new segment, no continuity with what came before."""

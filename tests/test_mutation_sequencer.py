@@ -523,3 +523,50 @@ def test_a_device_reset_block_keeps_its_arrival() -> None:
     flagged = Frame(np.arange(20, 30), 1000.0, 0, "first", seq=0, flags=FrameFlags.TIME_RESET)
     # (a new segment; stream time goes on where the stream was)
     assert _blocks(seq.push(flagged, 7 * MS)) == [(1, 0, 0.2, 7 * MS, 20)]
+
+
+# --- clock faults on a stamp-only device (found by a new-user run, 2026-12-07) -------------
+def test_a_corrupted_stamp_then_a_lost_frame_is_reverted_with_a_gap() -> None:
+    # Frame 3's stamp is corrupted far ahead (a clock_jump), frame 4 is lost, frame 5 comes
+    # on the old time base: reverted (it was one bad stamp) and frame 4 is a gap. Before,
+    # the revert needed frame 4 itself; frame 5 was a "clock_reset" placed 1000 s back, and
+    # stream time went negative.
+    seq = Sequencer(FS, time_scale=1.0)
+    frames = [_ts_frame(k) for k in range(3)]
+    frames += [_ts_frame(3, shift_ns=1000 * 10**9), _ts_frame(5), _ts_frame(6)]
+    out = _run(seq, frames, [0, 100, 200, 300, 500, 600])
+    assert [(e["event"], e.get("missing_samples")) for e in _events(out)] == [
+        ("clock_jump", None), ("clock_jump_reverted", None), ("gap", 10)]  # fmt: skip
+    times = [b[2] for b in _blocks(out)]
+    assert times == [0.0, 0.1, 0.2, 0.3, 0.5, 0.6]  # the lost frame's 0.1 s is the gap
+    assert [b[4] for b in _blocks(out)] == [0, 10, 20, 30, 50, 60]  # every sample kept
+
+
+def test_stream_time_never_runs_back_after_a_fault() -> None:
+    # Frame 2 waits for its hole (frame 1 lost), then a stamp 1000 s ahead arrives: the held
+    # frame is placed on its own time base first, and nothing is placed before the stream.
+    seq = Sequencer(FS, time_scale=1.0)
+    frames = [_ts_frame(0), _ts_frame(2), _ts_frame(3, shift_ns=1000 * 10**9), _ts_frame(4)]
+    out = _run(seq, frames, [0, 200, 300, 400])
+    times = [b[2] for b in _blocks(out)]
+    assert times == sorted(times) and min(times) >= 0.0
+    assert [b[4] for b in _blocks(out)] == [0, 20, 30, 40]
+
+
+def test_a_stamp_clock_stepping_back_keeps_its_samples() -> None:
+    # A Movesense-like clock steps back 3 s while frames keep arriving on schedule: new
+    # samples (not repeats), so a clock_jump re-anchors and every sample is kept in order.
+    # They were dropped as "duplicates" (their stamps repeated earlier ones), silently.
+    seq = Sequencer(FS, time_scale=1.0)
+    frames = [_ts_frame(k) for k in range(40)]
+    frames += [_ts_frame(k, shift_ns=-3 * 10**9) for k in range(40, 45)]
+    out = _run(seq, frames, [100 * k for k in range(45)])
+    events = _events(out)
+    assert [(e["event"], e.get("reason")) for e in events] == [("clock_jump", "behind_host_clock")]
+    assert seq.counts["duplicate"] == 0 and seq.counts["gap"] == 0
+    assert [b[4] for b in _blocks(out)] == [10 * k for k in range(45)]
+    times = [b[2] for b in _blocks(out)]
+    assert times == pytest.approx([0.1 * k for k in range(45)])
+    # A true repeat (same stamp, same samples) is still a duplicate.
+    assert seq.push(_ts_frame(44, shift_ns=-3 * 10**9), 4500 * MS) == []
+    assert seq.counts["duplicate"] == 1
