@@ -187,6 +187,33 @@ def tiny_corpus(tmp_path_factory) -> Path:
     return out
 
 
+def test_data_build_without_waveforms_or_windows_fails_in_one_line(tmp_path: Path) -> None:
+    """An MC-MED folder without waveforms/, and one whose labs.csv has no rows: one line and
+    a non-zero status (they exited 0 with an empty corpus marked done, or KeyError)."""
+    from anyecg_edge.training.data import synth_cohort
+
+    cohort = tmp_path / "c"
+    synth_cohort(cohort, 4, seed=1, segments_per_visit=(1, 1), segment_s=(12.0, 12.0))
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    for name in ("visits.csv", "labs.csv"):
+        (bare / name).write_text((cohort / name).read_text())
+    res = CliRunner().invoke(cli, ["data", "build", "--mcmed", str(bare), "--out",
+                                   str(tmp_path / "k1"), "--workers", "1"])  # fmt: skip
+    assert res.exit_code == 1
+    assert res.stderr.splitlines() == [
+        f"Error: {bare / 'waveforms'}: missing; an MC-MED folder holds visits.csv, labs.csv "
+        "and waveforms/ (the lead-II WFDB records the windows are cut from)"
+    ]
+    (bare / "waveforms").symlink_to(cohort / "waveforms")
+    header = (cohort / "labs.csv").read_text().splitlines()[0]
+    (bare / "labs.csv").write_text(header + "\n")
+    res = CliRunner().invoke(cli, ["data", "build", "--mcmed", str(bare), "--out",
+                                   str(tmp_path / "k2"), "--workers", "1"])  # fmt: skip
+    assert res.exit_code == 3, res.output
+    assert res.stderr.splitlines()[-1].startswith(f"Error: corpus {tmp_path / 'k2'}: 0 windows: ")
+
+
 TINY = ["--arch", "net1d-tiny", "--max-steps", "2", "--batch-size", "8", "--threads", "1",
         "--log-every", "1", "--eval-every", "2", "--lr", "0.002"]  # fmt: skip
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -198,6 +199,11 @@ def data_build(
     refuse_clobber(out, [mcmed], "--out")
     refuse_clobber(json_out, [mcmed], "--json")
     with _exclusive(out):
+        if not (mcmed / "waveforms").is_dir():
+            raise click.ClickException(
+                f"{mcmed / 'waveforms'}: missing; an MC-MED folder holds visits.csv, labs.csv "
+                "and waveforms/ (the lead-II WFDB records the windows are cut from)"
+            )
         manifest = build_corpus(
             mcmed,
             out,
@@ -217,7 +223,9 @@ def data_build(
         )
     emit_json(manifest, json_out)
     echo = human_echo(json_out)
-    counts = manifest["counts"]
+    # (no work unit at all, e.g. a labs.csv without rows, leaves the per-unit counts out)
+    counts = {"windows": 0, "visits_with_windows": 0, "shards": 0, "windows_rejected": 0,
+              "candidate_windows_by_policy": {}, **manifest["counts"]}  # fmt: skip
     echo(
         f"corpus {out}: {counts['windows']} windows from {counts['visits_with_windows']} visits "
         f"in {counts['shards']} shards ({counts['windows_rejected']} rejected by the quality gate)"
@@ -229,6 +237,17 @@ def data_build(
     n_skipped = sum(manifest["skipped_records"]["by_reason"].values())
     if n_skipped:
         echo(f"  {n_skipped} records skipped (reasons in {out / 'manifest.json'})")
+    if counts["windows"] == 0:
+        # An empty corpus is no result: training on it fails later with a misleading
+        # "no lab is measured" (exit 0 here hid the cause).
+        why = (
+            "every candidate window failed the quality gate"
+            if counts["windows_rejected"]
+            else "no lab result has a waveform segment within --before/--after of it (or "
+            "labs.csv has no usable rows)"
+        )
+        click.echo(f"Error: corpus {out}: 0 windows: {why}", err=True)
+        sys.exit(3)
 
 
 class BuildLockedError(ValueError):
