@@ -322,7 +322,11 @@ def test_killed_build_resumes_to_the_identical_corpus(cohort, built, tmp_path):
     # A finished corpus: nothing is rebuilt, same bytes; other settings are refused.
     again = build_corpus(root, out, **BUILD)
     assert again["run"]["units_built"] == 0 and _corpus_bytes(out) == _corpus_bytes(ref)
-    with pytest.raises(CorpusError, match="other settings or inputs.*window_s"):
+    # The first setting that differs is named with both values (it was the whole config
+    # dict, cut at 500 characters before the new value; stride follows the window).
+    with pytest.raises(
+        CorpusError, match=r"other settings or inputs \(config.stride_s: 10.0 -> 5.0\); use a new"
+    ):
         build_corpus(root, out, window_s=5.0, **BUILD)
 
 

@@ -217,6 +217,19 @@ def _load_labs(
     return (vidx, lab, order_ms, result_ms, value, abnormal), stats
 
 
+def _first_difference(old: dict, new: dict, prefix: str = "") -> str | None:
+    """The first setting that differs, by its dotted path ("config.seed: 0 -> 3"): the
+    whole nested dict old -> new was cut at 500 characters before the new value showed."""
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key), new.get(key)
+        if a == b:
+            continue
+        if isinstance(a, dict) and isinstance(b, dict):
+            return _first_difference(a, b, f"{prefix}{key}.")
+        return f"{prefix}{key}: {a!r} -> {b!r}"
+    return None
+
+
 def _check_or_write_config(out: Path, config_doc: dict) -> None:
     path = out / "config.json"
     if path.is_file():
@@ -225,12 +238,8 @@ def _check_or_write_config(out: Path, config_doc: dict) -> None:
         except json.JSONDecodeError:
             old = None
         if old != config_doc:
-            diff = "unreadable config.json"
-            if isinstance(old, dict):
-                for key in sorted(set(old) | set(config_doc)):
-                    if old.get(key) != config_doc.get(key):
-                        diff = f"{key}: {old.get(key)!r} -> {config_doc.get(key)!r}"
-                        break
+            diff = _first_difference(old, config_doc) if isinstance(old, dict) else None
+            diff = diff or "unreadable config.json"
             raise CorpusError(
                 f"{out}: holds a corpus built with other settings or inputs ({diff}); "
                 "use a new output folder or delete this one to rebuild"
