@@ -257,6 +257,7 @@ def test_broken_calibration_set_fails_the_export_loudly(
     res = ef.run_cli(*args)
     assert res.exit_code == 4, res.output
     assert "parity vs the torch fp32 model failed" in res.stderr
+    assert res.stderr.splitlines()[-1].startswith("Error: ")  # as every failure's last line
     assert "mean_auroc_delta" in res.stderr and "agreement" in res.stderr
     assert not out.exists() and not manifest_path(out).exists()  # nothing deployable left
     report = _json(parity_path(out))

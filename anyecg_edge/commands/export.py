@@ -162,7 +162,7 @@ def export(
                 activations=activations,
             )
     except ParityError as exc:
-        click.echo(f"error: {exc}", err=True)
+        click.echo(f"Error: {exc}", err=True)
         sys.exit(PARITY_EXIT)
     r = result.report
     summary = {
