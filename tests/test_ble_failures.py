@@ -175,19 +175,25 @@ def test_device_not_found_within_the_limit(model_path, served_radio, tmp_path):
 
 # --- a device that was streaming vanishes -----------------------------------------------------
 def test_vanished_device_gives_up_after_max_reconnects(model_path, record_path, tmp_path):
-    jsonl = tmp_path / "v.jsonl"
+    jsonl, summary_json = tmp_path / "v.jsonl", tmp_path / "v.json"
     line, elapsed, _ = _fails_in_one_line(
         *_stream(model_path, f"sim-polar:{record_path}", "--faults", "vanish=25", "--speed",
-                 "10", "--connect-timeout", "2", "--max-reconnects", "2", "--jsonl", str(jsonl))
+                 "10", "--connect-timeout", "2", "--max-reconnects", "2", "--jsonl", str(jsonl),
+                 "--json", str(summary_json))
     )  # fmt: skip
     assert "the device stopped streaming (link_lost) and 2 reconnect attempts failed" in line
     assert "(--max-reconnects 2; last: not found)" in line
     lines = [json.loads(x) for x in jsonl.read_text().splitlines()]
+    # The session's summary says why it ended, in the JSONL and in --json (not written before).
+    assert "2 reconnect attempts failed" in lines[-1]["summary"]["source_info"]["error"]
+    assert json.loads(summary_json.read_text()) == lines[-1]["summary"]
     # the link's events (the H10's heart-rate records come once a second beside them)
     kinds = [x.get("event") for x in lines if "event" in x and x["event"] != "heart_rate"]
     assert kinds == ["connected", "disconnect", "connect_failed"]
     summary = lines[-1]["summary"]
-    assert summary["windows"] >= 10  # it streamed before it vanished
+    # It streamed before it vanished; how much depends on the connect time, which costs 10x
+    # its wall time of the record at --speed 10 (9 windows beside a CI run, 10+ idle).
+    assert summary["windows"] >= 1
     counts = dict(summary["events"])
     assert counts.pop("heart_rate") == sum(x.get("event") == "heart_rate" for x in lines) > 0
     assert counts == {"connect_failed": 1, "connected": 1, "disconnect": 1}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import signal
 import sys
@@ -248,7 +249,15 @@ def stream(
         "find_timeout_s": connect_timeout_s, "max_reconnects": max_reconnects,
         **({"sim_record": sim_record} if sim_record is not None else {}),
     }  # fmt: skip
-    result = session.run(record, speed=speed, duration_s=duration_s, loop=loop, **ble)
+    try:
+        result = session.run(record, speed=speed, duration_s=duration_s, loop=loop, **ble)
+    except Exception as exc:
+        # A source that gave up still has a summary (what streamed, and why it ended).
+        summary = getattr(exc, "session_summary", None)
+        if summary is not None and json_out is not None:
+            with contextlib.suppress(Exception):
+                emit_json(summary, json_out)
+        raise
     summary = result.summary
     emit_json(summary, json_out)
     if not json_to_stdout(json_out) and not quiet and not to_stdout:

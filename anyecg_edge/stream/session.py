@@ -267,6 +267,7 @@ class StreamSession:
             recorder = Recorder(
                 self.record_dir, {"source": self.spec.label, "model": self.model_label}
             )
+        source_error: Exception | None = None
         with stopper.installed(self.handle_signals, linger=self.exit_after_signal):
             engine.start()
             try:
@@ -302,13 +303,22 @@ class StreamSession:
                 interrupted = True
                 if not self.handle_signals:
                     raise  # (the summary is written on the way out)
+            except Exception as exc:
+                # The source gave up (a device not found again, a link given up on): the
+                # summary says why, and travels with the error for `--json`.
+                source_error = exc
+                raise
             finally:
                 if recorder is not None:
                     info["recording"] = _close_recording(recorder, info)
+                if source_error is not None:
+                    info = {**info, "error": reason(source_error)}
                 summary, failure = self._finish(
                     engine, live_ctx, info, interrupted or stopper.signum is not None,
                     start_epoch, output,
                 )  # fmt: skip
+                if source_error is not None:
+                    source_error.session_summary = summary  # type: ignore[attr-defined]
         if failure is not None:
             raise StreamOutputError(
                 f"--jsonl {self.jsonl_name}: cannot write ({reason(failure)}); the stream was "
