@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -122,6 +123,35 @@ def test_sigkill_mid_recording_still_replays(shared_data: Path, model: Path, tmp
     summary = read_jsonl(out)[-1]["summary"]
     assert summary["windows"] >= 10 and summary["source_info"]["torn_bytes"] == 6
     assert summary["source_info"]["complete"] is False
+
+
+def test_damaged_bytes_mid_log_are_skipped_not_the_rest(recorded: dict, model: Path, tmp_path):
+    """50 overwritten bytes inside notifications.aer: the replay goes on at the next intact
+    record (it stopped there, "13332 torn bytes", 6.7 of 29 s replayed, complete: true)."""
+    copy = tmp_path / "garbled"
+    shutil.copytree(recorded["dir"], copy)
+    log_path = copy / LOG_NAME
+    data = bytearray(log_path.read_bytes())
+    whole = list(LogReader(recorded["dir"] / LOG_NAME))
+    offset = len(data) // 4
+    data[offset : offset + 50] = b"\xa5" * 50
+    log_path.write_bytes(bytes(data))
+    reader = LogReader(log_path)
+    records = list(reader)
+    assert reader.torn_bytes == 0 and len(reader.corrupt) == 1
+    ((pos, n),) = reader.corrupt
+    assert pos <= offset < pos + n and n < 50 + 2 * 600  # the damaged record(s) only
+    assert 1 <= len(whole) - len(records) <= 3
+    assert records[-1] == whole[-1]  # everything after the damage is read
+    out = tmp_path / "g.jsonl"
+    code, text = run_stream("--source", f"replay:{copy}", "--model", model, "--speed", "0",
+                            "--jsonl", out)  # fmt: skip
+    assert code == 0, text
+    summary = read_jsonl(out)[-1]["summary"]
+    assert summary["source_info"]["corrupt_bytes"] == n
+    assert summary["source_info"]["complete"] is False  # damaged: not the whole session
+    live = recorded["live"][-1]["summary"]
+    assert summary["stream_s"] == pytest.approx(live["stream_s"], abs=0.1)
 
 
 def test_record_and_replay_errors_are_one_line(recorded: dict, model: Path, tmp_path) -> None:

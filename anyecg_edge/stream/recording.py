@@ -37,6 +37,7 @@ the same windows and estimates; ``speed`` paces it (0: as fast as possible).
 from __future__ import annotations
 
 import json
+import logging
 import os
 import struct
 import time
@@ -50,6 +51,8 @@ import numpy as np
 
 from anyecg_edge.stream.engine import StreamError
 from anyecg_edge.stream.types import Block
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "FORMAT",
@@ -273,12 +276,44 @@ class LogRecord:
     body: bytes
 
 
+# A record longer than this is no record of ours (a notification is at most 512 bytes, an
+# event line a few kB): a damaged length field is not followed for megabytes.
+_MAX_RECORD_BYTES = 1 << 20
+
+
+def _parse_record(rh: bytes, read: Callable[[int], bytes]) -> LogRecord | None:
+    """The record whose header is ``rh`` (payload from ``read``), or None if it is damaged."""
+    n, crc = _RECORD_HEADER.unpack(rh)
+    if not _PAYLOAD_HEAD.size <= n <= _MAX_RECORD_BYTES:
+        return None
+    payload = read(n)
+    if len(payload) != n or zlib.crc32(payload) != crc:
+        return None
+    kind, utc_ns = _PAYLOAD_HEAD.unpack_from(payload)
+    if kind not in (NOTIFY, LINK_DOWN, EVENT, END):
+        return None
+    return LogRecord(kind, utc_ns, payload[_PAYLOAD_HEAD.size :])
+
+
+def _next_record(data: bytes, start: int) -> int | None:
+    """Offset in ``data`` of the first record at or after ``start`` that checks out."""
+    size = _RECORD_HEADER.size
+    for off in range(start, len(data) - size + 1):
+        end = off + size
+        if _parse_record(data[off:end], lambda k, e=end: data[e : e + k]) is not None:
+            return off
+    return None
+
+
 class LogReader:
     """The records of a ``notifications.aer``, up to a torn tail (see the module doc)."""
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self.torn_bytes = 0
+        # Damaged stretches inside the log, (byte offset, length): skipped to the next record
+        # whose length and CRC check out, so one bad byte does not end the replay there.
+        self.corrupt: list[tuple[int, int]] = []
 
     def __iter__(self) -> Iterator[LogRecord]:
         try:
@@ -297,16 +332,22 @@ class LogReader:
                 rh = fh.read(_RECORD_HEADER.size)
                 if not rh:
                     return
-                payload = b""
-                if len(rh) == _RECORD_HEADER.size:
-                    n, crc = _RECORD_HEADER.unpack(rh)
-                    payload = fh.read(n)
-                    if len(payload) == n and n >= _PAYLOAD_HEAD.size and zlib.crc32(payload) == crc:
-                        kind, utc_ns = _PAYLOAD_HEAD.unpack_from(payload)
-                        yield LogRecord(kind, utc_ns, payload[_PAYLOAD_HEAD.size :])
-                        continue
-                self.torn_bytes = self.path.stat().st_size - pos
-                return
+                record = _parse_record(rh, fh.read) if len(rh) == _RECORD_HEADER.size else None
+                if record is not None:
+                    yield record
+                    continue
+                fh.seek(pos)
+                rest = fh.read()
+                skip = _next_record(rest, 1)
+                if skip is None:  # nothing valid after it: a torn tail
+                    self.torn_bytes = len(rest)
+                    return
+                self.corrupt.append((pos, skip))
+                log.warning(
+                    "%s: %d damaged bytes at offset %d skipped (replay goes on at the next "
+                    "intact record)", self.path, skip, pos,
+                )  # fmt: skip
+                fh.seek(pos + skip)
 
 
 def check_record_dir(folder: str | Path) -> None:
@@ -469,5 +510,7 @@ def run_replay(
         pipe.end_ns = now[0]
     pipe.flush()
     return {"source": f"replay:{folder}", "recorded": meta.get("source"), **counts,
-            "torn_bytes": reader.torn_bytes, "complete": bool(meta.get("complete")),
+            "torn_bytes": reader.torn_bytes,
+            "corrupt_bytes": sum(n for _, n in reader.corrupt),
+            "complete": bool(meta.get("complete")) and not reader.corrupt,
             **pipe.stats()}  # fmt: skip
