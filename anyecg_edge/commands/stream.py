@@ -52,8 +52,8 @@ SOURCE_HELP = (
 )  # fmt: skip
 @sim_source_options(
     lead="Lead to replay from a record (default: II/MLII, the lab models' training lead, then I).",
-    fs="Sampling rate of a CSV / .npy record (file and sim sources); of a real Movesense: "
-    "the rate to ask it for.",
+    fs="Sampling rate of a CSV / .npy record (file and sim sources); a real Movesense: the "
+    "rate to ask it for (a simulated wearable streams at its own rate).",
     speed="Replay speed x real time for file and sim sources; 0 = as fast as possible (file "
     "only, lossless).",
     faults='Sim sources: fault injection, e.g. "drop=0.02,disconnect=45" (keys: drop, dup, '
@@ -203,7 +203,12 @@ def stream(
     record = None
     if spec.kind in ("file", "sim"):
         # (read here, its errors come before any setup; a sim source is handed this one)
-        record = load_record(spec.target, lead=lead, fs=fs, units=units)
+        # --fs is the rate of a record that states none (CSV, .npy); beside a WFDB/EDF
+        # record on a sim-movesense source it is the Movesense rate of the real-device line.
+        from anyecg_edge.io import record_has_fs
+
+        record_fs = None if spec.kind == "sim" and record_has_fs(spec.target) else fs
+        record = load_record(spec.target, lead=lead, fs=record_fs, units=units)
     model = load_model(model_path, threads=threads or all_cores())
     if record is not None:
         # As `predict` does (same check, same words): a record shorter than one window

@@ -7,6 +7,7 @@ from anyecg_edge.io.records import (
     RecordError,
     list_leads,
     read_record,
+    record_has_fs,
 )
 
 __all__ = [
@@ -16,4 +17,5 @@ __all__ = [
     "RecordError",
     "list_leads",
     "read_record",
+    "record_has_fs",
 ]

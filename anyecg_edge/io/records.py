@@ -37,6 +37,7 @@ __all__ = [
     "MissingDependencyError",
     "list_leads",
     "read_record",
+    "record_has_fs",
     "to_millivolts",
     "SUPPORTED_FORMATS",
     "UNIT_CHOICES",
@@ -76,6 +77,12 @@ def _detect_format(path: str | Path) -> tuple[str, Path]:
     raise RecordError(
         f"{p}: unknown record format {suffix or '(no extension)'!r}; expected {SUPPORTED_FORMATS}"
     )
+
+
+def record_has_fs(path: str | Path) -> bool:
+    """Does the record state its own sampling rate (WFDB, EDF) or need one given (CSV,
+    .npy)? Raises RecordError for a path that is no record."""
+    return _detect_format(path)[0] in ("wfdb", "edf")
 
 
 def list_leads(path: str | Path) -> list[str]:
