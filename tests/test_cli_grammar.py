@@ -278,6 +278,18 @@ def test_train_config_reruns_a_run_and_the_line_overrides(tiny_corpus: Path, tmp
     assert sorted(p.name for p in other.iterdir()) == ["todo.txt"]
 
 
+def test_full_training_refuses_adapter_options(tmp_path: Path) -> None:
+    """--full trains every weight: --rank and the other adapter options were ignored."""
+    res = CliRunner().invoke(cli, ["train", "lora", "--full", "--rank", "4", "--alpha", "8",
+                                   "--arch", "net1d-tiny", "--corpus", str(tmp_path),
+                                   "--out", str(tmp_path / "r")])  # fmt: skip
+    assert res.exit_code == 2
+    assert "--rank, --alpha only apply to the LoRA adapter; --full trains every weight" in (
+        res.stderr
+    )
+    assert not (tmp_path / "r").exists()
+
+
 def test_train_config_paths_are_absolute(tmp_path: Path, monkeypatch) -> None:
     """The options a run records are rerun from anywhere: a corpus typed as "k1" is
     written as the folder it named then ("Directory 'k1' does not exist" from elsewhere)."""

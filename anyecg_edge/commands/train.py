@@ -169,6 +169,19 @@ def train() -> None:
 def train_lora(ctx: click.Context, **kw: Any) -> None:
     """LoRA fine-tune ECGFounder (peft) on the lab catalog."""
     apply_config(ctx, kw, "lora")
+    if kw["full"]:
+        # --full trains every weight: the adapter's options would be silently ignored.
+        given = [
+            f"--{name.replace('_', '-')}"
+            for name in ("rank", "alpha", "dropout", "target_modules")
+            if ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE
+        ]
+        if given:
+            verb = "applies" if len(given) == 1 else "apply"
+            raise click.UsageError(
+                f"{', '.join(given)} only {verb} to the LoRA adapter; --full trains every "
+                "weight without one"
+            )
     refuse_clobber(kw["out"], [kw["corpus"], kw["init"]], "--out")
     refuse_clobber(kw["json_out"], [kw["corpus"], kw["init"]], "--json")
     _refuse_used_out(kw["out"], kw["resume"])
