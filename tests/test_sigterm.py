@@ -33,8 +33,9 @@ def _terminate_when(
     ready: Callable[[], bool],
     limit_s: float = 180,
     on_start: Callable[[int], None] | None = None,
+    sig: int = signal.SIGTERM,
 ) -> subprocess.CompletedProcess:
-    """Run the CLI, SIGTERM it once ``ready()``, return how it ended (never hangs)."""
+    """Run the CLI, send ``sig`` once ``ready()``, return how it ended (never hangs)."""
     proc = subprocess.Popen([*CLI, *map(str, args)], cwd=REPO, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
     if on_start is not None:
@@ -45,7 +46,7 @@ def _terminate_when(
             assert proc.poll() is None, f"ended before the signal: {proc.communicate()}"
             assert time.monotonic() < deadline, f"not ready within {limit_s} s"
             time.sleep(0.05)
-        proc.send_signal(signal.SIGTERM)
+        proc.send_signal(sig)
         out, err = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
@@ -107,6 +108,24 @@ def test_sigterm_during_train_lora_keeps_its_checkpoints(cohort: Path, tmp_path:
     assert res.returncode == 0, res.stderr[-3000:]
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["resumed_from_step"] == steps[-1] and metrics["steps"] == target
+
+
+def test_ctrl_c_during_train_says_what_was_kept(cohort: Path, tmp_path: Path) -> None:
+    """Ctrl-C gives the same hint SIGTERM gives (it said only "interrupted")."""
+    corpus = tmp_path / "corpus"
+    build_corpus(cohort, corpus, window_s=5.0, visits_per_unit=64, workers=1, progress=False)
+    run = tmp_path / "run"
+    args = ["train", "lora", "--arch", "net1d-tiny", "--corpus", corpus, "--out", run,
+            "--epochs", "1000", "--batch-size", "8", "--patience", "0", "--eval-every", "3",
+            "--ckpt-every", "3", "--threads", "1", "--no-progress"]  # fmt: skip
+    ckpts = run / "checkpoints"
+    done = _terminate_when(args, lambda: any(ckpts.glob("step_*.pt")), sig=signal.SIGINT)
+    lines = [ln for ln in done.stderr.splitlines() if ln.strip()]
+    assert done.returncode == 130 and "Traceback" not in done.stderr, done.stderr
+    assert lines == [
+        f"Error: interrupted; the checkpoints in {run} are kept: run the same command with "
+        "--resume to continue"
+    ], done.stderr
 
 
 def _pool_workers(pid: int) -> list[int]:

@@ -186,10 +186,36 @@ _RESUME_HINTS: dict[str, str] = {
 }
 
 
-def _terminate(signum: int, frame: Any) -> None:
+def _where() -> tuple[str, dict[str, Any]]:
+    """The running subcommand ("train lora") and its parameters."""
     ctx = click.get_current_context(silent=True)
     names = [] if ctx is None else [c.info_name for c in _chain(ctx)][1:]  # without the root
-    raise Terminated(signum, " ".join(n for n in names if n), dict(ctx.params) if ctx else {})
+    return " ".join(n for n in names if n), dict(ctx.params) if ctx else {}
+
+
+def _terminate(signum: int, frame: Any) -> None:
+    raise Terminated(signum, *_where())
+
+
+# Where Ctrl-C struck: by the time click turns it into Abort its contexts are closed.
+_interrupted_in: tuple[str, dict[str, Any]] | None = None
+
+
+def _note_and_interrupt(signum: int, frame: Any) -> None:
+    """SIGINT as Python's default (KeyboardInterrupt), after noting the command, so the
+    boundary's line can say what was kept (the resume hint SIGTERM already gave)."""
+    global _interrupted_in
+    _interrupted_in = _where()
+    signal.default_int_handler(signum, frame)
+
+
+def _interrupted_line() -> str:
+    command, params = _interrupted_in or ("", {})
+    hint = _RESUME_HINTS.get(command)
+    if hint is not None:
+        with contextlib.suppress(KeyError, IndexError):
+            return "interrupted; " + hint.format(**params)
+    return "interrupted"
 
 
 def _chain(ctx: click.Context) -> list[click.Context]:
@@ -213,6 +239,8 @@ def _terminate_on_signals() -> Iterator[None]:
         sig = getattr(signal, name, None)
         if sig is not None and signal.getsignal(sig) == signal.SIG_DFL:
             old[sig] = signal.signal(sig, _terminate)
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+        old[signal.SIGINT] = signal.signal(signal.SIGINT, _note_and_interrupt)
     try:
         yield
     finally:
@@ -253,14 +281,16 @@ class Group(click.Group):
         standalone_mode: bool = True,
         **extra: Any,
     ) -> Any:
+        global _interrupted_in
         set_verbosity(0)
+        _interrupted_in = None
         try:
             with _terminate_on_signals():
                 rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         except SystemExit:
             raise  # a command's own documented status (predict 3, export 4, stream 130)
         except click.Abort as exc:  # Ctrl-C outside a command that handles it
-            _report(click.ClickException("interrupted"), 130)
+            _report(click.ClickException(_interrupted_line()), 130)
             raise SystemExit(130) from exc
         except Terminated as exc:
             if not standalone_mode:  # a command run inside another (demo): the outer reports
