@@ -147,6 +147,40 @@ def served_radio(record_path):
         sim.communicate(timeout=20)
 
 
+def test_duration_holds_while_the_client_is_reconnecting(model_path, record_path, tmp_path):
+    """A served wearable that stops after 4 s: the client is in a reconnect attempt (limit
+    20 s) when --duration 8 s of wall time is up; the session ends then, not when the attempt
+    times out (9 s of signal in 25.3 s for --duration 15, before)."""
+    from datetime import datetime
+
+    port = _free_port()
+    sim = subprocess.Popen(
+        [*CLI, "-q", "ble", "simulate", "--profile", "polar", "--record", str(record_path),
+         "--serve", f"tcp-server:_:{port}", "--duration", "4"],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        ready = sim.stdout.readline()
+        assert "ready:" in ready, sim.stderr.read() if sim.poll() is not None else ready
+        address = ready.split("--source polar:")[1].split()[0]
+        jsonl = tmp_path / "d.jsonl"
+        res = subprocess.run(
+            [*CLI, "-q", *_stream(model_path, f"polar:{address}", "--hci",
+                                  f"tcp-client:127.0.0.1:{port}", "--duration", "8",
+                                  "--connect-timeout", "20", "--jsonl", str(jsonl))],
+            cwd=REPO, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+    finally:
+        if sim.poll() is None:
+            sim.send_signal(signal.SIGINT)
+        sim.communicate(timeout=20)
+    assert res.returncode == 0, res.stderr
+    summary = json.loads(jsonl.read_text().splitlines()[-1])["summary"]
+    start, end = (datetime.fromisoformat(summary[k]) for k in ("start_utc", "end_utc"))
+    assert summary["source_info"]["client"]["connects"] == 1
+    assert (end - start).total_seconds() < 8 + 3
+
+
 def test_device_not_found_within_the_limit(model_path, served_radio, tmp_path):
     hci, address = served_radio
     absent = "AA:BB:CC:DD:EE:FF"

@@ -364,7 +364,16 @@ async def _drive(client: Any, stop: asyncio.Event, clock: Callable[[], float], d
             await asyncio.sleep(0.02)
     finally:
         stop.set()
-        await task
+        # A streaming client stops at once (stop command, disconnect); one waiting in a
+        # (re)connect attempt would hold the session up to its connect timeout past
+        # --duration (9 s of signal in 25 s for --duration 15 after a link drop): cancelled.
+        grace_s = 5.0 if getattr(client, "connected", True) else 0.5
+        try:
+            await asyncio.wait_for(asyncio.shield(task), timeout=grace_s)
+        except asyncio.TimeoutError:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
     return ended
 
 
