@@ -12,6 +12,7 @@ exceptions bleak raises for them go through the classification and through the c
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import signal
 import socket
@@ -129,12 +130,13 @@ def test_ble_scan_refused_hci_is_one_line():
 
 
 # --- a served virtual radio: device not found, then found ------------------------------------
-@pytest.fixture(scope="module")
-def served_radio(record_path):
+@contextlib.contextmanager
+def _served_wearable(record_path, duration_s: float):
+    """`ble simulate --serve` in a subprocess: yields (the --hci spec, the device address)."""
     port = _free_port()
     sim = subprocess.Popen(
         [*CLI, "-q", "ble", "simulate", "--profile", "polar", "--record", str(record_path),
-         "--serve", f"tcp-server:_:{port}", "--duration", "600"],
+         "--serve", f"tcp-server:_:{port}", "--duration", str(duration_s)],
         cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:
@@ -143,8 +145,15 @@ def served_radio(record_path):
         address = ready.split("--source polar:")[1].split()[0]
         yield f"tcp-client:127.0.0.1:{port}", address
     finally:
-        sim.send_signal(signal.SIGINT)
+        if sim.poll() is None:
+            sim.send_signal(signal.SIGINT)
         sim.communicate(timeout=20)
+
+
+@pytest.fixture(scope="module")
+def served_radio(record_path):
+    with _served_wearable(record_path, 600) as served:
+        yield served
 
 
 def test_duration_holds_while_the_client_is_reconnecting(model_path, record_path, tmp_path):
@@ -153,27 +162,13 @@ def test_duration_holds_while_the_client_is_reconnecting(model_path, record_path
     times out (9 s of signal in 25.3 s for --duration 15, before)."""
     from datetime import datetime
 
-    port = _free_port()
-    sim = subprocess.Popen(
-        [*CLI, "-q", "ble", "simulate", "--profile", "polar", "--record", str(record_path),
-         "--serve", f"tcp-server:_:{port}", "--duration", "4"],
-        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    try:
-        ready = sim.stdout.readline()
-        assert "ready:" in ready, sim.stderr.read() if sim.poll() is not None else ready
-        address = ready.split("--source polar:")[1].split()[0]
-        jsonl = tmp_path / "d.jsonl"
+    jsonl = tmp_path / "d.jsonl"
+    with _served_wearable(record_path, 4) as (hci, address):
         res = subprocess.run(
-            [*CLI, "-q", *_stream(model_path, f"polar:{address}", "--hci",
-                                  f"tcp-client:127.0.0.1:{port}", "--duration", "8",
-                                  "--connect-timeout", "20", "--jsonl", str(jsonl))],
+            [*CLI, "-q", *_stream(model_path, f"polar:{address}", "--hci", hci, "--duration",
+                                  "8", "--connect-timeout", "20", "--jsonl", str(jsonl))],
             cwd=REPO, capture_output=True, text=True, timeout=120,
         )  # fmt: skip
-    finally:
-        if sim.poll() is None:
-            sim.send_signal(signal.SIGINT)
-        sim.communicate(timeout=20)
     assert res.returncode == 0, res.stderr
     summary = json.loads(jsonl.read_text().splitlines()[-1])["summary"]
     start, end = (datetime.fromisoformat(summary[k]) for k in ("start_utc", "end_utc"))

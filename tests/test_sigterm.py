@@ -85,7 +85,8 @@ def test_sigterm_during_data_build_keeps_the_finished_units(cohort: Path, tmp_pa
     assert not list(out.rglob("*.tmp"))
 
 
-def test_sigterm_during_train_lora_keeps_its_checkpoints(cohort: Path, tmp_path: Path) -> None:
+def _endless_train(cohort: Path, tmp_path: Path) -> tuple[Path, list]:
+    """A tiny corpus and a `train lora` line that runs until stopped: (run folder, args)."""
     corpus = tmp_path / "corpus"
     build_corpus(cohort, corpus, window_s=5.0, visits_per_unit=64, workers=1, progress=False)
     run = tmp_path / "run"
@@ -93,6 +94,11 @@ def test_sigterm_during_train_lora_keeps_its_checkpoints(cohort: Path, tmp_path:
             "--epochs", "1000", "--batch-size", "8", "--lr", "1e-3", "--patience", "0",
             "--eval-every", "3", "--ckpt-every", "3", "--log-every", "1", "--threads", "1",
             "--no-progress"]  # fmt: skip
+    return run, args
+
+
+def test_sigterm_during_train_lora_keeps_its_checkpoints(cohort: Path, tmp_path: Path) -> None:
+    run, args = _endless_train(cohort, tmp_path)
     ckpts = run / "checkpoints"
     done = _terminate_when(args, lambda: any(ckpts.glob("step_*.pt")))
     line = _one_line(done, str(run), "with --resume to continue")
@@ -112,12 +118,7 @@ def test_sigterm_during_train_lora_keeps_its_checkpoints(cohort: Path, tmp_path:
 
 def test_ctrl_c_during_train_says_what_was_kept(cohort: Path, tmp_path: Path) -> None:
     """Ctrl-C gives the same hint SIGTERM gives (it said only "interrupted")."""
-    corpus = tmp_path / "corpus"
-    build_corpus(cohort, corpus, window_s=5.0, visits_per_unit=64, workers=1, progress=False)
-    run = tmp_path / "run"
-    args = ["train", "lora", "--arch", "net1d-tiny", "--corpus", corpus, "--out", run,
-            "--epochs", "1000", "--batch-size", "8", "--patience", "0", "--eval-every", "3",
-            "--ckpt-every", "3", "--threads", "1", "--no-progress"]  # fmt: skip
+    run, args = _endless_train(cohort, tmp_path)
     ckpts = run / "checkpoints"
     done = _terminate_when(args, lambda: any(ckpts.glob("step_*.pt")), sig=signal.SIGINT)
     lines = [ln for ln in done.stderr.splitlines() if ln.strip()]
