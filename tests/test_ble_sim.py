@@ -155,9 +155,14 @@ def test_clean_stream_is_exact(model, record_path, profile):
     assert not _events(out, "gap") and s["skipped_gap"] == 0
     assert info["decoder"]["malformed"] == 0
     # one window per second from the first full 10 s on (how much of the 40 s the link
-    # setup takes depends on the machine's load at 40x speed)
+    # setup takes depends on the machine's load at 40x speed): each scored or, when
+    # inference falls behind 40x real time on a loaded machine, dropped with a `drop` event
+    # (4 of 29 under a CI run's load) - never lost unsaid
     t = [w["t"] for w in _windows(out)]
-    assert s["windows"] == s["accepted"] == len(t) == round(t[-1] - t[0]) + 1 >= 20
+    dropped = [e["t"] for e in _events(out, "drop")]
+    assert s["windows"] == s["accepted"] == len(t) >= 15 and s["dropped"] == len(dropped)
+    every = sorted(t + dropped)
+    assert every == pytest.approx([every[0] + k for k in range(round(every[-1] - every[0]) + 1)])
     assert info["fs_estimated_hz"] == pytest.approx(info["fs_true_hz"], rel=2e-4)
     hr = np.median([w["quality"]["heart_rate_bpm"] for w in _windows(out)])
     assert 65 < hr < 85  # record 100 at ~75 bpm, whatever the device rate
