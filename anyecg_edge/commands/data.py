@@ -223,9 +223,7 @@ def data_build(
         )
     emit_json(manifest, json_out)
     echo = human_echo(json_out)
-    # (no work unit at all, e.g. a labs.csv without rows, leaves the per-unit counts out)
-    counts = {"windows": 0, "visits_with_windows": 0, "shards": 0, "windows_rejected": 0,
-              "candidate_windows_by_policy": {}, **manifest["counts"]}  # fmt: skip
+    counts = manifest["counts"]
     echo(
         f"corpus {out}: {counts['windows']} windows from {counts['visits_with_windows']} visits "
         f"in {counts['shards']} shards ({counts['windows_rejected']} rejected by the quality gate)"

@@ -145,7 +145,13 @@ class _MarkerTotals:
     """The done markers' counts summed over units (skip listings capped)."""
 
     def __init__(self) -> None:
-        self.counts: Counter = Counter()
+        # The counts every unit's marker carries, 0 when there is no unit at all (a labs.csv
+        # without rows): the manifest always states them.
+        self.counts: Counter = Counter(
+            dict.fromkeys(
+                ("windows", "visits_with_windows", "windows_rejected", "segments_read"), 0
+            )
+        )
         self.candidates: Counter = Counter()
         self.rejected: Counter = Counter()
         self.skipped_by: Counter = Counter()
