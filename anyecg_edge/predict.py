@@ -70,6 +70,25 @@ class RecordPrediction:
         }
 
 
+def raw_model_windows(
+    signal_mv: np.ndarray, fs: float, meta: ModelMetadata, hop_s: float | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """``extract_windows`` with the raw length that preprocesses to at least the model's
+    window at any rate (:func:`~anyecg_edge.signal.raw_window_samples`: 1301 samples at a
+    Polar's measured 130.04 Hz, not 1300); :func:`model_window` cuts the rest."""
+    n_raw = raw_window_samples(meta.window_samples, fs, meta.fs)
+    return extract_windows(signal_mv, fs, n_raw / fs, hop_s)
+
+
+def model_window(
+    windows_mv: np.ndarray, fs: float, meta: ModelMetadata, mains_hz: float | None
+) -> np.ndarray:
+    """Raw windows from :func:`raw_model_windows` preprocessed to exactly the model's input
+    (windows, window_samples) at ``meta.fs``."""
+    x = preprocess(windows_mv, fs, mains_hz=mains_hz, target_fs=int(meta.fs))
+    return x[:, : meta.window_samples]
+
+
 def model_inputs(
     windows_mv: np.ndarray,
     fs: float,
@@ -92,8 +111,7 @@ def model_inputs(
     ok = np.fromiter((r.ok for r in reports), dtype=bool, count=len(reports))
     if not ok.any():
         return reports, None
-    x = preprocess(w64[ok], fs, mains_hz=mains, target_fs=int(meta.fs))
-    return reports, x[:, : meta.window_samples]  # windows cut by raw_window_samples
+    return reports, model_window(w64[ok], fs, meta, mains)
 
 
 def predict_record(
@@ -113,8 +131,7 @@ def predict_record(
     """
     meta = model.metadata
     try:
-        n_raw = raw_window_samples(meta.window_samples, record.fs, meta.fs)
-        raw_windows, starts = extract_windows(record.signal_mv, record.fs, n_raw / record.fs, hop_s)
+        raw_windows, starts = raw_model_windows(record.signal_mv, record.fs, meta, hop_s)
     except SignalError as exc:
         raise RecordError(f"{record.source} (lead {record.lead}): {exc}") from None
     reports, accepted = model_inputs(raw_windows, record.fs, meta, mains_hz)

@@ -29,9 +29,9 @@ import numpy as np
 from anyecg_edge.quantization.errors import WindowsError
 
 from anyecg_edge.io import RecordError, list_leads, read_record
-from anyecg_edge.predict import model_inputs
+from anyecg_edge.predict import model_inputs, model_window, raw_model_windows
 from anyecg_edge.runtime import ModelMetadata
-from anyecg_edge.signal import SignalError, extract_windows, preprocess, raw_window_samples
+from anyecg_edge.signal import SignalError
 
 log = logging.getLogger(__name__)
 
@@ -147,8 +147,7 @@ def record_windows(
             raise WindowsError(str(exc)) from None
         for lead, sig_mv, fs in leads:
             try:
-                n_raw = raw_window_samples(meta.window_samples, fs, meta.fs)
-                raw, _ = extract_windows(sig_mv, fs, n_raw / fs)
+                raw, _ = raw_model_windows(sig_mv, fs, meta)
             except SignalError as exc:
                 log.info("%s lead %s: %s; skipped", rec_path, lead, exc)
                 continue
@@ -159,8 +158,7 @@ def record_windows(
                 if x is None:
                     continue
             else:
-                x = preprocess(raw, fs, mains_hz=meta.mains_hz, target_fs=int(meta.fs))
-                x = x[:, : meta.window_samples]
+                x = model_window(raw, fs, meta, meta.mains_hz)
             xs.append(x)
             groups += [str(rec_path)] * len(x)
     if not xs:

@@ -214,12 +214,12 @@ def _lab_table(result: dict[str, Any], *, compact: bool) -> Any:
             f"[red]{call}[/]" if call == "abnormal" else f"[dim]{call}[/]",
             f"{lab['spread']['std']:.3f}",
         ]
-        reference = _range_text(lab["reference_range"], None)
         if compact:
             ref_unit = _range_text(lab["reference_range"], lab["unit"])
             name = lab["display_name"] + (f"\n[dim]{ref_unit}[/]" if ref_unit else "")
             table.add_row(name, *cells)
         else:
+            reference = _range_text(lab["reference_range"], None)
             table.add_row(lab["display_name"], *cells, reference, lab["unit"] or "")
     return table
 

@@ -252,7 +252,7 @@ def stream(
     ble = {} if record is not None else {
         "faults": fault_spec, "lead": lead, "fs": fs, "hci": hci, "silence_timeout_s": silence_s,
         "find_timeout_s": connect_timeout_s, "max_reconnects": max_reconnects,
-        **({"sim_record": sim_record} if sim_record is not None else {}),
+        "sim_record": sim_record,
     }  # fmt: skip
     try:
         result = session.run(record, speed=speed, duration_s=duration_s, loop=loop, **ble)

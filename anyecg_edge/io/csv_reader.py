@@ -103,13 +103,10 @@ def _csv_layout(
 
 def _decimal_comma_hint(row: list[str], ncols: int) -> str:
     """A one-column file written with decimal commas ("0,125") reads as two cells a row."""
-    whole, frac = (row + ["", ""])[:2]
-    if (
-        ncols == 1
-        and len(row) == 2
-        and whole.strip().lstrip("+-").isdigit()
-        and frac.strip().isdigit()
-    ):
+    if ncols != 1 or len(row) != 2:
+        return ""
+    whole, frac = row
+    if whole.strip().lstrip("+-").isdigit() and frac.strip().isdigit():
         return f" ({','.join(row)!r} looks like a decimal comma: write numbers with '.')"
     return ""
 

@@ -61,6 +61,8 @@ def _check_signal_files(base: Path, hdr: Any) -> None:
     samples the header promises: wfdb reports a cut file or an unknown format with a
     message about its internals ("could not broadcast...", "'999'")."""
     names = _signal_names(hdr)
+    spfs = hdr.samps_per_frame or [1] * len(names)
+    offsets = hdr.byte_offset or [None] * len(names)
     files: dict[str, dict[str, Any]] = {}
     for k, name in enumerate(names):
         fmt = str(hdr.fmt[k]) if hdr.fmt and hdr.fmt[k] is not None else "16"
@@ -69,10 +71,8 @@ def _check_signal_files(base: Path, hdr: Any) -> None:
                 f"{base}.hea: storage format {fmt!r} of {name} is not a WFDB format "
                 f"(expected one of {', '.join([*_FORMAT_BITS, *sorted(_FLAC_FORMATS)])})"
             )
-        spf = (hdr.samps_per_frame or [1] * len(names))[k] or 1
-        offsets = hdr.byte_offset or [None] * len(names)
         entry = files.setdefault(hdr.file_name[k], {"bits": 0.0, "offset": 0, "flac": False})
-        entry["bits"] += _FORMAT_BITS.get(fmt, 0.0) * spf
+        entry["bits"] += _FORMAT_BITS.get(fmt, 0.0) * (spfs[k] or 1)
         entry["offset"] = max(entry["offset"], offsets[k] or 0)
         entry["flac"] |= fmt in _FLAC_FORMATS
     for file_name, entry in files.items():
