@@ -202,9 +202,10 @@ class Sequencer:
         d: float,
         reason: str = "beyond_host_clock",
     ) -> Output:
-        """A frame further ahead than the host clock allows: not lost samples but a clock
-        (or counter) that jumped or a corrupted stamp. Counted, re-anchored on this frame,
-        whose samples continue the stream."""
+        """A frame further ahead than the host clock allows (or, ``behind_host_clock``, new
+        samples on schedule stamped far back): not lost samples but a clock (or counter)
+        that jumped or a corrupted stamp. Counted, re-anchored on this frame, whose samples
+        continue the stream."""
         # Frames held for reordering arrived before this one: they are placed on the time
         # base they belong to first (a gap if their hole stays open).
         out: Output = self._flush_pending()
@@ -229,9 +230,7 @@ class Sequencer:
         out.extend(self._drain())
         return out
 
-    def _reverts(
-        self, frame: Frame, t_u: int | None, pre: tuple, bound: float | None = None
-    ) -> bool:
+    def _reverts(self, frame: Frame, t_u: int | None, pre: tuple, bound: float | None) -> bool:
         """Does this frame continue the time base from before the last clock fault: in
         place, or after frames lost meanwhile (ahead by at most what the host clock allows)?"""
         _, last_t, last_ref = pre
